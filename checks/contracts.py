@@ -1,0 +1,125 @@
+"""Blocking data-contract checks on the raw feeds: nothing downstream runs on a feed that broke its contract."""
+
+import math
+from datetime import UTC, datetime
+
+import dagster as dg
+import duckdb
+import pandas as pd
+
+from assets.resources import WarehouseResource
+from checks.suites import Violation, build_suite, validate
+from cx_pipeline.feeds import FEEDS, Feed
+from cx_pipeline.warehouse import one, row_key_sql
+
+CONTRACT_CHECK = "data_contract"
+SAMPLE_ROWS = 10
+# Volume: a snapshot must keep at least this share of the previous snapshot's rows; an incremental pull at
+# least this share of the rows its window should hold at the feed's historical rate. Below
+# MIN_EXPECTED_ROWS there is too little history to tell an empty window from a broken feed.
+SNAPSHOT_MIN_RATIO = 0.5
+INCREMENTAL_MIN_RATIO = 0.25
+MIN_EXPECTED_ROWS = 8
+
+
+def min_rows(con: duckdb.DuckDBPyConnection, feed: Feed) -> int:
+    """The fewest rows the latest batch may hold without failing the volume expectation."""
+    batches = con.execute(
+        "SELECT rows_fetched, as_of, updated_since FROM ingest_batches WHERE feed = ? ORDER BY fetched_at DESC LIMIT 2",
+        [feed.name],
+    ).fetchall()
+    if len(batches) < 2:
+        return 1  # a first load must bring something
+    (_, as_of, since), (previous_rows, _, _) = batches
+    if not feed.incremental:
+        expected = previous_rows
+        ratio = SNAPSHOT_MIN_RATIO
+    else:
+        first, last, total = one(con, f"SELECT min(updated_at), max(updated_at), count(*) FROM {feed.table}")
+        history_hours = (last - first).total_seconds() / 3600 if total > 1 else 0
+        window_hours = (as_of - since).total_seconds() / 3600 if as_of and since else 0
+        expected = total / history_hours * window_hours if history_hours > 0 else 0
+        ratio = INCREMENTAL_MIN_RATIO
+    return max(1, math.floor(expected * ratio)) if expected >= MIN_EXPECTED_ROWS else 0
+
+
+def landed_batch(con: duckdb.DuckDBPyConnection, feed: Feed) -> pd.DataFrame:
+    """The latest landed batch, exact duplicates collapsed, with a `_known_*` flag per reference."""
+    flags = "".join(
+        f", {' OR '.join(f'l.{c} IS NULL' for c in ref.columns)} OR EXISTS (SELECT 1 FROM {ref.table} t WHERE "
+        + " AND ".join(f"t.{tc} = l.{c}" for c, tc in zip(ref.columns, ref.table_columns, strict=True))
+        + f") AS {ref.flag}"
+        for ref in feed.references
+    )
+    return con.execute(f"""
+        SELECT l.*, {row_key_sql(feed, "l")} AS _row_key {flags}
+        FROM landing_{feed.name} l
+        QUALIFY row_number() OVER (PARTITION BY l._raw::VARCHAR ORDER BY l._row) = 1
+        ORDER BY l._row
+    """).df()
+
+
+def quarantine(con: duckdb.DuckDBPyConnection, feed: Feed, frame: pd.DataFrame, violations: list[Violation]) -> int:
+    """Record every offending row, verbatim, against the expectation it broke; returns rows recorded."""
+    records = pd.DataFrame(
+        [(v.expectation, frame.at[i, "_row_key"], frame.at[i, "_raw"]) for v in violations for i in v.row_index],
+        columns=["expectation", "row_key", "row_data"],
+    )
+    if records.empty:
+        return 0
+    batch_id = frame["_batch_id"].iat[0]
+    con.register("offending", records)
+    con.execute(
+        "INSERT INTO quarantine SELECT ?, ?, expectation, row_key, row_data::JSON, ?, NULL FROM offending",
+        [feed.name, batch_id, datetime.now(UTC)],
+    )
+    con.unregister("offending")
+    return len(records)
+
+
+def sample_markdown(frame: pd.DataFrame, violation: Violation) -> str:
+    rows = frame.loc[violation.row_index[:SAMPLE_ROWS], ["_row", "_row_key", "_raw"]]
+    rows = rows.rename(columns={"_row": "row", "_row_key": "key", "_raw": "as sent"})
+    return rows.to_markdown(index=False)
+
+
+def contract_check(feed: Feed) -> dg.AssetChecksDefinition:
+    """Build the blocking contract check of `raw_<feed>`."""
+
+    @dg.asset_check(
+        asset=feed.table,
+        name=CONTRACT_CHECK,
+        blocking=True,
+        additional_deps=sorted({ref.table for ref in feed.references}),
+        description=f"The {feed.name} feed keeps its contract: keys, quantities, timestamps, enums, "
+        "references and volume. Offending rows are quarantined and nothing downstream runs.",
+    )
+    def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        with warehouse.connect() as con:
+            frame = landed_batch(con, feed)
+            as_of = one(
+                con,
+                "SELECT as_of FROM ingest_batches WHERE feed = ? ORDER BY fetched_at DESC LIMIT 1",
+                [feed.name],
+            )
+            now = (as_of[0] if as_of and as_of[0] else None) or datetime.now(UTC)
+            suite = build_suite(feed, now, min_rows(con, feed))
+            violations = validate(frame, suite)
+            quarantined = quarantine(con, feed, frame, violations)
+        metadata: dict[str, object] = {
+            "rows_validated": len(frame),
+            "expectations": len(suite.expectations),
+            "broken_expectations": len(violations),
+            "rows_quarantined": quarantined,
+        }
+        for v in violations:
+            detail = f"**{v.unexpected_count} offending rows**" if v.row_index else f"observed: {v.observed}"
+            sample = f"\n\n{sample_markdown(frame, v)}" if v.row_index else ""
+            metadata[v.expectation] = dg.MetadataValue.md(f"{detail}{sample}")
+            context.log.error(f"{feed.table}: {v.expectation} broken: {v.unexpected_count or v.observed}")
+        return dg.AssetCheckResult(passed=not violations, metadata=metadata)
+
+    return _check
+
+
+contract_checks = [contract_check(feed) for feed in FEEDS.values()]

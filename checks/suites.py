@@ -1,0 +1,85 @@
+"""Great Expectations 1.x suites for the raw feeds, and a runner that names the offending rows."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no phoning home from a batch pipeline
+
+import great_expectations as gx
+import great_expectations.expectations as gxe
+import pandas as pd
+from great_expectations.data_context.types.base import ProgressBarsConfig
+
+from cx_pipeline.feeds import Feed
+
+CLOCK_SKEW = timedelta(minutes=5)  # tolerated lead of a row's timestamp over the source's clock
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken expectation: what it demanded, how many rows broke it, and which (by frame index)."""
+
+    expectation: str
+    unexpected_count: int
+    row_index: list[int]  # empty for table-level expectations such as the volume check
+    observed: object = None
+
+
+def build_suite(feed: Feed, now: datetime, min_rows: int) -> gx.ExpectationSuite:
+    """The contract of one landed batch of `feed`.
+
+    `now` is the source's clock when the batch was read; `min_rows` comes from the volume history.
+    Reference columns (`_known_*`) are computed in SQL before validation, since a set of every SKU
+    would be slow to check in pandas.
+    """
+    expectations: list[gxe.Expectation] = [gxe.ExpectTableRowCountToBeBetween(min_value=min_rows)]
+    if len(feed.keys) == 1:
+        expectations.append(gxe.ExpectColumnValuesToBeUnique(column=feed.keys[0]))
+    else:
+        expectations.append(gxe.ExpectCompoundColumnsToBeUnique(column_list=list(feed.keys)))
+    expectations += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in feed.columns if c not in feed.nullable]
+    expectations += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in feed.quantities]
+    expectations += [gxe.ExpectColumnValuesToBeBetween(column=c, max_value=now + CLOCK_SKEW) for c in feed.timestamps]
+    expectations += [
+        gxe.ExpectColumnValuesToBeInSet(column=c, value_set=list(values)) for c, values in feed.enums.items()
+    ]
+    expectations += [gxe.ExpectColumnValuesToBeInSet(column=r.flag, value_set=[True]) for r in feed.references]
+    return gx.ExpectationSuite(name=f"raw_{feed.name}_contract", expectations=expectations)
+
+
+def describe(config: gxe.Expectation | object) -> str:
+    """A readable one-line name for an expectation, e.g. `expect_column_values_to_be_between(qty, min 0)`."""
+    kwargs = {k: v for k, v in config.kwargs.items() if k != "batch_id" and v is not None}
+    target = kwargs.pop("column", None) or ",".join(kwargs.pop("column_list", []) or [])
+    details = ", ".join(
+        f"{k} {v if not isinstance(v, list) or len(v) <= 6 else f'{len(v)} values'}"
+        for k, v in kwargs.items()
+        if k not in ("mostly", "result_format")
+    )
+    return f"{config.type}({', '.join(filter(None, [target, details]))})"
+
+
+def validate(frame: pd.DataFrame, suite: gx.ExpectationSuite) -> list[Violation]:
+    """Run `suite` on `frame` with an ephemeral GX context; return the broken expectations."""
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch_definition = (
+        context.data_sources.add_pandas("landing")
+        .add_dataframe_asset(suite.name)
+        .add_batch_definition_whole_dataframe("batch")
+    )
+    batch = batch_definition.get_batch(batch_parameters={"dataframe": frame.reset_index(drop=True)})
+    result = batch.validate(suite, result_format={"result_format": "COMPLETE"})
+    return [
+        Violation(
+            expectation=describe(r.expectation_config),
+            unexpected_count=int(r.result.get("unexpected_count") or 0),
+            row_index=[int(i) for i in r.result.get("unexpected_index_list") or []],
+            observed=r.result.get("observed_value"),
+        )
+        for r in result.results
+        if not r.success
+    ]

@@ -1,0 +1,90 @@
+"""The DuckDB warehouse: one file, its schema, and how to open it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from cx_pipeline.feeds import FEEDS, Feed
+
+META_DDL = """
+CREATE TABLE IF NOT EXISTS ingest_batches (
+    batch_id      VARCHAR PRIMARY KEY,
+    feed          VARCHAR NOT NULL,
+    run_id        VARCHAR,
+    fetched_at    TIMESTAMPTZ NOT NULL,
+    as_of         TIMESTAMPTZ,          -- the source's clock when the batch was read
+    updated_since TIMESTAMPTZ,          -- the window start asked for (null: full load or snapshot)
+    cursor        TIMESTAMPTZ,          -- where the next incremental pull starts
+    pages         INTEGER NOT NULL,
+    rows_fetched  INTEGER NOT NULL,
+    rows_new      INTEGER NOT NULL,
+    rows_updated  INTEGER NOT NULL,
+    rows_unchanged INTEGER NOT NULL,
+    rows_duplicate INTEGER NOT NULL     -- exact copies of a row earlier in the same batch
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    feed           VARCHAR NOT NULL,
+    batch_id       VARCHAR NOT NULL,
+    expectation    VARCHAR NOT NULL,
+    row_key        VARCHAR,             -- natural key joined with '|', null when the key itself is missing
+    row_data       JSON NOT NULL,       -- the record exactly as the source sent it
+    quarantined_at TIMESTAMPTZ NOT NULL,
+    released_at    TIMESTAMPTZ          -- set when the source sends a newer version of the row
+);
+"""
+
+
+def row_key_sql(feed: Feed, alias: str = "") -> str:
+    """SQL for a feed's natural key as one string, e.g. `RCV-1|2`."""
+    prefix = f"{alias}." if alias else ""
+    return "concat_ws('|', " + ", ".join(f"{prefix}{k}" for k in feed.keys) + ")"
+
+
+def feed_ddl(feed: Feed) -> str:
+    columns = ",\n    ".join(f"{name} {sql_type}" for name, sql_type in feed.columns.items())
+    return f"""
+CREATE TABLE IF NOT EXISTS {feed.table} (
+    {columns},
+    _batch_id VARCHAR NOT NULL,
+    _loaded_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY ({", ".join(feed.keys)})
+);
+CREATE OR REPLACE VIEW valid_{feed.name} AS
+SELECT * FROM {feed.table}
+WHERE {row_key_sql(feed)} NOT IN (
+    SELECT row_key FROM quarantine
+    WHERE feed = '{feed.name}' AND released_at IS NULL AND row_key IS NOT NULL
+);
+"""
+
+
+def one(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None) -> tuple | None:
+    """The first row of a query, or None. Uses fetchall: DuckDB 2 keeps a fetchone() result open."""
+    rows = con.execute(sql, params or []).fetchall()
+    return rows[0] if rows else None
+
+
+def create_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create every warehouse table and view that is missing; safe to run on every connect."""
+    con.execute(META_DDL)
+    for feed in FEEDS.values():
+        con.execute(feed_ddl(feed))
+
+
+@contextmanager
+def connect(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the warehouse file (creating it and its schema on first use) and close it afterwards."""
+    path = Path(path)
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path), read_only=read_only)
+    try:
+        if not read_only:
+            create_schema(con)
+        yield con
+    finally:
+        con.close()

@@ -1,0 +1,18 @@
+"""Binds the library, the assets and the checks into one Dagster code location (see workspace.yaml)."""
+
+import dagster as dg
+
+from assets.ingest import raw_assets
+from assets.resources import resources_from_env
+from assets.schedules import every_three_hours, pipeline_job
+from checks.contracts import contract_checks
+
+defs = dg.Definitions(
+    assets=raw_assets,
+    asset_checks=contract_checks,
+    jobs=[pipeline_job],
+    schedules=[every_three_hours],
+    resources=resources_from_env(),
+    # One process writes the DuckDB file at a time: DuckDB allows a single read-write process per file.
+    executor=dg.in_process_executor,
+)

@@ -1,0 +1,42 @@
+"""Shared fixtures: a fresh demo world served over real HTTP on 127.0.0.1, a DuckDB file in tmp_path."""
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from assets.ingest import raw_assets
+from checks.contracts import contract_checks
+from cx_pipeline.simulator import Simulator, build_world
+from tests.helpers import TOKEN, resources
+
+SMALL_WORLD_SKUS = 300  # large enough for every kind of receipt, small enough for a fast suite
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with Simulator(world=build_world(seed=7, n_skus=SMALL_WORLD_SKUS), token=TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def warehouse_path(tmp_path: Path) -> Path:
+    return tmp_path / "warehouse.duckdb"
+
+
+Runner = Callable[..., dg.ExecuteInProcessResult]
+
+
+@pytest.fixture
+def run_pipeline(sim: Simulator, warehouse_path: Path) -> Runner:
+    """Materialize every raw feed and its contract check (plus `extra` assets) against the simulator."""
+
+    def run(extra: tuple[dg.AssetsDefinition, ...] = (), **api: object) -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            [*raw_assets, *contract_checks, *extra],
+            resources=resources(sim, warehouse_path, **api),
+            raise_on_error=False,
+        )
+
+    return run

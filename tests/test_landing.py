@@ -1,0 +1,93 @@
+"""Landing and volume rules on a real DuckDB file, without HTTP."""
+
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+import pytest
+
+from checks.contracts import min_rows
+from cx_pipeline.feeds import FEEDS
+from cx_pipeline.ingest import Batch, land, last_cursor, to_frame
+from cx_pipeline.warehouse import connect
+
+INQUIRIES = FEEDS["inquiries"]
+NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
+
+
+def inquiry(n: int, reason: str = "return", hours_ago: float = 1) -> dict:
+    at = (NOW - timedelta(hours=hours_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "inquiry_id": f"INQ-{n}",
+        "order_id": None,
+        "sku": None,
+        "reason": reason,
+        "created_at": at,
+        "updated_at": at,
+    }
+
+
+def batch(records: list[dict], since: datetime | None = None, as_of: datetime = NOW) -> Batch:
+    return Batch(INQUIRIES, to_frame(INQUIRIES, records), as_of, since, pages=1)
+
+
+def test_landing_counts_new_updated_and_unchanged(tmp_path):
+    with connect(tmp_path / "w.duckdb") as con:
+        first = land(con, batch([inquiry(1), inquiry(2)]))
+        second = land(con, batch([inquiry(1), inquiry(2, reason="other", hours_ago=0.5), inquiry(3)]))
+
+        assert (first.rows_new, first.rows_updated, first.rows_unchanged) == (2, 0, 0)
+        assert (second.rows_new, second.rows_updated, second.rows_unchanged) == (1, 1, 1)
+        assert con.execute("SELECT reason FROM raw_inquiries WHERE inquiry_id = 'INQ-2'").fetchall() == [("other",)]
+
+
+def test_the_last_copy_of_a_key_in_a_batch_wins_and_exact_copies_are_counted(tmp_path):
+    with connect(tmp_path / "w.duckdb") as con:
+        stats = land(con, batch([inquiry(1), inquiry(1), inquiry(1, reason="other")]))
+
+        assert (stats.rows_fetched, stats.rows_new, stats.rows_duplicate) == (3, 1, 1)
+        assert con.execute("SELECT reason FROM raw_inquiries").fetchall() == [("other",)]
+
+
+def test_the_cursor_never_passes_the_source_clock(tmp_path):
+    future = inquiry(2)
+    future["updated_at"] = "2099-01-01T00:00:00Z"
+    with connect(tmp_path / "w.duckdb") as con:
+        land(con, batch([inquiry(1, hours_ago=2), future]))
+
+        assert last_cursor(con, INQUIRIES) == NOW - timedelta(hours=2)
+
+
+def test_a_newer_version_releases_a_quarantined_row(tmp_path):
+    with connect(tmp_path / "w.duckdb") as con:
+        land(con, batch([inquiry(1)]))
+        con.execute("INSERT INTO quarantine VALUES ('inquiries', 'b', 'x', 'INQ-1', '{}', now(), NULL)")
+        assert con.execute("SELECT count(*) FROM valid_inquiries").fetchall() == [(0,)]
+
+        land(con, batch([inquiry(1, reason="other", hours_ago=0.5)]))
+
+        assert con.execute("SELECT count(*) FROM valid_inquiries").fetchall() == [(1,)]
+
+
+def test_a_failed_landing_leaves_nothing_behind(tmp_path):
+    path = tmp_path / "w.duckdb"
+    with connect(path) as con:
+        land(con, batch([inquiry(1)]))
+        broken = batch([inquiry(2)])
+        broken.frame.drop(columns=["_raw"], inplace=True)
+        with pytest.raises(duckdb.Error):
+            land(con, broken)
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM raw_inquiries").fetchall() == [(1,)]
+        assert con.execute("SELECT count(*) FROM ingest_batches").fetchall() == [(1,)]
+
+
+def test_volume_rules(tmp_path):
+    with connect(tmp_path / "w.duckdb") as con:
+        assert min_rows(con, INQUIRIES) == 1  # nothing landed yet: a first load must bring rows
+        # 100 inquiries spread over 100 hours, then a 10-hour window: ~10 expected, at least 25 % of them.
+        land(con, batch([inquiry(n, hours_ago=n) for n in range(1, 101)]))
+        land(con, batch([], since=NOW - timedelta(hours=10), as_of=NOW))
+        assert min_rows(con, INQUIRIES) == 2
+        # A 1-hour window expects ~1 row: too few to tell an empty window from a broken feed.
+        land(con, batch([], since=NOW - timedelta(hours=1), as_of=NOW))
+        assert min_rows(con, INQUIRIES) == 0
