@@ -52,6 +52,9 @@ def raw_asset(feed: Feed) -> dg.AssetsDefinition:
                 "updated_since": str(since) if since else "full load",
                 "cursor": str(stats.cursor) if stats.cursor else "n/a (snapshot)",
                 "batch_id": stats.batch_id,
+                "changed_preview": dg.MetadataValue.md(
+                    "nothing changed" if stats.preview.empty else stats.preview.to_markdown(index=False)
+                ),
             }
         )
 

@@ -17,6 +17,7 @@ from cx_pipeline.http import ApiClient
 from cx_pipeline.warehouse import one, row_key_sql
 
 ProgressFn = Callable[[int, int], None]  # (pages so far, rows so far)
+PREVIEW_ROWS = 5
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class LandingStats:
     rows_unchanged: int
     rows_duplicate: int
     cursor: datetime | None
+    preview: pd.DataFrame  # a few of the new or changed rows, for people reading the run
 
 
 def last_cursor(con: duckdb.DuckDBPyConnection, feed: Feed) -> datetime | None:
@@ -165,6 +167,10 @@ def land(con: duckdb.DuckDBPyConnection, batch: Batch, run_id: str | None = None
                        (SELECT count(*) - count(DISTINCT _raw::VARCHAR) FROM landing_{feed.name})
                 FROM changed""",
         )
+        preview = con.execute(
+            f"SELECT CASE WHEN _is_new THEN 'new' ELSE 'updated' END AS change, * EXCLUDE (_is_new) "
+            f"FROM changed LIMIT {PREVIEW_ROWS}"
+        ).df()
         con.execute(
             f"INSERT OR REPLACE INTO {feed.table} SELECT {', '.join(columns)}, ?, now() FROM changed",
             [batch_id],
@@ -207,4 +213,4 @@ def land(con: duckdb.DuckDBPyConnection, batch: Batch, run_id: str | None = None
         raise
     finally:
         con.unregister("batch_frame")
-    return LandingStats(batch_id, len(batch.frame), new, changed - new, incoming - changed, duplicate, cursor)
+    return LandingStats(batch_id, len(batch.frame), new, changed - new, incoming - changed, duplicate, cursor, preview)
