@@ -39,7 +39,7 @@ def raw_asset(feed: Feed) -> dg.AssetsDefinition:
             batch = fetch(api.client, feed, since, page_size=api.page_size, progress=progress)
             stats = land(con, batch, run_id=context.run_id)
         context.log.info(
-            f"{feed.table}: {stats.rows_fetched} fetched, {stats.rows_new} new, {stats.rows_updated} updated"
+            f"{feed.table}: {stats.rows_fetched:,} fetched, {stats.rows_new:,} new, {stats.rows_updated:,} updated"
         )
         return dg.MaterializeResult(
             metadata={

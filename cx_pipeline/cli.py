@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     simulate.add_argument("--token", default="demo-token", help="bearer token clients must send (demo-token)")
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Our own progress at INFO; libraries (GX, alembic) only when something is wrong.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("cx_pipeline").setLevel(logging.INFO)
     if args.command == "demo":
         from cx_pipeline.demo import run_demo
 

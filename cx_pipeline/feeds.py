@@ -40,6 +40,7 @@ class Feed:
     references: tuple[Reference, ...] = ()
     json_columns: tuple[str, ...] = ()
     nullable: tuple[str, ...] = ()  # every other column is required
+    scheduled: tuple[str, ...] = ()  # timestamps that may lie ahead of the source's clock (promises)
 
     @property
     def table(self) -> str:
@@ -48,6 +49,11 @@ class Feed:
     @property
     def timestamps(self) -> tuple[str, ...]:
         return tuple(c for c, t in self.columns.items() if t == "TIMESTAMPTZ")
+
+    @property
+    def past_timestamps(self) -> tuple[str, ...]:
+        """Timestamps of things that happened, so never after the source's clock."""
+        return tuple(c for c in self.timestamps if c not in self.scheduled)
 
     @property
     def dates(self) -> tuple[str, ...]:
@@ -170,6 +176,7 @@ FEEDS: dict[str, Feed] = {
             quantities=("qty",),
             enums={"status": ORDER_STATUSES},
             references=(KNOWN_SKU,),
+            scheduled=("promised_at",),
         ),
         Feed(
             name="inquiries",
