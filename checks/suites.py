@@ -16,6 +16,9 @@ from great_expectations.data_context.types.base import ProgressBarsConfig
 
 from cx_pipeline.feeds import Feed
 
+# GX pins this logger to INFO and announces a temporary docs directory for every ephemeral context:
+# one line per check in every run log, about a directory it has already removed.
+logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
 CLOCK_SKEW = timedelta(minutes=5)  # tolerated lead of a row's timestamp over the source's clock
 
 
