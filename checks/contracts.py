@@ -60,14 +60,20 @@ def landed_batch(con: duckdb.DuckDBPyConnection, feed: Feed) -> pd.DataFrame:
 
 
 def quarantine(con: duckdb.DuckDBPyConnection, feed: Feed, frame: pd.DataFrame, violations: list[Violation]) -> int:
-    """Record every offending row, verbatim, against the expectation it broke; returns rows recorded."""
+    """Record every offending row, verbatim, against the expectation it broke; returns rows recorded.
+
+    Judging a batch again (a re-run of the check) replaces its earlier verdict instead of adding to it.
+    """
+    if frame.empty:
+        return 0
+    batch_id = frame["_batch_id"].iat[0]
+    con.execute("DELETE FROM quarantine WHERE feed = ? AND batch_id = ?", [feed.name, batch_id])
     records = pd.DataFrame(
         [(v.expectation, frame.at[i, "_row_key"], frame.at[i, "_raw"]) for v in violations for i in v.row_index],
         columns=["expectation", "row_key", "row_data"],
     )
     if records.empty:
         return 0
-    batch_id = frame["_batch_id"].iat[0]
     con.register("offending", records)
     con.execute(
         "INSERT INTO quarantine SELECT ?, ?, expectation, row_key, row_data::JSON, ?, NULL FROM offending",

@@ -8,8 +8,10 @@ import duckdb
 import pandas as pd
 import pytest
 
+from checks.contracts import landed_batch, quarantine
 from checks.suites import build_suite, validate
 from cx_pipeline.feeds import FEEDS
+from cx_pipeline.warehouse import connect
 from tests.helpers import check_results, materializations
 
 
@@ -87,6 +89,18 @@ def test_quarantined_rows_stay_visible_but_out_of_the_valid_view(sim, run_pipeli
         )
     assert bad == 3
     assert valid == raw - 3
+
+
+def test_judging_a_batch_again_replaces_its_verdict(sim, run_pipeline, warehouse_path):
+    sim.faults.add("/wms/receipts", "corrupt", times=1, field="qty_received", value=-5, rows=3)
+    run_pipeline()
+    feed = FEEDS["receipts"]
+
+    with connect(warehouse_path) as con:  # what a re-run of the check does
+        frame = landed_batch(con, feed)
+        quarantine(con, feed, frame, validate(frame, build_suite(feed, datetime.now(UTC), min_rows=0)))
+
+    assert len(quarantined(warehouse_path, "receipts")) == 3
 
 
 def test_an_empty_snapshot_fails_the_volume_check(sim, run_pipeline):
