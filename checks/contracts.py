@@ -1,7 +1,7 @@
 """Blocking data-contract checks on the raw feeds: nothing downstream runs on a feed that broke its contract."""
 
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import duckdb
@@ -15,11 +15,13 @@ from cx_pipeline.warehouse import one, row_key_sql
 CONTRACT_CHECK = "data_contract"
 SAMPLE_ROWS = 10
 # Volume: a snapshot must keep at least this share of the previous snapshot's rows; an incremental pull at
-# least this share of the rows its window should hold at the feed's historical rate. Below
-# MIN_EXPECTED_ROWS there is too little history to tell an empty window from a broken feed.
+# least this share of what the same window held in each of the previous weeks (feeds are diurnal and
+# weekly: receipts arrive in working hours, so an average rate would cry wolf every night). Below
+# MIN_EXPECTED_ROWS there is too little to tell an empty window from a broken feed.
 SNAPSHOT_MIN_RATIO = 0.5
 INCREMENTAL_MIN_RATIO = 0.25
 MIN_EXPECTED_ROWS = 8
+BASELINE_WEEKS = 4
 
 
 def min_rows(con: duckdb.DuckDBPyConnection, feed: Feed) -> int:
@@ -32,14 +34,21 @@ def min_rows(con: duckdb.DuckDBPyConnection, feed: Feed) -> int:
         return 1  # a first load must bring something
     (_, as_of, since), (previous_rows, _, _) = batches
     if not feed.incremental:
-        expected = previous_rows
-        ratio = SNAPSHOT_MIN_RATIO
+        expected, ratio = previous_rows, SNAPSHOT_MIN_RATIO
     else:
-        first, last, total = one(con, f"SELECT min(updated_at), max(updated_at), count(*) FROM {feed.table}")
-        history_hours = (last - first).total_seconds() / 3600 if total > 1 else 0
-        window_hours = (as_of - since).total_seconds() / 3600 if as_of and since else 0
-        expected = total / history_hours * window_hours if history_hours > 0 else 0
-        ratio = INCREMENTAL_MIN_RATIO
+        (first,) = one(con, f"SELECT min(updated_at) FROM {feed.table}")
+        weeks = [k for k in range(1, BASELINE_WEEKS + 1) if as_of and since and since - timedelta(weeks=k) >= first]
+        (same_windows,) = (
+            one(
+                con,
+                f"""SELECT count(*) FROM {feed.table} CROSS JOIN unnest(?::INTEGER[]) AS w(k)
+                WHERE updated_at >= ?::TIMESTAMPTZ - to_weeks(k) AND updated_at < ?::TIMESTAMPTZ - to_weeks(k)""",
+                [weeks, since, as_of],
+            )
+            if weeks
+            else (0,)
+        )
+        expected, ratio = (same_windows / len(weeks) if weeks else 0), INCREMENTAL_MIN_RATIO
     return max(1, math.floor(expected * ratio)) if expected >= MIN_EXPECTED_ROWS else 0
 
 

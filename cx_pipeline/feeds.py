@@ -148,8 +148,7 @@ FEEDS: dict[str, Feed] = {
                 "on_hand": "INTEGER",
                 "in_qc": "INTEGER",
                 "damaged": "INTEGER",
-                "as_of": "TIMESTAMPTZ",
-            },
+            },  # the snapshot's `as_of` is kept per batch in ingest_batches, so a row changes only with stock
             keys=("sku", "warehouse"),
             incremental=False,
             quantities=("on_hand", "in_qc", "damaged"),

@@ -82,12 +82,24 @@ def test_a_failed_landing_leaves_nothing_behind(tmp_path):
 
 
 def test_volume_rules(tmp_path):
+    midnight = NOW.replace(hour=0)
+    # Five weeks of history with inquiries only in working hours (08:00-17:00, one an hour).
+    history = [
+        inquiry(n, hours_ago=(NOW - (midnight - timedelta(days=d, hours=-h))).total_seconds() / 3600)
+        for n, (d, h) in enumerate(((d, h) for d in range(1, 36) for h in range(8, 18)), start=1)
+    ]
     with connect(tmp_path / "w.duckdb") as con:
         assert min_rows(con, INQUIRIES) == 1  # nothing landed yet: a first load must bring rows
-        # 100 inquiries spread over 100 hours, then a 10-hour window: ~10 expected, at least 25 % of them.
-        land(con, batch([inquiry(n, hours_ago=n) for n in range(1, 101)]))
-        land(con, batch([], since=NOW - timedelta(hours=10), as_of=NOW))
-        assert min_rows(con, INQUIRIES) == 2
-        # A 1-hour window expects ~1 row: too few to tell an empty window from a broken feed.
-        land(con, batch([], since=NOW - timedelta(hours=1), as_of=NOW))
+        land(con, batch(history))
+        # A night window held nothing in earlier weeks: an empty pull is normal, not a broken feed.
+        land(con, batch([], since=midnight - timedelta(hours=2), as_of=midnight + timedelta(hours=6)))
         assert min_rows(con, INQUIRIES) == 0
+        # A working-day window held 10 rows in each earlier week: at least 25 % of that must come.
+        land(con, batch([], since=midnight + timedelta(hours=8), as_of=midnight + timedelta(hours=18)))
+        assert min_rows(con, INQUIRIES) == 2
+        # A snapshot must keep half of the previous snapshot.
+        on_hand = FEEDS["on_hand"]
+        rows = [{"sku": f"S{n}", "warehouse": "WH-EAST", "on_hand": 1, "in_qc": 0, "damaged": 0} for n in range(40)]
+        land(con, Batch(on_hand, to_frame(on_hand, rows), NOW, None, pages=1))
+        land(con, Batch(on_hand, to_frame(on_hand, rows[:5]), NOW, None, pages=1))
+        assert min_rows(con, on_hand) == 20
