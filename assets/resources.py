@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -11,6 +13,7 @@ from pydantic import PrivateAttr
 
 from cx_pipeline import warehouse
 from cx_pipeline.http import ApiClient
+from cx_pipeline.storefront import ADAPTERS, StorefrontAdapter, StorefrontConfigError
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -22,6 +25,11 @@ class WarehouseResource(dg.ConfigurableResource):
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         with warehouse.connect(self.path, read_only=read_only) as con:
             yield con
+
+    @property
+    def reports_dir(self) -> Path:
+        """Where charts and exports go: `reports/` beside the warehouse file."""
+        return Path(self.path).parent / "reports"
 
 
 class UpstreamApiResource(dg.ConfigurableResource):
@@ -76,16 +84,93 @@ class HelpdeskResource(UpstreamApiResource):
     """Helpdesk: customer inquiries."""
 
 
+class NotificationResource(UpstreamApiResource):
+    """Customer notification API (`POST /notifications`, idempotent by key)."""
+
+
+class StorefrontResource(dg.ConfigurableResource):
+    """The storefront stock status is pushed to, through the adapter named by `adapter`.
+
+    rest: `url` + `token` (the simulator's REST storefront). vendure: `url` = the admin API
+    (`.../admin-api`), `username` + `password`. shopify: `url` = the shop (`https://<shop>.myshopify.com`),
+    `token` = an Admin API access token, `location_id` = the location whose `available` quantity is set.
+    """
+
+    adapter: str = "rest"
+    url: str
+    token: str = ""
+    username: str = ""
+    password: str = ""
+    location_id: str = ""
+    batch_size: int = 100
+    connect_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 30.0
+    retries: int = 5
+    backoff_seconds: float = 0.5
+
+    _adapter: StorefrontAdapter | None = PrivateAttr(default=None)
+
+    def build(self) -> StorefrontAdapter:
+        """A new adapter as configured (not yet checked)."""
+        http = {
+            "connect_timeout": self.connect_timeout_seconds,
+            "read_timeout": self.read_timeout_seconds,
+            "retries": self.retries,
+            "backoff_factor": self.backoff_seconds,
+        }
+        if self.adapter == "rest":
+            from cx_pipeline.storefront.rest import RestStorefront
+
+            return RestStorefront(ApiClient(self.url, self.token, name="storefront", **http), self.batch_size)
+        if self.adapter == "vendure":
+            from cx_pipeline.storefront.vendure import VendureStorefront
+
+            return VendureStorefront(self.url, self.username, self.password, batch_size=self.batch_size, **http)
+        if self.adapter == "shopify":
+            from cx_pipeline.storefront.shopify import ShopifyStorefront
+
+            return ShopifyStorefront(self.url, self.token, self.location_id, batch_size=self.batch_size, **http)
+        raise StorefrontConfigError(
+            f"storefront adapter {self.adapter!r} is unknown; choose one of {', '.join(ADAPTERS)}"
+        )
+
+    @property
+    def client(self) -> StorefrontAdapter:
+        """The adapter, built and checked once per run."""
+        if self._adapter is None:
+            adapter = self.build()
+            adapter.check()
+            self._adapter = adapter
+        return self._adapter
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        _ = self.client  # a bad URL or rejected credentials fail here, before any write
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._adapter is not None:
+            self._adapter.close()
+
+
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:
     """Every resource, configured by the CX_* environment variables documented in the README."""
 
     def api(cls: type[UpstreamApiResource], system: str) -> UpstreamApiResource:
         return cls(base_url=dg.EnvVar(f"CX_{system}_URL"), token=dg.EnvVar(f"CX_{system}_TOKEN"))
 
+    # Only the settings the chosen adapter needs are read, so the others may stay unset.
+    kind = os.environ.get("CX_STOREFRONT_ADAPTER", "rest")
+    needs = {"rest": ("token",), "vendure": ("username", "password"), "shopify": ("token", "location_id")}
+    storefront = StorefrontResource(
+        adapter=kind,
+        url=dg.EnvVar("CX_STOREFRONT_URL"),
+        **{field: dg.EnvVar(f"CX_STOREFRONT_{field.upper()}") for field in needs.get(kind, ())},
+    )
     return {
         "warehouse": WarehouseResource(path=dg.EnvVar("CX_WAREHOUSE_PATH")),
         "wms": api(WmsResource, "WMS"),
         "catalog": api(CatalogResource, "CATALOG"),
         "oms": api(OmsResource, "OMS"),
         "helpdesk": api(HelpdeskResource, "HELPDESK"),
+        "notifications": api(NotificationResource, "NOTIFY"),
+        "storefront": storefront,
     }

@@ -15,8 +15,8 @@ from cx_pipeline.warehouse import one, row_key_sql
 CONTRACT_CHECK = "data_contract"
 SAMPLE_ROWS = 10
 # Volume: a snapshot must keep at least this share of the previous snapshot's rows; an incremental pull at
-# least this share of what the same window held in each of the previous weeks (feeds are diurnal and
-# weekly: receipts arrive in working hours, so an average rate would cry wolf every night). Below
+# least this share of the quietest of the same windows in the previous weeks (feeds are diurnal, weekly and
+# lumpy: receipts arrive in working hours and in waves, so an average would cry wolf). Below
 # MIN_EXPECTED_ROWS there is too little to tell an empty window from a broken feed.
 SNAPSHOT_MIN_RATIO = 0.5
 INCREMENTAL_MIN_RATIO = 0.25
@@ -38,17 +38,19 @@ def min_rows(con: duckdb.DuckDBPyConnection, feed: Feed) -> int:
     else:
         (first,) = one(con, f"SELECT min(updated_at) FROM {feed.table}")
         weeks = [k for k in range(1, BASELINE_WEEKS + 1) if as_of and since and since - timedelta(weeks=k) >= first]
-        (same_windows,) = (
-            one(
-                con,
-                f"""SELECT count(*) FROM {feed.table} CROSS JOIN unnest(?::INTEGER[]) AS w(k)
-                WHERE updated_at >= ?::TIMESTAMPTZ - to_weeks(k) AND updated_at < ?::TIMESTAMPTZ - to_weeks(k)""",
+        per_week = (
+            con.execute(
+                f"""SELECT k, count(*) FROM {feed.table} CROSS JOIN unnest(?::INTEGER[]) AS w(k)
+                WHERE updated_at >= ?::TIMESTAMPTZ - to_weeks(k) AND updated_at < ?::TIMESTAMPTZ - to_weeks(k)
+                GROUP BY k""",
                 [weeks, since, as_of],
-            )
+            ).fetchall()
             if weeks
-            else (0,)
+            else []
         )
-        expected, ratio = (same_windows / len(weeks) if weeks else 0), INCREMENTAL_MIN_RATIO
+        # the quietest of those windows: deliveries are lumpy, so only a drop below what has happened is news
+        counts = dict(per_week)
+        expected, ratio = min((counts.get(k, 0) for k in weeks), default=0), INCREMENTAL_MIN_RATIO
     return max(1, math.floor(expected * ratio)) if expected >= MIN_EXPECTED_ROWS else 0
 
 

@@ -13,7 +13,7 @@ from cx_pipeline import warehouse
 from cx_pipeline.feeds import FEEDS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SYSTEMS = ("WMS", "CATALOG", "OMS", "HELPDESK")
+SYSTEMS = ("WMS", "CATALOG", "OMS", "HELPDESK", "NOTIFY", "STOREFRONT")
 
 
 def load_definitions() -> Any:
@@ -34,6 +34,7 @@ def point_at(url: str, token: str, warehouse_path: Path) -> None:
     for system in SYSTEMS:
         os.environ[f"CX_{system}_URL"] = url
         os.environ[f"CX_{system}_TOKEN"] = token
+    os.environ["CX_STOREFRONT_ADAPTER"] = "rest"
     os.environ["CX_WAREHOUSE_PATH"] = str(warehouse_path)
 
 
@@ -48,7 +49,7 @@ def run_demo(data_dir: Path, seed: int, skus: int) -> int:
     world = build_world(seed=seed, n_skus=skus)
     defs = load_definitions()
     with Simulator(world=world).start() as sim:
-        print(f"Simulator serving WMS, catalog, OMS, helpdesk and storefront on {sim.url}", flush=True)
+        print(f"Simulator serving WMS, catalog, OMS, helpdesk, notifications and storefront on {sim.url}", flush=True)
         point_at(sim.url, sim.token, warehouse_path)
         started = time.monotonic()
         # An ephemeral instance: the demo keeps its outputs in the warehouse, not in Dagster's run history.
@@ -60,6 +61,10 @@ def run_demo(data_dir: Path, seed: int, skus: int) -> int:
         elapsed = time.monotonic() - started
     print_summary(warehouse_path, checks, result.success, elapsed)
     return 0 if result.success and all(c.passed for c in checks) else 1
+
+
+def _counts(rows: list[tuple[str, int]]) -> str:
+    return ", ".join(f"{name} {n:,}" for name, n in rows) or "none"
 
 
 def print_summary(warehouse_path: Path, checks: list[Any], success: bool, elapsed: float) -> None:
@@ -88,10 +93,39 @@ def print_summary(warehouse_path: Path, checks: list[Any], success: bool, elapse
         inquiries = con.execute(
             "SELECT reason, count(*) FROM valid_inquiries GROUP BY reason ORDER BY count(*) DESC"
         ).fetchall()
+        discrepancies = con.execute(
+            "SELECT kind, count(*) FROM receipt_discrepancies WHERE status <> 'resolved' GROUP BY kind ORDER BY kind"
+        ).fetchall()
+        notices = warehouse.one(
+            con, "SELECT count(*) FILTER (status = 'sent'), count(*) FILTER (status = 'planned') FROM notice_ledger"
+        )
+        notice_causes = con.execute(
+            "SELECT cause, count(*) FROM notice_ledger WHERE status = 'sent' GROUP BY cause ORDER BY cause"
+        ).fetchall()
+        plan = warehouse.one(
+            con,
+            """SELECT adapter, changes, catalog_size, to_out_of_stock, back_in_stock, quantity_only, plan_id
+            FROM push_plans ORDER BY planned_at DESC LIMIT 1""",
+        )
+        pushed = warehouse.one(
+            con,
+            "SELECT count(*) FILTER (ok), count(*) FILTER (NOT ok) FROM push_audit WHERE plan_id = ?",
+            [plan[6] if plan else ""],
+        )
     print(f"\nQuarantined rows (broke a contract, kept for review): {quarantined}")
     print(f"Receipt lines: {receipts[0]:,}; with damaged units: {receipts[1]:,} across {receipts[2]:,} SKUs")
     print(f"Open customer orders: {orders[0]:,}")
     print("Inquiries by reason: " + ", ".join(f"{reason} {n:,}" for reason, n in inquiries))
+    print("\nReceipt discrepancies (PO lines) by kind: " + _counts(discrepancies))
+    print(f"Delay notices: {notices[0]:,} sent to customers ({_counts(notice_causes)}); {notices[1]:,} still to send")
+    if plan:
+        print(
+            f"Storefront ({plan[0]}): {plan[1]:,} changes planned of {plan[2]:,} listed SKUs: {plan[3]:,} to out of "
+            f"stock, {plan[4]:,} back in stock, {plan[5]:,} quantity only; {pushed[0]:,} pushed, {pushed[1]:,} failed"
+        )
     print(f"\nWarehouse: {warehouse_path}")
-    print(f"Explore:   duckdb {warehouse_path}   (tables raw_*, valid_* views, ingest_batches, quarantine)")
+    print(
+        f"Explore:   duckdb {warehouse_path}   (raw_*, valid_*, receipt_discrepancies, notice_ledger, "
+        "stock_position, push_changes, push_audit)"
+    )
     print("Dagster UI: cx-pipeline simulate  and, in another shell,  dagster dev -w workspace.yaml")

@@ -163,6 +163,7 @@ FEEDS: dict[str, Feed] = {
                 "line_no": "INTEGER",
                 "customer_id": "VARCHAR",
                 "sku": "VARCHAR",
+                "warehouse": "VARCHAR",  # the fulfilment warehouse the OMS assigned
                 "qty": "INTEGER",
                 "status": "VARCHAR",
                 "ordered_at": "TIMESTAMPTZ",

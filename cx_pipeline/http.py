@@ -27,7 +27,8 @@ class ApiClient:
 
     Transport failures (refused or dropped connections, 429 with Retry-After, 5xx) are retried by urllib3
     with exponential backoff. A page whose body arrives cut off or is not JSON is re-fetched a few times by
-    `get_json`, because urllib3 only sees the headers.
+    `get_json`, because urllib3 only sees the headers. POSTs are retried too: every write this project
+    makes is idempotent (it carries an idempotency key, or sets an absolute value), so a repeat is harmless.
     """
 
     def __init__(
@@ -62,7 +63,7 @@ class ApiClient:
             backoff_factor=backoff_factor,
             backoff_max=backoff_max,
             status_forcelist=RETRY_STATUSES,
-            allowed_methods=frozenset({"GET"}),
+            allowed_methods=frozenset({"GET", "POST"}),
             respect_retry_after_header=True,
             raise_on_status=False,  # hand the last answer back so the error can quote it
         )
@@ -94,6 +95,24 @@ class ApiClient:
             log.warning("%s: GET %s attempt %d/%d: %s", self.name, url, attempt, self.page_attempts, problem)
             time.sleep(self.backoff_factor * attempt)
         raise UpstreamError(f"{self.name}: GET {url} params={params}: {problem} in {self.page_attempts} tries")
+
+    def post_json(self, path: str, body: Any, headers: dict[str, str] | None = None) -> Any:
+        """POST a JSON body and return the JSON answer; only for idempotent writes (see the class note)."""
+        url = self.url(path)
+        try:
+            response = self.session.post(
+                url,
+                data=orjson.dumps(body),
+                headers={"Content-Type": "application/json", **(headers or {})},
+                timeout=self.timeout,
+            )
+        except requests.exceptions.RequestException as exc:
+            raise UpstreamError(f"{self.name}: POST {url} failed: {exc}") from exc
+        raise_for_status(self.name, response)
+        try:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(f"{self.name}: POST {url} answered non-JSON: {response.text[:200]!r}") from exc
 
     def pages(self, path: str, params: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
         """Yield each page envelope (`data`, `next_cursor`, `as_of`) of a cursor-paged feed."""

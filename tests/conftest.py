@@ -7,6 +7,8 @@ import dagster as dg
 import pytest
 
 from assets.ingest import raw_assets
+from assets.receiving import receiving_assets
+from assets.storefront import storefront_assets, storefront_checks
 from checks.contracts import contract_checks
 from cx_pipeline.simulator import Simulator, build_world
 from tests.helpers import TOKEN, resources
@@ -36,6 +38,22 @@ def run_pipeline(sim: Simulator, warehouse_path: Path) -> Runner:
         return dg.materialize(
             [*raw_assets, *contract_checks, *extra],
             resources=resources(sim, warehouse_path, **api),
+            raise_on_error=False,
+        )
+
+    return run
+
+
+@pytest.fixture
+def run_all(sim: Simulator, warehouse_path: Path) -> Runner:
+    """Materialize the whole graph against the simulator. `config` is per-asset config by asset name;
+    `resources` replaces some of the simulator-bound resources (e.g. a misconfigured storefront)."""
+
+    def run(config: dict[str, dict] | None = None, **replaced: object) -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            [*raw_assets, *contract_checks, *receiving_assets, *storefront_assets, *storefront_checks],
+            resources={**resources(sim, warehouse_path), **replaced},
+            run_config={"ops": {name: {"config": c} for name, c in (config or {}).items()}},
             raise_on_error=False,
         )
 

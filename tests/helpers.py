@@ -4,7 +4,15 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.resources import CatalogResource, HelpdeskResource, OmsResource, WarehouseResource, WmsResource
+from assets.resources import (
+    CatalogResource,
+    HelpdeskResource,
+    NotificationResource,
+    OmsResource,
+    StorefrontResource,
+    WarehouseResource,
+    WmsResource,
+)
 from cx_pipeline.simulator import Simulator
 
 TOKEN = "test-token"
@@ -19,6 +27,8 @@ def resources(sim: Simulator, warehouse_path: Path, **api: object) -> dict[str, 
         "catalog": CatalogResource(**settings),
         "oms": OmsResource(**settings),
         "helpdesk": HelpdeskResource(**settings),
+        "notifications": NotificationResource(**settings),
+        "storefront": StorefrontResource(url=sim.url, token=TOKEN, backoff_seconds=0.05),
     }
 
 

@@ -137,7 +137,7 @@ class Api:
             key, lines, line_columns, dates = (
                 "order_id",
                 self.world.order_lines,
-                ["line_no", "sku", "qty"],
+                ["line_no", "sku", "warehouse", "qty"],
                 [],
             )
         else:
@@ -187,7 +187,14 @@ class Api:
                 raise BadRequest('body must be {"updates": [{"sku", "status", "quantity"}, ...]}')
             if len(updates) > MAX_BATCH_UPDATES:
                 return Response(413, {"error": f"at most {MAX_BATCH_UPDATES} updates per batch"})
-            reply = Response(200, {"results": [self._apply_stock(u) for u in updates]})
+            # injected fault "partial": the shop gives up half way through the batch
+            applied = len(updates) // 2 if "partial" in headers.get("x-sim-faults", "") else len(updates)
+            results = [self._apply_stock(u) for u in updates[:applied]] + [
+                {"sku": u.get("sku") if isinstance(u, dict) else None, "ok": False, "before": None, "after": None,
+                 "error": "storefront busy: update not applied (injected fault: partial)"}
+                for u in updates[applied:]
+            ]
+            reply = Response(200, {"results": results})
             if key:
                 self.stock_replies[key] = reply
             return reply

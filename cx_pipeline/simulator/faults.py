@@ -16,6 +16,7 @@ FAULT_KINDS: dict[str, dict[str, Any]] = {
     "malformed": {},  # 200 with a complete body that is not valid JSON
     "duplicate": {"rows": 5},  # the page repeats its first n rows at its end
     "empty": {},  # an empty last page
+    "partial": {},  # a batch write applies its first half and refuses the rest
     "corrupt": {
         "field": None,
         "value": None,
@@ -23,6 +24,7 @@ FAULT_KINDS: dict[str, dict[str, Any]] = {
     },  # set `field` (dotted: lines.qty) in the first n rows
 }
 DATA_FAULTS = frozenset({"duplicate", "empty", "corrupt"})  # they alter GET pages only
+WRITE_FAULTS = frozenset({"partial"})  # they alter how a write is applied
 ANSWER_FAULTS = ("drop", "error", "throttle")  # they replace the answer; the first one queued wins
 
 

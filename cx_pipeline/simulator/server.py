@@ -21,7 +21,14 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from cx_pipeline.simulator.api import Api, Response, iso
-from cx_pipeline.simulator.faults import ANSWER_FAULTS, DATA_FAULTS, Fault, FaultBook, apply_data_faults
+from cx_pipeline.simulator.faults import (
+    ANSWER_FAULTS,
+    DATA_FAULTS,
+    WRITE_FAULTS,
+    Fault,
+    FaultBook,
+    apply_data_faults,
+)
 from cx_pipeline.simulator.world import World, build_world
 
 log = logging.getLogger(__name__)
@@ -165,6 +172,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         query = dict(parse_qsl(url.query))
         headers = {k.lower(): v for k, v in self.headers.items()}
+        headers["x-sim-faults"] = ",".join(f.kind for f in faults if f.kind in WRITE_FAULTS)
         response = sim.api.handle(method, path, query, body, headers)
         self.send(response, faults)
 

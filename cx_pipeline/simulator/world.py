@@ -130,15 +130,18 @@ class StockLedger:
             + np.bincount(self.received_pair[checked], good[checked], n)
             - np.bincount(self.shipped_pair[self.shipped_at <= at], self.qty_shipped[self.shipped_at <= at], n)
         )
-        in_qc = (self.received_at <= at) & ~checked
+        waiting = (self.received_at <= at) & ~checked
+        in_qc = np.bincount(self.received_pair[waiting], self.qty_received[waiting], n)
         recent = checked & (self.qc_at > at - DAMAGED_STOCK_DAYS * DAY)
+        damaged = np.bincount(self.received_pair[recent], self.qty_damaged[recent], n)
         return pd.DataFrame(
             {
                 "sku": np.repeat(self.skus, len(WAREHOUSES)),
                 "warehouse": np.tile(WAREHOUSES, len(self.skus)),
-                "on_hand": np.maximum(stock, 0).astype(np.int64),
-                "in_qc": np.bincount(self.received_pair[in_qc], self.qty_received[in_qc], n).astype(np.int64),
-                "damaged": np.bincount(self.received_pair[recent], self.qty_damaged[recent], n).astype(np.int64),
+                # physical units in the building: sellable stock plus units in QC and damaged ones awaiting return
+                "on_hand": (np.maximum(stock, 0) + in_qc + damaged).astype(np.int64),
+                "in_qc": in_qc.astype(np.int64),
+                "damaged": damaged.astype(np.int64),
                 "as_of": pd.Timestamp(at, unit="s", tz="UTC"),
             }
         )
@@ -206,9 +209,9 @@ def build_world(
         po_lines=_timestamps(po_lines[["po_id", "po_line", "sku", "qty_ordered", "expected_at"]], "expected_at"),
         receipts=_receipt_versions(receipts, t),
         orders=_order_versions(orders, t),
-        order_lines=lines[["order_id", "line_no", "sku", "qty"]].reset_index(drop=True),
+        order_lines=lines[["order_id", "line_no", "sku", "warehouse", "qty"]].reset_index(drop=True),
         inquiries=inquiries,
-        storefront=_storefront(rng, ledger.snapshot(t.now), t),
+        storefront=_storefront(rng, ledger.snapshot(t.now), _reserved(orders, lines, products, t.now), t),
         ledger=ledger,
     )
 
@@ -247,6 +250,7 @@ def _order_lines(rng: np.random.Generator, products: pd.DataFrame, t: _Timeline,
             "sku": products["sku"].to_numpy()[sku],
             "qty": rng.choice(QTY_PER_LINE[0], len(order), p=QTY_PER_LINE[1]),
             "pair": sku * 2 + warehouse,
+            "warehouse": np.array(WAREHOUSES)[warehouse],  # the OMS assigns each line its fulfilment warehouse
             "ordered_at": ordered_at[order],
         }
     )
@@ -610,9 +614,20 @@ def _order_versions(orders: pd.DataFrame, t: _Timeline) -> pd.DataFrame:
     )
 
 
-def _storefront(rng: np.random.Generator, on_hand: pd.DataFrame, t: _Timeline) -> dict[str, dict[str, Any]]:
-    """What the shop shows per SKU, synced from stock at `now`, except ~3% stale listings."""
-    quantity = on_hand.groupby("sku", sort=False)["on_hand"].sum()
+def _reserved(orders: pd.DataFrame, lines: pd.DataFrame, products: pd.DataFrame, at: int) -> pd.Series:
+    """Units per SKU on order lines still open at `at`."""
+    is_open = (orders["ordered_at"].to_numpy() <= at) & (orders["changed_at"].to_numpy() > at)
+    open_lines = lines[is_open[lines["order"].to_numpy()]]
+    return open_lines.groupby("sku")["qty"].sum().reindex(products["sku"], fill_value=0)
+
+
+def _storefront(
+    rng: np.random.Generator, on_hand: pd.DataFrame, reserved: pd.Series, t: _Timeline
+) -> dict[str, dict[str, Any]]:
+    """What the shop shows per SKU, synced from sellable stock at `now`, except ~3% stale listings."""
+    sellable = on_hand["on_hand"] - on_hand["in_qc"] - on_hand["damaged"]
+    quantity = sellable.groupby(on_hand["sku"], sort=False).sum()
+    quantity = (quantity - reserved.reindex(quantity.index).to_numpy()).clip(lower=0)
     n = len(quantity)
     stale = rng.uniform(0, 1, n) < STOREFRONT_STALE_SHARE
     shown = np.where(stale, np.where(quantity > 0, 0, rng.integers(1, 25, n)), quantity)

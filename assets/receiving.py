@@ -1,0 +1,164 @@
+"""Receipt confirmation: discrepancies against purchase orders, the confirmation cycle, delay notices."""
+
+import dagster as dg
+import pandas as pd
+
+from assets.resources import NotificationResource, WarehouseResource
+from cx_pipeline import allocation, notices, receiving
+from cx_pipeline.charts import line_chart
+
+OWNERS = ["team:cx-data"]
+PREVIEW_ROWS = 20
+
+
+class ReceivingConfig(dg.Config):
+    """When a PO line counts as fully, partially or over received, and when it is late."""
+
+    short_tolerance_pct: float = receiving.ReceivingPolicy.short_tolerance_pct
+    over_allowance_pct: float = receiving.ReceivingPolicy.over_allowance_pct
+    late_grace_days: int = receiving.ReceivingPolicy.late_grace_days
+
+
+class DelayNoticeConfig(dg.Config):
+    """Lead times for the new delivery date, and dry-run mode (list what would be sent, send nothing)."""
+
+    dry_run: bool = False
+    qc_hours: float = allocation.AllocationPolicy.qc_hours
+    transit_days: float = allocation.AllocationPolicy.transit_days
+
+
+def markdown(frame: pd.DataFrame, empty: str = "none") -> dg.MetadataValue:
+    return dg.MetadataValue.md(empty if frame.empty else frame.head(PREVIEW_ROWS).to_markdown(index=False))
+
+
+@dg.asset(
+    group_name="receiving",
+    kinds={"duckdb", "python"},
+    owners=OWNERS,
+    deps=["raw_receipts", "raw_purchase_orders"],
+)
+def receipt_discrepancies(
+    context: dg.AssetExecutionContext, config: ReceivingConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """Short, over-received, damaged and late purchase-order lines, each tracked open → customers notified →
+    resolved."""
+    policy = receiving.ReceivingPolicy(config.short_tolerance_pct, config.over_allowance_pct, config.late_grace_days)
+    with warehouse.connect() as con:
+        now = receiving.wms_clock(con)
+        moved = receiving.reconcile(con, policy, now)
+        summary = receiving.discrepancy_summary(con)
+        states = receiving.receipt_states(con)
+        newest = con.sql(
+            """SELECT po_id, po_line, kind, sku, supplier_id, qty_ordered, qty_received, qty_damaged, qty_gap,
+                      damage_reasons, expected_at, days_late
+            FROM receipt_discrepancies WHERE status = 'open' ORDER BY opened_at DESC, po_id, po_line LIMIT 20"""
+        ).df()
+    open_now = int(summary.loc[summary["status"] != "resolved", "po_lines"].sum())
+    context.log.info(f"receipt_discrepancies: {open_now} unresolved; this run {moved}")
+    return dg.MaterializeResult(
+        metadata={
+            "unresolved": open_now,
+            "opened": moved["opened"],
+            "reopened": moved["reopened"],
+            "resolved": moved["resolved"],
+            "by_kind_and_status": markdown(summary),
+            "po_lines_by_receipt_state": markdown(states),
+            "newest_open": markdown(newest),
+            "wms_clock": str(now),
+        }
+    )
+
+
+@dg.asset(group_name="receiving", kinds={"duckdb", "python"}, owners=OWNERS, deps=[receipt_discrepancies])
+def receipt_confirmation_cycle(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """Hours from a receipt's arrival in the WMS to its confirmation by the pipeline: p50 / p90 per day."""
+    with warehouse.connect() as con:
+        now = receiving.wms_clock(con)
+        confirmed = receiving.confirm_receipts(con, now, context.run_id)
+        daily = receiving.confirmation_cycle(con)
+    metadata: dict[str, object] = {"receipts_confirmed_now": confirmed, "daily": markdown(daily, "no receipts yet")}
+    if not daily.empty:
+        latest = daily.iloc[-1]
+        metadata |= {
+            "latest_day": str(pd.Timestamp(latest["day"]).date()),
+            "p50_hours": float(latest["p50_hours"]),
+            "p90_hours": float(latest["p90_hours"]),
+        }
+        chart = line_chart(
+            daily,
+            "day",
+            ["p50_hours", "p90_hours"],
+            "Receipt confirmation cycle",
+            "hours",
+            warehouse.reports_dir / "receipt_confirmation_cycle.svg",
+        )
+        metadata["chart"] = dg.MetadataValue.path(str(chart.resolve()))
+    else:
+        context.log.info("receipt_confirmation_cycle: only backfilled receipts so far; the metric starts next run")
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    group_name="receiving",
+    kinds={"duckdb", "python"},
+    owners=OWNERS,
+    deps=[receipt_discrepancies, "raw_open_orders", "raw_on_hand"],
+)
+def delay_notices(
+    context: dg.AssetExecutionContext,
+    config: DelayNoticeConfig,
+    warehouse: WarehouseResource,
+    notifications: NotificationResource,
+) -> dg.MaterializeResult:
+    """One notice per late order and cause, with a new delivery date where one can be computed, sent once."""
+    policy = allocation.AllocationPolicy(config.qc_hours, config.transit_days)
+    with warehouse.connect() as con:
+        now = receiving.wms_clock(con)
+        allocation.allocate(con, policy, now)
+        delayed = allocation.delayed_lines(con)
+        due = notices.due_notices(con, delayed)
+        (late_lines,) = con.execute(f"SELECT count(*) FROM {delayed}").fetchall()[0]
+        preview = due[["notice_key", "customer_id", "skus", "promised_at", "new_eta"]]
+        if config.dry_run:
+            context.log.info(f"delay_notices (dry run): {len(due)} notices would be sent")
+            return dg.MaterializeResult(
+                metadata={
+                    "dry_run": True,
+                    "late_order_lines": late_lines,
+                    "would_send": len(due),
+                    "would_send_preview": markdown(preview),
+                }
+            )
+        planned = notices.plan(con, due, now, context.run_id)
+        todo = notices.pending(con)
+
+        def progress(done: int, total: int) -> None:
+            if done % 100 == 0:
+                context.log.info(f"delay_notices: {done}/{total} sent")
+
+        report = notices.send(con, notifications.client, todo, now, progress)
+        notified = notices.mark_discrepancies_notified(con, now)
+        by_cause = con.sql(
+            "SELECT cause, status, count(*) AS notices FROM notice_ledger GROUP BY ALL ORDER BY cause, status"
+        ).df()
+    context.log.info(f"delay_notices: {report.sent} sent, {report.already_sent} already sent, {report.failed} failed")
+    if report.failed:
+        raise dg.Failure(
+            description=f"{report.failed} of {len(todo)} notices were not accepted; they stay planned and the "
+            "next run sends them (with the same idempotency keys). First errors:\n" + "\n".join(report.errors[:5]),
+            metadata={"sent": report.sent, "failed": report.failed},
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "late_order_lines": late_lines,
+            "planned": planned,
+            "sent": report.sent,
+            "already_sent": report.already_sent,
+            "discrepancies_now_customers_notified": notified,
+            "ledger_by_cause": markdown(by_cause),
+            "new_notices": markdown(preview),
+        }
+    )
+
+
+receiving_assets = [receipt_discrepancies, receipt_confirmation_cycle, delay_notices]

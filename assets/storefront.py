@@ -1,0 +1,189 @@
+"""Stock position and the storefront push: what can be sold, what the shop shows, and only the changes."""
+
+import dagster as dg
+
+from assets.receiving import markdown
+from assets.resources import StorefrontResource, WarehouseResource
+from cx_pipeline import push, stock
+from cx_pipeline.receiving import wms_clock
+
+OWNERS = ["team:cx-data"]
+
+
+class StockPositionConfig(dg.Config):
+    """Safety buffer and floor for every SKU, and an optional CSV of per-SKU overrides
+    (`sku,safety_buffer,floor,note`)."""
+
+    safety_buffer: int = stock.StockPolicy.safety_buffer
+    floor: int = stock.StockPolicy.floor
+    overrides_csv: str = ""
+
+
+class PushPlanConfig(dg.Config):
+    """The flip-share guard: stop when more than `max_flip_share` of the listed SKUs would change between in
+    and out of stock in one run, unless `force` (an operator's explicit override for this run)."""
+
+    max_flip_share: float = 0.2
+    force: bool = False
+
+
+class PushConfig(dg.Config):
+    """`dry_run`: plan and report, write nothing."""
+
+    dry_run: bool = False
+
+
+@dg.asset(
+    group_name="storefront",
+    kinds={"duckdb", "python"},
+    owners=OWNERS,
+    deps=["raw_on_hand", "raw_open_orders", "raw_catalog"],
+)
+def stock_position(
+    context: dg.AssetExecutionContext, config: StockPositionConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """Per SKU: on hand − in QC − damaged − reserved by open orders − safety buffer, and the storefront state
+    it calls for (out of stock at or below the floor)."""
+    with warehouse.connect() as con:
+        known = {sku for (sku,) in con.execute("SELECT sku FROM valid_catalog").fetchall()}
+        overrides = stock.read_overrides(config.overrides_csv or None, known)
+        stock.build_stock_position(con, stock.StockPolicy(config.safety_buffer, config.floor), overrides)
+        counts = stock.position_summary(con)
+        oversold = con.sql(
+            """SELECT sku, on_hand, in_qc, damaged, reserved, available FROM stock_position
+            WHERE available < 0 ORDER BY available LIMIT 20"""
+        ).df()
+    context.log.info(f"stock_position: {counts}")
+    return dg.MaterializeResult(metadata={**counts, "most_oversold": markdown(oversold)})
+
+
+@dg.asset(group_name="storefront", kinds={"duckdb", "python"}, owners=OWNERS, deps=[stock_position])
+def storefront_push_plan(
+    context: dg.AssetExecutionContext,
+    config: PushPlanConfig,
+    warehouse: WarehouseResource,
+    storefront: StorefrontResource,
+) -> dg.MaterializeResult:
+    """The dry-run diff: which SKUs the storefront shows wrongly now, and what each would be set to."""
+    adapter = storefront.client
+    current = adapter.read()
+    context.log.info(f"storefront_push_plan: the {adapter.name} storefront lists {len(current):,} SKUs")
+    with warehouse.connect() as con:
+        row = push.plan(
+            con,
+            current,
+            plan_id=context.run_id,
+            adapter=adapter.name,
+            max_flip_share=config.max_flip_share,
+            force=config.force,
+            now=wms_clock(con),
+        )
+        diff = push.changes(con, context.run_id)
+    return dg.MaterializeResult(
+        metadata={
+            "plan_id": context.run_id,
+            "catalog_size": row["catalog_size"],
+            "changes": row["changes"],
+            "to_out_of_stock": row["to_out_of_stock"],
+            "back_in_stock": row["back_in_stock"],
+            "quantity_only": row["quantity_only"],
+            "held": row["held"],
+            "not_listed": row["not_listed"],
+            "flip_share": float(row["flip_share"]),
+            "forced": row["forced"],
+            "diff": markdown(diff, "the storefront already shows the right state"),
+        }
+    )
+
+
+@dg.asset_check(asset=storefront_push_plan, name="flip_share_within_limit", blocking=True)
+def flip_share_within_limit(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    """A plan that flips more than the configured share of the catalog is stopped unless forced."""
+    with warehouse.connect(read_only=True) as con:
+        row = push.plan_row(con, context.op_execution_context.run_id)
+    flips = row["to_out_of_stock"] + row["back_in_stock"]
+    share, limit = float(row["flip_share"]), float(row["max_flip_share"])
+    within = share <= limit
+    return dg.AssetCheckResult(
+        passed=within or bool(row["forced"]),
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=(
+            f"{flips:,} of {row['catalog_size']:,} listed SKUs would flip ({share:.1%}; limit {limit:.0%})"
+            + (
+                ""
+                if within
+                else " — FORCED by the operator"
+                if row["forced"]
+                else ". Nothing was pushed. If this is real (a big delivery, a reopened warehouse), re-run with "
+                "storefront_push_plan config force: true; otherwise look for a broken feed."
+            )
+        ),
+        metadata={"flips": flips, "flip_share": share, "max_flip_share": limit, "forced": bool(row["forced"])},
+    )
+
+
+@dg.asset_check(asset=storefront_push_plan, name="inputs_passed_contracts", blocking=True)
+def inputs_passed_contracts(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    """Nothing is pushed while the latest batch of any stock input (on hand, open orders, catalog) holds
+    rows that broke their contract."""
+    with warehouse.connect(read_only=True) as con:
+        broken = con.sql(
+            """SELECT b.feed, count(*) AS quarantined_rows
+            FROM (SELECT feed, arg_max(batch_id, fetched_at) AS batch_id FROM ingest_batches
+                  WHERE feed IN ('on_hand', 'open_orders', 'catalog') GROUP BY feed) b
+            JOIN quarantine q ON q.feed = b.feed AND q.batch_id = b.batch_id AND q.released_at IS NULL
+            GROUP BY b.feed ORDER BY b.feed"""
+        ).df()
+    return dg.AssetCheckResult(
+        passed=broken.empty,
+        description="every stock input passed its contract"
+        if broken.empty
+        else "stock inputs with quarantined rows in their latest batch: "
+        + ", ".join(f"{f} ({n})" for f, n in broken.itertuples(index=False)),
+        metadata={"broken_inputs": markdown(broken)},
+    )
+
+
+@dg.asset(group_name="storefront", kinds={"python"}, owners=OWNERS, deps=[storefront_push_plan])
+def storefront_status_push(
+    context: dg.AssetExecutionContext, config: PushConfig, warehouse: WarehouseResource, storefront: StorefrontResource
+) -> dg.MaterializeResult:
+    """This run's plan written to the storefront in batches, every SKU's answer in the audit table."""
+    with warehouse.connect() as con:
+        plan_id = context.run_id  # a push always goes with the diff planned in the same run
+        plan = push.plan_row(con, plan_id)
+        if config.dry_run:
+            con.execute("UPDATE push_plans SET status = 'dry_run' WHERE plan_id = ?", [plan_id])
+            return dg.MaterializeResult(metadata={"dry_run": True, "plan_id": plan_id, "would_change": plan["changes"]})
+        adapter = storefront.client
+
+        def progress(done: int, total: int) -> None:
+            context.log.info(f"storefront_status_push: batch {done}/{total}")
+
+        report = push.execute(con, adapter, plan_id, lambda: wms_clock(con), progress)
+        audit = con.execute(
+            """SELECT ok, count(*) AS skus FROM push_audit WHERE plan_id = ? GROUP BY ok ORDER BY ok DESC""",
+            [plan_id],
+        ).df()
+    metadata = {
+        "plan_id": plan_id,
+        "adapter": adapter.name,
+        "batches": report.batches,
+        "pushed": report.pushed,
+        "failed": report.failed,
+        "batches_done_earlier": report.skipped_batches,
+        "audit": markdown(audit),
+    }
+    if report.failed:
+        raise dg.Failure(
+            description=f"{report.failed} SKUs were not updated; they are in push_audit and the next run "
+            "pushes them again. First errors:\n" + "\n".join(report.errors[:5]),
+            metadata=metadata,
+        )
+    return dg.MaterializeResult(metadata=metadata)
+
+
+storefront_assets = [stock_position, storefront_push_plan, storefront_status_push]
+storefront_checks = [flip_share_within_limit, inputs_passed_contracts]

@@ -1,0 +1,228 @@
+"""Receipt confirmation: reconcile receipts against purchase-order lines, and time the confirmation cycle.
+
+Discrepancies live in `receipt_discrepancies`, one row per PO line and kind, and keep their history:
+each run opens what it finds, refreshes what is still wrong and resolves what a later receipt (or the PO's
+closing) settled. `delay_notices` moves the ones that caused customer notices to `customers_notified`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+import pandas as pd
+
+from cx_pipeline.warehouse import one
+
+DISCREPANCY_KINDS = ("short", "over", "damaged", "late")
+DISCREPANCY_STATUSES = ("open", "customers_notified", "resolved")
+
+DDL = """
+CREATE TABLE IF NOT EXISTS receipt_discrepancies (
+    po_id          VARCHAR NOT NULL,
+    po_line        INTEGER NOT NULL,
+    kind           VARCHAR NOT NULL,    -- short, over, damaged, late
+    sku            VARCHAR NOT NULL,
+    supplier_id    VARCHAR,
+    warehouse      VARCHAR,
+    qty_ordered    INTEGER NOT NULL,
+    qty_received   INTEGER NOT NULL,
+    qty_damaged    INTEGER NOT NULL,
+    qty_gap        INTEGER NOT NULL,    -- units missing (short, damaged) or in excess (over); 0 for late
+    damage_reasons VARCHAR,
+    expected_at    DATE,
+    last_received_at TIMESTAMPTZ,
+    days_late      INTEGER NOT NULL,
+    status         VARCHAR NOT NULL,    -- open -> customers_notified -> resolved
+    resolution     VARCHAR,             -- later_receipt, po_closed, po_cancelled
+    opened_at      TIMESTAMPTZ NOT NULL,
+    notified_at    TIMESTAMPTZ,
+    resolved_at    TIMESTAMPTZ,
+    updated_at     TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (po_id, po_line, kind)
+);
+CREATE TABLE IF NOT EXISTS receipt_confirmations (
+    receipt_id   VARCHAR PRIMARY KEY,
+    warehouse    VARCHAR,
+    received_at  TIMESTAMPTZ NOT NULL,  -- arrival in the WMS (first line)
+    confirmed_at TIMESTAMPTZ NOT NULL,  -- reconciled by the pipeline, on the WMS clock
+    backfill     BOOLEAN NOT NULL,      -- first seen in the initial full load: not part of the cycle metric
+    run_id       VARCHAR
+);
+"""
+
+
+@dataclass(frozen=True)
+class ReceivingPolicy:
+    """When a PO line counts as fully received (like Odoo's reception threshold and ERPNext's over-receipt
+    allowance) and when it counts as late."""
+
+    short_tolerance_pct: float = 0.0  # received below ordered x (1 - this) is short
+    over_allowance_pct: float = 5.0  # received above ordered x (1 + this) is over-received
+    late_grace_days: int = 0  # nothing received this many days after the expected date is late
+
+
+def wms_clock(con: duckdb.DuckDBPyConnection) -> datetime:
+    """Now, on the WMS's clock: its `as_of` at the latest receipts pull plus the time since that pull.
+
+    Measuring on the source's clock keeps the cycle honest when the pipeline host's clock drifts.
+    """
+    row = one(
+        con,
+        """SELECT as_of + (now() - fetched_at) FROM ingest_batches
+        WHERE feed = 'receipts' AND as_of IS NOT NULL ORDER BY fetched_at DESC LIMIT 1""",
+    )
+    if row is None:
+        raise RuntimeError("no receipts have been pulled yet: materialize raw_receipts first")
+    return row[0]
+
+
+def build_po_line_receipts(con: duckdb.DuckDBPyConnection, policy: ReceivingPolicy, now: datetime) -> None:
+    """(Re)build table `po_line_receipts`: every PO line with what arrived against it and its receipt state."""
+    con.execute(
+        """CREATE OR REPLACE TABLE po_line_receipts AS
+        WITH received AS (
+            SELECT po_id, po_line, sum(qty_received) AS qty_received, sum(qty_damaged) AS qty_damaged,
+                   string_agg(DISTINCT damage_reason, ', ' ORDER BY damage_reason) AS damage_reasons,
+                   min(received_at) AS first_received_at, max(received_at) AS last_received_at
+            FROM valid_receipts GROUP BY ALL
+        )
+        SELECT p.po_id, p.po_line, p.sku, p.supplier_id, p.warehouse, p.status AS po_status, p.qty_ordered,
+               p.expected_at, coalesce(r.qty_received, 0)::INTEGER AS qty_received,
+               coalesce(r.qty_damaged, 0)::INTEGER AS qty_damaged, r.damage_reasons,
+               r.first_received_at, r.last_received_at,
+               CASE WHEN coalesce(r.qty_received, 0) = 0 THEN 'not_received'
+                    WHEN r.qty_received < p.qty_ordered * (1 - $short / 100) THEN 'partial'
+                    WHEN r.qty_received > p.qty_ordered * (1 + $over / 100) THEN 'over'
+                    ELSE 'full' END AS receipt_state,
+               greatest(date_diff('day', p.expected_at + to_days($grace::INTEGER),
+                                  coalesce(r.first_received_at, $now::TIMESTAMPTZ)::DATE), 0)::INTEGER AS days_late
+        FROM valid_purchase_orders p LEFT JOIN received r USING (po_id, po_line)""",
+        {
+            "short": policy.short_tolerance_pct,
+            "over": policy.over_allowance_pct,
+            "grace": policy.late_grace_days,
+            "now": now,
+        },
+    )
+
+
+def reconcile(con: duckdb.DuckDBPyConnection, policy: ReceivingPolicy, now: datetime) -> dict[str, int]:
+    """Bring `receipt_discrepancies` up to date with the receipts landed so far; return what moved."""
+    build_po_line_receipts(con, policy, now)
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE found AS
+        SELECT po_id, po_line, kind, sku, supplier_id, warehouse, qty_ordered, qty_received, qty_damaged,
+               CASE kind WHEN 'short' THEN qty_ordered - qty_received
+                         WHEN 'over' THEN qty_received - qty_ordered
+                         WHEN 'damaged' THEN qty_ordered - (qty_received - qty_damaged)
+                         ELSE 0 END::INTEGER AS qty_gap,
+               damage_reasons, expected_at, last_received_at, days_late
+        FROM po_line_receipts
+        CROSS JOIN (VALUES ('short'), ('over'), ('damaged'), ('late')) AS k(kind)
+        WHERE po_status IN ('open', 'received')  -- a closed PO is settled with the supplier
+          AND CASE kind
+                WHEN 'short' THEN receipt_state = 'partial'
+                WHEN 'over' THEN receipt_state = 'over'
+                -- damage matters while it leaves the line short of good units; replacements resolve it
+                WHEN 'damaged' THEN qty_damaged > 0
+                     AND qty_received - qty_damaged < qty_ordered * (1 - $short / 100)
+                WHEN 'late' THEN receipt_state = 'not_received' AND days_late > 0 AND po_status = 'open'
+              END""",
+        {"short": policy.short_tolerance_pct},
+    )
+    (opened,) = one(
+        con,
+        """SELECT count(*) FROM found f ANTI JOIN receipt_discrepancies d USING (po_id, po_line, kind)""",
+    )
+    (reopened,) = one(
+        con,
+        """SELECT count(*) FROM found f JOIN receipt_discrepancies d USING (po_id, po_line, kind)
+        WHERE d.status = 'resolved'""",
+    )
+    (resolved,) = one(
+        con,
+        """SELECT count(*) FROM receipt_discrepancies d ANTI JOIN found f USING (po_id, po_line, kind)
+        WHERE d.status <> 'resolved'""",
+    )
+    con.execute("BEGIN")
+    # A discrepancy that stops being found is resolved, by what settled it.
+    con.execute(
+        """UPDATE receipt_discrepancies d SET status = 'resolved', resolved_at = $now, updated_at = $now,
+               resolution = CASE l.po_status WHEN 'closed' THEN 'po_closed' WHEN 'cancelled' THEN 'po_cancelled'
+                                 ELSE 'later_receipt' END,
+               qty_received = coalesce(l.qty_received, d.qty_received),
+               qty_damaged = coalesce(l.qty_damaged, d.qty_damaged),
+               last_received_at = coalesce(l.last_received_at, d.last_received_at)
+        FROM (SELECT d2.po_id, d2.po_line, d2.kind, l2.po_status, l2.qty_received, l2.qty_damaged,
+                     l2.last_received_at
+              FROM receipt_discrepancies d2 LEFT JOIN po_line_receipts l2 USING (po_id, po_line)
+              ANTI JOIN found f USING (po_id, po_line, kind) WHERE d2.status <> 'resolved') l
+        WHERE d.po_id = l.po_id AND d.po_line = l.po_line AND d.kind = l.kind""",
+        {"now": now},
+    )
+    # Still (or again) wrong: refresh the figures; a resolved one that comes back is open again.
+    con.execute(
+        """INSERT INTO receipt_discrepancies BY NAME
+        SELECT f.*, coalesce(CASE WHEN d.status = 'resolved' THEN NULL ELSE d.status END, 'open') AS status,
+               CASE WHEN d.status = 'resolved' THEN NULL ELSE d.resolution END AS resolution,
+               coalesce(d.opened_at, $now) AS opened_at, d.notified_at,
+               CASE WHEN d.status = 'resolved' THEN NULL ELSE d.resolved_at END AS resolved_at, $now AS updated_at
+        FROM found f LEFT JOIN receipt_discrepancies d USING (po_id, po_line, kind)
+        ON CONFLICT (po_id, po_line, kind) DO UPDATE SET
+            qty_ordered = EXCLUDED.qty_ordered, qty_received = EXCLUDED.qty_received,
+            qty_damaged = EXCLUDED.qty_damaged, qty_gap = EXCLUDED.qty_gap,
+            damage_reasons = EXCLUDED.damage_reasons, last_received_at = EXCLUDED.last_received_at,
+            days_late = EXCLUDED.days_late, status = EXCLUDED.status, resolution = EXCLUDED.resolution,
+            resolved_at = EXCLUDED.resolved_at, updated_at = EXCLUDED.updated_at""",
+        {"now": now},
+    )
+    con.execute("COMMIT")
+    return {"opened": opened, "reopened": reopened, "resolved": resolved}
+
+
+def discrepancy_summary(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Discrepancies by kind and status, with the units involved."""
+    return con.sql(
+        """SELECT kind, status, count(*) AS po_lines, sum(qty_gap)::BIGINT AS units
+        FROM receipt_discrepancies GROUP BY ALL ORDER BY kind, status"""
+    ).df()
+
+
+def receipt_states(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """PO lines by receipt state (from the last `reconcile`)."""
+    return con.sql(
+        "SELECT receipt_state, count(*) AS po_lines FROM po_line_receipts GROUP BY ALL ORDER BY po_lines DESC"
+    ).df()
+
+
+def confirm_receipts(con: duckdb.DuckDBPyConnection, now: datetime, run_id: str | None) -> int:
+    """Record the confirmation time of every receipt reconciled for the first time; return how many."""
+    (full_load,) = one(
+        con,
+        """SELECT updated_since IS NULL FROM ingest_batches WHERE feed = 'receipts'
+        ORDER BY fetched_at DESC LIMIT 1""",
+    )
+    (before,) = one(con, "SELECT count(*) FROM receipt_confirmations")
+    con.execute(
+        """INSERT INTO receipt_confirmations
+        SELECT receipt_id, any_value(warehouse), min(received_at), $now, $backfill, $run_id
+        FROM valid_receipts WHERE receipt_id NOT IN (SELECT receipt_id FROM receipt_confirmations)
+        GROUP BY receipt_id""",
+        {"now": now, "backfill": bool(full_load), "run_id": run_id},
+    )
+    (after,) = one(con, "SELECT count(*) FROM receipt_confirmations")
+    return after - before
+
+
+def confirmation_cycle(con: duckdb.DuckDBPyConnection, days: int = 14) -> pd.DataFrame:
+    """p50 / p90 hours from arrival to confirmation per arrival day, over the last `days` days."""
+    return con.sql(
+        f"""SELECT received_at::DATE AS day, count(*) AS receipts,
+               round(quantile_cont(hours, 0.5), 2) AS p50_hours, round(quantile_cont(hours, 0.9), 2) AS p90_hours
+        FROM (SELECT received_at, epoch(confirmed_at - received_at) / 3600 AS hours
+              FROM receipt_confirmations WHERE NOT backfill)
+        WHERE received_at >= (SELECT max(received_at) FROM receipt_confirmations) - INTERVAL {int(days)} DAY
+        GROUP BY ALL ORDER BY day"""
+    ).df()

@@ -1,0 +1,64 @@
+"""The one interface every storefront adapter implements: read the shop's stock state, write a batch."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+STOCK_STATUSES = ("in_stock", "out_of_stock")
+STATE_COLUMNS = ("sku", "status", "quantity")
+
+
+class StorefrontConfigError(RuntimeError):
+    """The adapter cannot work as configured (bad URL, rejected credentials, missing location...)."""
+
+
+@dataclass(frozen=True)
+class StockUpdate:
+    """One SKU's new storefront state, with the state the shop reported when the change was planned."""
+
+    sku: str
+    status: str
+    quantity: int
+    before_status: str | None
+    before_quantity: int | None
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What the shop answered for one SKU of a batch. `response` is short and human-readable."""
+
+    sku: str
+    ok: bool
+    response: str
+    status_after: str | None = None
+    quantity_after: int | None = None
+
+
+class StorefrontAdapter(ABC):
+    """A storefront the pipeline pushes stock status to.
+
+    `check` runs before any write and raises StorefrontConfigError with a message that says what to fix.
+    `read` returns the shop's state now, one row per SKU (`STATE_COLUMNS`). `write` applies one batch of at
+    most `batch_size` updates and returns one result per update: a SKU the shop refused is `ok=False`, not
+    an exception; only a batch that failed as a whole (after retries) raises `UpstreamError`. Writes set
+    absolute values and carry `key`, so repeating a batch is harmless.
+    """
+
+    name: str
+    batch_size: int = 100
+
+    @abstractmethod
+    def check(self) -> None: ...
+
+    @abstractmethod
+    def read(self) -> pd.DataFrame: ...
+
+    @abstractmethod
+    def write(self, updates: Sequence[StockUpdate], key: str) -> list[WriteResult]: ...
+
+    def close(self) -> None:  # noqa: B027 - adapters without a session have nothing to close
+        pass
