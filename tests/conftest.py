@@ -11,14 +11,14 @@ from assets.receiving import receiving_assets
 from assets.storefront import storefront_assets, storefront_checks
 from checks.contracts import contract_checks
 from cx_pipeline.simulator import Simulator, build_world
-from tests.helpers import TOKEN, resources
+from tests.helpers import TOKEN, WORLD_NOW, resources
 
 SMALL_WORLD_SKUS = 300  # large enough for every kind of receipt, small enough for a fast suite
 
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    with Simulator(world=build_world(seed=7, n_skus=SMALL_WORLD_SKUS), token=TOKEN) as server:
+    with Simulator(world=build_world(seed=7, n_skus=SMALL_WORLD_SKUS, now=WORLD_NOW), token=TOKEN) as server:
         yield server
 
 

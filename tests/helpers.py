@@ -1,5 +1,6 @@
 """Helpers for pipeline tests: resources aimed at the simulator, and reading a run's results."""
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -16,6 +17,9 @@ from assets.resources import (
 from cx_pipeline.simulator import Simulator
 
 TOKEN = "test-token"
+# The demo world's clock in tests: a Monday morning, so a few hours' advance always brings receipts in.
+# (A world started at the wall clock made tests depend on the hour they ran at.)
+WORLD_NOW = datetime(2026, 11, 16, 6, tzinfo=UTC)
 
 
 def resources(sim: Simulator, warehouse_path: Path, **api: object) -> dict[str, object]:

@@ -12,7 +12,7 @@ from cx_pipeline import allocation
 from cx_pipeline.simulator import Simulator, build_world
 from cx_pipeline.warehouse import connect
 from tests.conftest import SMALL_WORLD_SKUS
-from tests.helpers import TOKEN, materializations
+from tests.helpers import TOKEN, WORLD_NOW, materializations
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 
@@ -20,7 +20,7 @@ NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 @pytest.fixture
 def sim():
     """A small world whose clock finds a few orders that can no longer ship on time (seed 4: five notices)."""
-    with Simulator(world=build_world(seed=4, n_skus=SMALL_WORLD_SKUS), token=TOKEN) as server:
+    with Simulator(world=build_world(seed=4, n_skus=SMALL_WORLD_SKUS, now=WORLD_NOW), token=TOKEN) as server:
         yield server
 
 
