@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,7 +12,7 @@ import dagster as dg
 import duckdb
 from pydantic import PrivateAttr
 
-from cx_pipeline import warehouse
+from cx_pipeline import appstore, warehouse
 from cx_pipeline.http import ApiClient
 from cx_pipeline.storefront import ADAPTERS, StorefrontAdapter, StorefrontConfigError
 
@@ -30,6 +31,17 @@ class WarehouseResource(dg.ConfigurableResource):
     def reports_dir(self) -> Path:
         """Where charts and exports go: `reports/` beside the warehouse file."""
         return Path(self.path).parent / "reports"
+
+
+class AppStoreResource(dg.ConfigurableResource):
+    """The review app's SQLite store: decisions come from it, the review queue is published to it."""
+
+    path: str = "data/app.sqlite"
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        with appstore.connect(self.path) as store:
+            yield store
 
 
 class UpstreamApiResource(dg.ConfigurableResource):
@@ -167,6 +179,7 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
     )
     return {
         "warehouse": WarehouseResource(path=dg.EnvVar("CX_WAREHOUSE_PATH")),
+        "app_store": AppStoreResource(path=dg.EnvVar("CX_APP_DB")),
         "wms": api(WmsResource, "WMS"),
         "catalog": api(CatalogResource, "CATALOG"),
         "oms": api(OmsResource, "OMS"),

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import duckdb
+import great_expectations as gx
 import pandas as pd
 
 from assets.resources import WarehouseResource
@@ -70,15 +71,15 @@ def landed_batch(con: duckdb.DuckDBPyConnection, feed: Feed) -> pd.DataFrame:
     """).df()
 
 
-def quarantine(con: duckdb.DuckDBPyConnection, feed: Feed, frame: pd.DataFrame, violations: list[Violation]) -> int:
-    """Record every offending row, verbatim, against the expectation it broke; returns rows recorded.
+def quarantine(con: duckdb.DuckDBPyConnection, feed: str, frame: pd.DataFrame, violations: list[Violation]) -> int:
+    """Record every offending row of `feed`, verbatim, against the expectation it broke; returns rows recorded.
 
     Judging a batch again (a re-run of the check) replaces its earlier verdict instead of adding to it.
     """
     if frame.empty:
         return 0
     batch_id = frame["_batch_id"].iat[0]
-    con.execute("DELETE FROM quarantine WHERE feed = ? AND batch_id = ?", [feed.name, batch_id])
+    con.execute("DELETE FROM quarantine WHERE feed = ? AND batch_id = ?", [feed, batch_id])
     records = pd.DataFrame(
         [(v.expectation, frame.at[i, "_row_key"], frame.at[i, "_raw"]) for v in violations for i in v.row_index],
         columns=["expectation", "row_key", "row_data"],
@@ -88,7 +89,7 @@ def quarantine(con: duckdb.DuckDBPyConnection, feed: Feed, frame: pd.DataFrame, 
     con.register("offending", records)
     con.execute(
         "INSERT INTO quarantine SELECT ?, ?, expectation, row_key, row_data::JSON, ?, NULL FROM offending",
-        [feed.name, batch_id, datetime.now(UTC)],
+        [feed, batch_id, datetime.now(UTC)],
     )
     con.unregister("offending")
     return len(records)
@@ -122,21 +123,33 @@ def contract_check(feed: Feed) -> dg.AssetChecksDefinition:
             now = (as_of[0] if as_of and as_of[0] else None) or datetime.now(UTC)
             suite = build_suite(feed, now, min_rows(con, feed))
             violations = validate(frame, suite)
-            quarantined = quarantine(con, feed, frame, violations)
-        metadata: dict[str, object] = {
-            "rows_validated": len(frame),
-            "expectations": len(suite.expectations),
-            "broken_expectations": len(violations),
-            "rows_quarantined": quarantined,
-        }
-        for v in violations:
-            detail = f"**{v.unexpected_count} offending rows**" if v.row_index else f"observed: {v.observed}"
-            sample = f"\n\n{sample_markdown(frame, v)}" if v.row_index else ""
-            metadata[v.expectation] = dg.MetadataValue.md(f"{detail}{sample}")
-            context.log.error(f"{feed.table}: {v.expectation} broken: {v.unexpected_count or v.observed}")
-        return dg.AssetCheckResult(passed=not violations, metadata=metadata)
+            quarantined = quarantine(con, feed.name, frame, violations)
+        return verdict(context, feed.table, frame, suite, violations, quarantined)
 
     return _check
+
+
+def verdict(
+    context: dg.AssetCheckExecutionContext,
+    table: str,
+    frame: pd.DataFrame,
+    suite: gx.ExpectationSuite,
+    violations: list[Violation],
+    quarantined: int,
+) -> dg.AssetCheckResult:
+    """The check's result: each broken expectation with its count and a sample of the offending rows."""
+    metadata: dict[str, object] = {
+        "rows_validated": len(frame),
+        "expectations": len(suite.expectations),
+        "broken_expectations": len(violations),
+        "rows_quarantined": quarantined,
+    }
+    for v in violations:
+        detail = f"**{v.unexpected_count} offending rows**" if v.row_index else f"observed: {v.observed}"
+        sample = f"\n\n{sample_markdown(frame, v)}" if v.row_index else ""
+        metadata[v.expectation] = dg.MetadataValue.md(f"{detail}{sample}")
+        context.log.error(f"{table}: {v.expectation} broken: {v.unexpected_count or v.observed}")
+    return dg.AssetCheckResult(passed=not violations, metadata=metadata)
 
 
 contract_checks = [contract_check(feed) for feed in FEEDS.values()]

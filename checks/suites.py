@@ -15,6 +15,7 @@ import pandas as pd
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
 from cx_pipeline.feeds import Feed
+from cx_pipeline.staleness import DECISIONS
 
 # GX pins this logger to INFO and announces a temporary docs directory for every ephemeral context:
 # one line per check in every run log, about a directory it has already removed.
@@ -54,6 +55,20 @@ def build_suite(feed: Feed, now: datetime, min_rows: int) -> gx.ExpectationSuite
     ]
     expectations += [gxe.ExpectColumnValuesToBeInSet(column=r.flag, value_set=[True]) for r in feed.references]
     return gx.ExpectationSuite(name=f"raw_{feed.name}_contract", expectations=expectations)
+
+
+def review_decisions_suite(now: datetime) -> gx.ExpectationSuite:
+    """The contract of a batch of merchandisers' decisions imported from the review app."""
+    return gx.ExpectationSuite(
+        name="review_decisions_contract",
+        expectations=[
+            gxe.ExpectColumnValuesToBeUnique(column="decision_id"),
+            *(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("sku", "decision", "reviewer", "decided_at")),
+            gxe.ExpectColumnValuesToBeInSet(column="decision", value_set=list(DECISIONS)),
+            gxe.ExpectColumnValuesToBeBetween(column="decided_at", max_value=now + CLOCK_SKEW),
+            gxe.ExpectColumnValuesToBeInSet(column="_known_sku", value_set=[True]),
+        ],
+    )
 
 
 def describe(config: gxe.Expectation | object) -> str:

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
+import os
+import socket
+import sys
 from pathlib import Path
+
+DEFAULT_APP_DB = "data/app.sqlite"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +31,37 @@ def main(argv: list[str] | None = None) -> int:
     simulate.add_argument("--skus", type=int, default=2000)
     simulate.add_argument("--token", default="demo-token", help="bearer token clients must send (demo-token)")
 
+    app_db = argparse.ArgumentParser(add_help=False)
+    app_db.add_argument(
+        "--app-db",
+        type=Path,
+        default=Path(os.environ.get("CX_APP_DB", DEFAULT_APP_DB)),
+        help=f"the review app's store (env CX_APP_DB, else {DEFAULT_APP_DB}; the demo's: data/demo/app.sqlite)",
+    )
+    serve = commands.add_parser("serve", parents=[app_db], help="run the review web app")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on (8080; 0 picks a free one)")
+    serve.add_argument(
+        "--secure-cookies", action="store_true", help="mark cookies Secure (behind an HTTPS reverse proxy)"
+    )
+
+    users = commands.add_parser("users", help="manage the review app's users").add_subparsers(
+        dest="action", required=True
+    )
+    add = users.add_parser("add", parents=[app_db], help="create a user (asks for the password)")
+    add.add_argument("username")
+    add.add_argument("--role", required=True, choices=("merchandiser", "qa", "admin"))
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin (for scripts)")
+    passwd = users.add_parser("passwd", parents=[app_db], help="set a user's password (ends their sessions)")
+    passwd.add_argument("username")
+    passwd.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    role = users.add_parser("role", parents=[app_db], help="change a user's role")
+    role.add_argument("username")
+    role.add_argument("role", choices=("merchandiser", "qa", "admin"))
+    for action, text in (("disable", "disable a user (ends their sessions)"), ("enable", "re-enable a user")):
+        users.add_parser(action, parents=[app_db], help=text).add_argument("username")
+    users.add_parser("list", parents=[app_db], help="list users")
+
     args = parser.parse_args(argv)
     # Our own progress at INFO; libraries (GX, alembic) only when something is wrong.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -33,7 +70,14 @@ def main(argv: list[str] | None = None) -> int:
         from cx_pipeline.demo import run_demo
 
         return run_demo(args.data_dir, seed=args.seed, skus=args.skus)
+    if args.command == "simulate":
+        return simulate_world(args)
+    if args.command == "serve":
+        return serve_app(args)
+    return manage_users(args)
 
+
+def simulate_world(args: argparse.Namespace) -> int:
     from cx_pipeline.simulator import Simulator, build_world
 
     sim = Simulator(
@@ -50,4 +94,63 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         sim.stop()
+    return 0
+
+
+def serve_app(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from cx_pipeline import accounts, appstore
+    from cx_pipeline.web import create_app
+
+    app = create_app(args.app_db, secure_cookies=args.secure_cookies)
+    with appstore.connect(args.app_db) as store:
+        if not accounts.has_users(store):
+            print(f"No users yet: create one with  cx-pipeline users add NAME --role admin --app-db {args.app_db}")
+    # Listen first, so that --port 0 can say which port it got; early connections wait in the backlog.
+    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    sock.listen(128)
+    print(
+        f"Review app on http://{args.host}:{sock.getsockname()[1]} (store {args.app_db}); Ctrl-C stops it.", flush=True
+    )
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, proxy_headers=True))
+    server.run(sockets=[sock])
+    return 0
+
+
+def read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != first:
+        raise SystemExit("the passwords differ; nothing changed")
+    return first
+
+
+def manage_users(args: argparse.Namespace) -> int:
+    from cx_pipeline import accounts, appstore
+
+    with appstore.connect(args.app_db) as store:
+        try:
+            if args.action == "add":
+                accounts.add_user(store, args.username, args.role, read_password(args.password_stdin))
+                print(f"user {args.username} ({args.role}) added")
+            elif args.action == "passwd":
+                accounts.set_password(store, args.username, read_password(args.password_stdin))
+                print(f"password of {args.username} changed; their sessions ended")
+            elif args.action == "role":
+                accounts.set_role(store, args.username, args.role)
+                print(f"{args.username} is now {args.role}")
+            elif args.action in ("disable", "enable"):
+                accounts.set_active(store, args.username, args.action == "enable")
+                print(f"{args.username} {args.action}d")
+            else:
+                for user in accounts.list_users(store):
+                    state = "active" if user["active"] else "disabled"
+                    print(f"{user['username']:<24}{user['role']:<14}{state:<10}since {user['created_at']}")
+        except accounts.AccountError as exc:
+            print(f"cx-pipeline users {args.action}: {exc}", file=sys.stderr)
+            return 2
     return 0

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cx_pipeline import warehouse
+from cx_pipeline import staleness, warehouse
 from cx_pipeline.feeds import FEEDS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -30,12 +30,14 @@ def load_definitions() -> Any:
 
 
 def point_at(url: str, token: str, warehouse_path: Path) -> None:
-    """Configure every upstream resource for the simulator through the same env vars production uses."""
+    """Configure every upstream resource for the simulator through the same env vars production uses; the
+    review app's store sits beside the warehouse."""
     for system in SYSTEMS:
         os.environ[f"CX_{system}_URL"] = url
         os.environ[f"CX_{system}_TOKEN"] = token
     os.environ["CX_STOREFRONT_ADAPTER"] = "rest"
     os.environ["CX_WAREHOUSE_PATH"] = str(warehouse_path)
+    os.environ["CX_APP_DB"] = str(warehouse_path.with_name("app.sqlite"))
 
 
 def run_demo(data_dir: Path, seed: int, skus: int) -> int:
@@ -43,6 +45,8 @@ def run_demo(data_dir: Path, seed: int, skus: int) -> int:
 
     data_dir.mkdir(parents=True, exist_ok=True)
     warehouse_path = data_dir / "warehouse.duckdb"
+    # A fresh warehouse each time; the review app's store (users, decisions) is kept, so decisions made in
+    # `cx-pipeline serve` between two demo runs are honoured by the second.
     for stale in (warehouse_path, warehouse_path.with_suffix(".duckdb.wal")):
         stale.unlink(missing_ok=True)
     print(f"Generating the demo world (seed {seed}, {skus:,} SKUs)...", flush=True)
@@ -123,9 +127,36 @@ def print_summary(warehouse_path: Path, checks: list[Any], success: bool, elapse
             f"Storefront ({plan[0]}): {plan[1]:,} changes planned of {plan[2]:,} listed SKUs: {plan[3]:,} to out of "
             f"stock, {plan[4]:,} back in stock, {plan[5]:,} quantity only; {pushed[0]:,} pushed, {pushed[1]:,} failed"
         )
+    print_review_queue(warehouse_path)
     print(f"\nWarehouse: {warehouse_path}")
     print(
         f"Explore:   duckdb {warehouse_path}   (raw_*, valid_*, receipt_discrepancies, notice_ledger, "
-        "stock_position, push_changes, push_audit)"
+        "stock_position, push_changes, push_audit, stale_products)"
     )
     print("Dagster UI: cx-pipeline simulate  and, in another shell,  dagster dev -w workspace.yaml")
+
+
+def print_review_queue(warehouse_path: Path) -> None:
+    app_db = warehouse_path.with_name("app.sqlite")
+    with warehouse.connect(warehouse_path, read_only=True) as con:
+        assessed = "SELECT count(*) FROM information_schema.tables WHERE table_name = 'stale_products'"
+        if not warehouse.one(con, assessed)[0]:
+            print("\nStale-product review: not assessed (see the run's errors above)")
+            return
+        counts = staleness.queue_summary(con)
+        by_reason = staleness.queue_by(con, "reason")
+        top = staleness.queue(con, limit=5)
+    print(
+        f"\nStale-product review: {counts['long_registered']:,} long-registered products, "
+        f"{counts['flagged_long_registered']:,} of them flagged; {counts['queue']:,} in the review queue "
+        f"({counts['never_reviewed']:,} never reviewed, {counts['due_again']:,} due again, "
+        f"{counts['material_change']:,} back after a material change; {counts['decided_not_due']:,} decided, not due)"
+    )
+    print("  by reason: " + _counts(list(by_reason.itertuples(index=False, name=None))))
+    for row in top.itertuples(index=False):
+        print(f"  {row.sku} {row.title} ({row.category}, score {row.score:.1f}): {row.reasons}")
+    print(f"  full queue: {warehouse_path.parent / 'reports' / 'stale_products_queue.csv'}")
+    print(
+        f"Review app: cx-pipeline users add NAME --role merchandiser --app-db {app_db}\n"
+        f"            cx-pipeline serve --app-db {app_db}      (then open http://127.0.0.1:8080)"
+    )

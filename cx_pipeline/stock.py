@@ -9,12 +9,20 @@ data that broke its contract, so it is left as the storefront has it until the s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
 import pandas as pd
 
 OVERRIDE_COLUMNS = ("sku", "safety_buffer", "floor", "note")
+DDL = """
+CREATE TABLE IF NOT EXISTS stock_status_since (
+    sku            VARCHAR PRIMARY KEY,
+    publish_status VARCHAR NOT NULL,
+    since          TIMESTAMPTZ NOT NULL  -- the run that first saw this status (before the first run: unknown)
+);
+"""
 
 
 class OverridesError(ValueError):
@@ -65,9 +73,12 @@ def read_overrides(path: str | Path | None, known_skus: set[str]) -> pd.DataFram
     return frame[["sku", "safety_buffer", "floor"]]
 
 
-def build_stock_position(con: duckdb.DuckDBPyConnection, policy: StockPolicy, overrides: pd.DataFrame) -> None:
+def build_stock_position(
+    con: duckdb.DuckDBPyConnection, policy: StockPolicy, overrides: pd.DataFrame, now: datetime
+) -> None:
     """(Re)build tables `stock_by_warehouse` and `stock_position` (one row per catalog SKU with its figures
-    summed over warehouses, and its desired storefront state)."""
+    summed over warehouses, and its desired storefront state), and note in `stock_status_since` when each
+    SKU's state last changed (how long a product has been out of stock)."""
     con.register("overrides", overrides)
     try:
         # Orders name their fulfilment warehouse, so the reservation is per warehouse too.
@@ -110,6 +121,12 @@ def build_stock_position(con: duckdb.DuckDBPyConnection, policy: StockPolicy, ov
                    held_by IS NOT NULL AS held
             FROM figures ORDER BY sku""",
             {"buffer": policy.safety_buffer, "floor": policy.floor},
+        )
+        con.execute(
+            """INSERT INTO stock_status_since SELECT sku, publish_status, $now FROM stock_position WHERE NOT held
+            ON CONFLICT (sku) DO UPDATE SET publish_status = excluded.publish_status, since = excluded.since
+            WHERE stock_status_since.publish_status <> excluded.publish_status""",
+            {"now": now},
         )
     finally:
         con.unregister("overrides")

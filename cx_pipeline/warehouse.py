@@ -71,12 +71,12 @@ def one(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create every warehouse table and view that is missing; safe to run on every connect."""
     # Imported here: the domain modules use this module's helpers, so a top-level import would be circular.
-    from cx_pipeline import notices, push, receiving
+    from cx_pipeline import notices, push, receiving, review, stock
 
     con.execute(META_DDL)
     for feed in FEEDS.values():
         con.execute(feed_ddl(feed))
-    for ddl in (receiving.DDL, notices.DDL, push.DDL):
+    for ddl in (receiving.DDL, notices.DDL, push.DDL, stock.DDL, review.DDL):
         con.execute(ddl)
 
 

@@ -8,8 +8,10 @@ import pytest
 
 from assets.ingest import raw_assets
 from assets.receiving import receiving_assets
+from assets.review import review_assets
 from assets.storefront import storefront_assets, storefront_checks
 from checks.contracts import contract_checks
+from checks.review import review_checks
 from cx_pipeline.simulator import Simulator, build_world
 from tests.helpers import TOKEN, WORLD_NOW, resources
 
@@ -51,7 +53,8 @@ def run_all(sim: Simulator, warehouse_path: Path) -> Runner:
 
     def run(config: dict[str, dict] | None = None, **replaced: object) -> dg.ExecuteInProcessResult:
         return dg.materialize(
-            [*raw_assets, *contract_checks, *receiving_assets, *storefront_assets, *storefront_checks],
+            [*raw_assets, *contract_checks, *receiving_assets, *storefront_assets, *storefront_checks,
+             *review_assets, *review_checks],
             resources={**resources(sim, warehouse_path), **replaced},
             run_config={"ops": {name: {"config": c} for name, c in (config or {}).items()}},
             raise_on_error=False,

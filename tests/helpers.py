@@ -1,11 +1,18 @@
-"""Helpers for pipeline tests: resources aimed at the simulator, and reading a run's results."""
+"""Helpers for tests: resources aimed at the simulator, reading a run's results, the CLI and the review app."""
 
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
+import requests
 
 from assets.resources import (
+    AppStoreResource,
     CatalogResource,
     HelpdeskResource,
     NotificationResource,
@@ -27,6 +34,7 @@ def resources(sim: Simulator, warehouse_path: Path, **api: object) -> dict[str, 
     settings = {"base_url": sim.url, "token": TOKEN, "backoff_seconds": 0.05, **api}
     return {
         "warehouse": WarehouseResource(path=str(warehouse_path)),
+        "app_store": AppStoreResource(path=str(warehouse_path.with_name("app.sqlite"))),
         "wms": WmsResource(**settings),
         "catalog": CatalogResource(**settings),
         "oms": OmsResource(**settings),
@@ -47,3 +55,58 @@ def materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, o
 def check_results(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
     """The contract check evaluation of each asset, by asset name."""
     return {e.asset_key.path[-1]: e for e in result.get_asset_check_evaluations()}
+
+
+CLI = str(Path(sys.executable).with_name("cx-pipeline"))
+
+
+def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Run the real `cx-pipeline` command."""
+    return subprocess.run([CLI, *args], input=stdin, capture_output=True, text=True, timeout=120)
+
+
+def add_user(app_db: Path, username: str, role: str, password: str) -> None:
+    result = cli("users", "add", username, "--role", role, "--password-stdin", "--app-db", str(app_db), stdin=password)
+    assert result.returncode == 0, result.stderr
+
+
+@contextmanager
+def listening(*args: str) -> Iterator[str]:
+    """Run `cx-pipeline <args>` (a server that prints where it listens) in its own process; yield its URL."""
+    process = subprocess.Popen([CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = None
+        for line in process.stdout:
+            if match := re.search(r"on (http://127\.0\.0\.1:\d+)", line):
+                url = match.group(1)
+                break
+        assert url, f"cx-pipeline {args[0]} never said where it listens"
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def serve_app(app_db: Path) -> AbstractContextManager[str]:
+    """`cx-pipeline serve` on a free port of 127.0.0.1."""
+    return listening("serve", "--port", "0", "--app-db", str(app_db))
+
+
+def login(url: str, username: str, password: str) -> requests.Session:
+    """A requests session logged in to the review app, as a browser would do it (CSRF cookie and field)."""
+    session = requests.Session()
+    page = session.get(f"{url}/login", timeout=10)
+    response = session.post(
+        f"{url}/login",
+        data={"username": username, "password": password, "csrf_token": csrf_token(page.text), "next": "/"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert response.status_code == 303, response.text
+    return session
+
+
+def csrf_token(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no CSRF token on the page"
+    return match.group(1)

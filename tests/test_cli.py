@@ -2,13 +2,11 @@
 
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import duckdb
 import requests
 
-CLI = str(Path(sys.executable).with_name("cx-pipeline"))
+from tests.helpers import CLI, listening
 
 
 def test_demo_runs_the_whole_pipeline_and_summarises_it(tmp_path):
@@ -23,28 +21,17 @@ def test_demo_runs_the_whole_pipeline_and_summarises_it(tmp_path):
     assert "Run succeeded" in result.stdout
     assert re.search(r"raw_receipts\s+[\d,]+\s+[\d,]+\s+0\s+passed", result.stdout), result.stdout
     assert "Quarantined rows (broke a contract, kept for review): 0" in result.stdout
+    queue = re.search(r"Stale-product review: .* ([\d,]+) in the review queue", result.stdout)
+    assert queue and int(queue.group(1).replace(",", "")) > 0, result.stdout
+    assert (tmp_path / "reports" / "stale_products_queue.csv").exists()
+    assert f"cx-pipeline serve --app-db {tmp_path / 'app.sqlite'}" in result.stdout
     with duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM raw_catalog").fetchall() == [(300,)]
 
 
 def test_simulate_serves_the_world_until_stopped():
-    process = subprocess.Popen(
-        [CLI, "simulate", "--port", "0", "--skus", "100", "--token", "t0ken"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        url = None
-        for line in process.stdout:
-            if match := re.search(r"on (http://127\.0\.0\.1:\d+)", line):
-                url = match.group(1)
-                break
-        assert url, "simulate never said where it listens"
+    with listening("simulate", "--port", "0", "--skus", "100", "--token", "t0ken") as url:
         page = requests.get(f"{url}/catalog/products", headers={"Authorization": "Bearer t0ken"}, timeout=10)
         assert page.status_code == 200
         assert len(page.json()["data"]) > 0
         assert requests.get(f"{url}/catalog/products", timeout=10).status_code == 401
-    finally:
-        process.terminate()
-        process.wait(timeout=10)

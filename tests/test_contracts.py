@@ -98,7 +98,7 @@ def test_judging_a_batch_again_replaces_its_verdict(sim, run_pipeline, warehouse
 
     with connect(warehouse_path) as con:  # what a re-run of the check does
         frame = landed_batch(con, feed)
-        quarantine(con, feed, frame, validate(frame, build_suite(feed, datetime.now(UTC), min_rows=0)))
+        quarantine(con, feed.name, frame, validate(frame, build_suite(feed, datetime.now(UTC), min_rows=0)))
 
     assert len(quarantined(warehouse_path, "receipts")) == 3
 

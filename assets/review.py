@@ -1,0 +1,94 @@
+"""Stale long-registered products: the review decisions from the web app and the periodic review queue."""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from assets.receiving import markdown
+from assets.resources import AppStoreResource, WarehouseResource
+from cx_pipeline import review, staleness
+from cx_pipeline.receiving import wms_clock
+from cx_pipeline.rules import load_families
+
+OWNERS = ["team:cx-data", "team:merchandising"]
+PREVIEW_ROWS = 20
+
+
+class StalenessConfig(dg.Config, staleness.StalenessPolicy):
+    """Thresholds, points and review cadence of the staleness assessment (see docs/review.md), and
+    `families_file`: a YAML of required catalog attributes per category (default: the bundled one)."""
+
+    families_file: str = ""
+
+
+@dg.asset(group_name="catalog_review", kinds={"duckdb", "sqlite", "python"}, owners=OWNERS)
+def review_decisions(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, app_store: AppStoreResource
+) -> dg.MaterializeResult:
+    """Merchandisers' review decisions (keep, refresh listing, discontinue) recorded in the review app since
+    the last run, copied into the warehouse."""
+    with warehouse.connect() as con, app_store.connect() as store:
+        imported = review.import_decisions(store, con, context.run_id, datetime.now(UTC))
+        recent = con.sql(
+            """SELECT decision_id, sku, decision, reviewer, decided_at, note FROM review_decisions
+            ORDER BY decision_id DESC LIMIT 20"""
+        ).df()
+        (total,) = con.execute("SELECT count(*) FROM review_decisions").fetchall()[0]
+    context.log.info(f"review_decisions: {imported} new decisions imported from {app_store.path}")
+    return dg.MaterializeResult(
+        metadata={"imported": imported, "decisions_total": total, "latest": markdown(recent, "no decisions yet")}
+    )
+
+
+@dg.asset(
+    group_name="catalog_review",
+    kinds={"duckdb", "sqlite", "python"},
+    owners=OWNERS,
+    deps=[
+        review_decisions,
+        "raw_catalog",
+        "raw_receipts",
+        "raw_open_orders",
+        "raw_inquiries",
+        "stock_position",
+        "storefront_push_plan",  # the storefront status mismatches it found
+    ],
+)
+def stale_products(
+    context: dg.AssetExecutionContext,
+    config: StalenessConfig,
+    warehouse: WarehouseResource,
+    app_store: AppStoreResource,
+) -> dg.MaterializeResult:
+    """Every product's staleness with its reasons in words, and the review queue of long-registered products
+    whose review is due, published to the review app and exported as CSV."""
+    policy = staleness.StalenessPolicy(**config.model_dump(exclude={"families_file"}))
+    families = load_families(config.families_file or None)
+    with warehouse.connect() as con:
+        staleness.assess(con, policy, families, wms_clock(con))
+        counts = staleness.queue_summary(con)
+        by_reason = staleness.queue_by(con, "reason")
+        by_category = staleness.queue_by(con, "category")
+        full_queue = staleness.queue(con)
+        with app_store.connect() as store:
+            published = review.publish_queue(store, con, context.run_id)
+    export = warehouse.reports_dir / "stale_products_queue.csv"
+    export.parent.mkdir(parents=True, exist_ok=True)
+    full_queue.to_csv(export, index=False)
+    context.log.info(
+        f"stale_products: {counts['queue']:,} products to review of {counts['long_registered']:,} long-registered; "
+        f"{published:,} published to the review app"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            **counts,
+            "published_to_app": published,
+            "queue_by_reason": markdown(by_reason, "the queue is empty"),
+            "queue_by_category": markdown(by_category, "the queue is empty"),
+            "top_of_queue": markdown(full_queue.head(PREVIEW_ROWS), "the queue is empty"),
+            "queue_csv": dg.MetadataValue.path(str(export.resolve())),
+        }
+    )
+
+
+review_assets = [review_decisions, stale_products]

@@ -1,0 +1,261 @@
+"""Stale long-registered products: an explainable staleness score per product and the periodic review queue.
+
+Every rule that applies to a product adds its points and a reason in words ("registered 4.2 years ago; no
+receipt for 75 days"); a product whose points reach `flag_score` is flagged. Products registered at least
+`long_registered_years` ago form the review cohort. A flagged cohort product enters the review queue when
+its review is due: never reviewed, or the cadence of its last decision has run out. A decision keeps it
+out until then, unless something material changes first: a spike of cancellation inquiries, or the
+storefront showing a stock status that disagrees with the WMS.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+DECISIONS = ("keep", "refresh_listing", "discontinue")
+QUEUE_STATES = ("never_reviewed", "due", "material_change")
+REASON_CODES = (
+    "registered",
+    "no_receipt",
+    "no_order",
+    "out_of_stock",
+    "cancellations",
+    "status_mismatch",
+    "incomplete",
+)
+
+
+class StalenessPolicy(BaseModel):
+    """Thresholds, points and review cadence. Every field is a `stale_products` config setting."""
+
+    model_config = ConfigDict(frozen=True)
+
+    long_registered_years: float = Field(2.0, gt=0, description="registered this long ago: in the review cohort")
+    no_receipt_days: int = Field(60, gt=0, description="no goods received for this many days")
+    no_order_days: int = Field(45, gt=0, description="no customer order for this many days")
+    out_of_stock_days: int = Field(14, gt=0, description="out of stock for this many days")
+    cancellation_window_days: int = Field(30, gt=0, description="window for counting cancellation inquiries")
+    cancellations: int = Field(2, gt=0, description="cancellation inquiries in the window that count as a reason")
+    mismatch_window_days: int = Field(30, gt=0, description="window for storefront stock-status mismatches")
+    mismatches: int = Field(1, gt=0, description="runs in the window that found the storefront status wrong")
+    points_registered: float = Field(1.0, ge=0, description="points for being long-registered")
+    points_no_receipt: float = Field(2.0, ge=0, description="points for no recent receipt")
+    points_no_order: float = Field(2.0, ge=0, description="points for no recent order")
+    points_out_of_stock: float = Field(2.0, ge=0, description="points for a long out-of-stock spell")
+    points_cancellations: float = Field(3.0, ge=0, description="points for cancellation inquiries")
+    points_status_mismatch: float = Field(2.0, ge=0, description="points for a storefront status mismatch")
+    points_incomplete: float = Field(1.0, ge=0, description="points for missing required catalog attributes")
+    flag_score: float = Field(3.0, gt=0, description="points at which a product is flagged")
+    keep_days: int = Field(180, gt=0, description="next review after a `keep` decision, in days")
+    refresh_listing_days: int = Field(60, gt=0, description="next review after `refresh_listing`, in days")
+    discontinue_days: int = Field(
+        30, gt=0, description="next review after `discontinue` if the catalog still lists the product, in days"
+    )
+    cancellation_spike: int = Field(
+        3, gt=0, description="cancellation inquiries since a decision that bring the product back early"
+    )
+
+
+def cadence_days(policy: StalenessPolicy) -> dict[str, int]:
+    """Days from a decision to the product's next review."""
+    return {
+        "keep": policy.keep_days,
+        "refresh_listing": policy.refresh_listing_days,
+        "discontinue": policy.discontinue_days,
+    }
+
+
+# One CTE per signal; each is a small aggregate joined to the catalog, so the whole assessment is one scan
+# of each input. Days are counted on the WMS's clock ($now). "Never on record" only counts as "no receipt
+# for N days" when the warehouse's history reaches back N days.
+ASSESS_SQL = """
+CREATE OR REPLACE TABLE stale_products AS
+WITH receipts AS (
+    SELECT sku, max(received_at) AS last_receipt_at FROM valid_receipts GROUP BY sku
+), orders AS (
+    SELECT sku, max(ordered_at) AS last_order_at FROM valid_open_orders GROUP BY sku
+), history AS (
+    SELECT (SELECT min(received_at) FROM valid_receipts) AS receipts_from,
+           (SELECT min(ordered_at) FROM valid_open_orders) AS orders_from
+), cancellation_skus AS (
+    -- an inquiry names its SKU, or else counts for every SKU of its order
+    SELECT DISTINCT i.inquiry_id, coalesce(i.sku, o.sku) AS sku, i.created_at
+    FROM valid_inquiries i
+    LEFT JOIN (SELECT DISTINCT order_id, sku FROM valid_open_orders) o ON i.sku IS NULL AND o.order_id = i.order_id
+    WHERE i.reason = 'cancellation' AND i.created_at > $now - to_days($cancellation_window_days)
+), latest_decision AS (
+    SELECT sku, decision_id, decision, note, reviewer, decided_at FROM valid_review_decisions
+    QUALIFY row_number() OVER (PARTITION BY sku ORDER BY decided_at DESC, decision_id DESC) = 1
+), cancellations AS (
+    SELECT c.sku, count(*) AS cancellations_30d,
+           count(*) FILTER (c.created_at > d.decided_at) AS cancellations_since_decision
+    FROM cancellation_skus c LEFT JOIN latest_decision d USING (sku) WHERE c.sku IS NOT NULL GROUP BY c.sku
+), mismatches AS (
+    -- a plan that had to flip a SKU found the storefront showing the wrong stock status
+    SELECT c.sku, count(*) AS mismatches_30d, max(p.planned_at) AS last_mismatch_at
+    FROM push_changes c JOIN push_plans p USING (plan_id)
+    WHERE c.change IN ('to_out_of_stock', 'back_in_stock') AND p.planned_at > $now - to_days($mismatch_window_days)
+    GROUP BY c.sku
+), completeness AS (
+    SELECT c.sku, count(*) AS required_attributes,
+           count(*) FILTER (c.attributes->>f.attribute IS NOT NULL) AS filled_attributes,
+           list(f.attribute ORDER BY f.position) FILTER (c.attributes->>f.attribute IS NULL) AS missing_attributes
+    FROM valid_catalog c JOIN families f USING (category) GROUP BY c.sku
+), facts AS (
+    SELECT c.sku, c.title, c.category, c.supplier_id, c.status AS product_status, c.registered_at,
+           date_diff('day', c.registered_at, $now) / 365.25 AS years_registered,
+           r.last_receipt_at,
+           date_diff('day', coalesce(r.last_receipt_at, h.receipts_from), $now) AS days_since_receipt,
+           o.last_order_at,
+           date_diff('day', coalesce(o.last_order_at, h.orders_from), $now) AS days_since_order,
+           CASE WHEN s.publish_status = 'out_of_stock' THEN s.since END AS out_of_stock_since,
+           coalesce(date_diff('day', out_of_stock_since, $now), 0) AS days_out_of_stock,
+           coalesce(x.cancellations_30d, 0) AS cancellations_30d,
+           coalesce(x.cancellations_since_decision, 0) AS cancellations_since_decision,
+           coalesce(m.mismatches_30d, 0) AS mismatches_30d, m.last_mismatch_at,
+           coalesce(k.filled_attributes / k.required_attributes, 1.0) AS completeness,
+           coalesce(k.missing_attributes, []) AS missing_attributes,
+           d.decision_id AS last_decision_id, d.decision AS last_decision, d.note AS last_note,
+           d.reviewer AS last_reviewer, d.decided_at AS last_decided_at
+    FROM valid_catalog c CROSS JOIN history h
+    LEFT JOIN receipts r USING (sku) LEFT JOIN orders o USING (sku)
+    LEFT JOIN stock_status_since s USING (sku) LEFT JOIN cancellations x USING (sku)
+    LEFT JOIN mismatches m USING (sku) LEFT JOIN completeness k USING (sku) LEFT JOIN latest_decision d USING (sku)
+), rules AS (
+    SELECT *,
+           years_registered >= $long_registered_years AS long_registered,
+           long_registered AS r_registered,
+           coalesce(days_since_receipt >= $no_receipt_days, false) AS r_no_receipt,
+           coalesce(days_since_order >= $no_order_days, false) AS r_no_order,
+           days_out_of_stock >= $out_of_stock_days AS r_out_of_stock,
+           cancellations_30d >= $cancellations AS r_cancellations,
+           mismatches_30d >= $mismatches AS r_status_mismatch,
+           completeness < 1 AS r_incomplete
+    FROM facts
+), scored AS (
+    SELECT *,
+           r_registered::INT * $points_registered + r_no_receipt::INT * $points_no_receipt
+           + r_no_order::INT * $points_no_order + r_out_of_stock::INT * $points_out_of_stock
+           + r_cancellations::INT * $points_cancellations + r_status_mismatch::INT * $points_status_mismatch
+           + r_incomplete::INT * $points_incomplete AS score,
+           list_filter([
+               CASE WHEN r_registered THEN printf('registered %.1f years ago', years_registered) END,
+               CASE WHEN r_no_receipt THEN CASE WHEN last_receipt_at IS NULL
+                   THEN printf('no receipt on record (%d days of history)', days_since_receipt)
+                   ELSE printf('no receipt for %d days', days_since_receipt) END END,
+               CASE WHEN r_no_order THEN CASE WHEN last_order_at IS NULL
+                   THEN printf('no order on record (%d days of history)', days_since_order)
+                   ELSE printf('no order for %d days', days_since_order) END END,
+               CASE WHEN r_out_of_stock THEN printf('out of stock for %d days', days_out_of_stock) END,
+               CASE WHEN r_cancellations THEN printf('%d cancellation inquir%s in %d days', cancellations_30d,
+                   CASE WHEN cancellations_30d = 1 THEN 'y' ELSE 'ies' END, $cancellation_window_days) END,
+               CASE WHEN r_status_mismatch THEN printf('storefront showed the wrong stock status in %d run%s',
+                   mismatches_30d, CASE WHEN mismatches_30d = 1 THEN '' ELSE 's' END) END,
+               CASE WHEN r_incomplete THEN printf('catalog %d %% complete (missing %s)',
+                   floor(completeness * 100)::INT, array_to_string(missing_attributes, ', ')) END
+           ], lambda x: x IS NOT NULL) AS reasons,
+           list_filter([
+               CASE WHEN r_registered THEN 'registered' END, CASE WHEN r_no_receipt THEN 'no_receipt' END,
+               CASE WHEN r_no_order THEN 'no_order' END, CASE WHEN r_out_of_stock THEN 'out_of_stock' END,
+               CASE WHEN r_cancellations THEN 'cancellations' END,
+               CASE WHEN r_status_mismatch THEN 'status_mismatch' END, CASE WHEN r_incomplete THEN 'incomplete' END
+           ], lambda x: x IS NOT NULL) AS reason_codes,
+           last_decided_at + to_days(CASE last_decision WHEN 'keep' THEN $keep_days
+               WHEN 'refresh_listing' THEN $refresh_listing_days ELSE $discontinue_days END) AS decision_due,
+           -- material change since the decision: a cancellation spike, or a newly found status mismatch
+           cancellations_since_decision >= $cancellation_spike
+               OR coalesce(last_mismatch_at > last_decided_at, false) AS material_change
+    FROM rules
+)
+SELECT * EXCLUDE (r_registered, r_no_receipt, r_no_order, r_out_of_stock, r_cancellations, r_status_mismatch,
+                  r_incomplete, decision_due, cancellations_since_decision),
+       score >= $flag_score AS flagged,
+       CASE WHEN NOT long_registered THEN NULL
+            WHEN last_decided_at IS NULL THEN registered_at + to_days(($long_registered_years * 365.25)::INT)
+            ELSE decision_due END AS next_review_due,
+       CASE WHEN product_status = 'discontinued' THEN 'retired'
+            WHEN NOT long_registered THEN 'not_in_cohort'
+            WHEN last_decided_at IS NOT NULL AND material_change THEN 'material_change'
+            WHEN last_decided_at IS NOT NULL AND decision_due > $now THEN 'not_due'
+            WHEN NOT flagged THEN 'not_flagged'
+            WHEN last_decided_at IS NULL THEN 'never_reviewed'
+            ELSE 'due' END AS review_state,
+       review_state IN ('never_reviewed', 'due', 'material_change') AS in_queue,
+       $now::TIMESTAMPTZ AS assessed_at
+FROM scored
+ORDER BY in_queue DESC, score DESC, registered_at, sku
+"""
+QUEUE_ORDER = "score DESC, registered_at, sku"  # most urgent first; oldest first among equals
+
+
+def assess(
+    con: duckdb.DuckDBPyConnection, policy: StalenessPolicy, families: dict[str, list[str]], now: datetime
+) -> None:
+    """(Re)build `stale_products`: one row per catalog product with its signals, score, reasons in words,
+    review state and whether it is in the review queue."""
+    family_rows = pd.DataFrame(
+        [(family, attribute, i) for family, attrs in families.items() for i, attribute in enumerate(attrs)],
+        columns=["category", "attribute", "position"],
+    )
+    con.register("families", family_rows)
+    try:
+        con.execute(ASSESS_SQL, {**policy.model_dump(), "now": now})
+    finally:
+        con.unregister("families")
+
+
+def queue_summary(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Counts for the asset's metadata and the demo summary."""
+    row = con.execute(
+        """SELECT count(*), count(*) FILTER (long_registered), count(*) FILTER (flagged),
+                  count(*) FILTER (flagged AND long_registered), count(*) FILTER (in_queue),
+                  count(*) FILTER (review_state = 'never_reviewed'), count(*) FILTER (review_state = 'due'),
+                  count(*) FILTER (review_state = 'material_change'), count(*) FILTER (review_state = 'not_due')
+        FROM stale_products"""
+    ).fetchall()[0]
+    keys = (
+        "products",
+        "long_registered",
+        "flagged",
+        "flagged_long_registered",
+        "queue",
+        "never_reviewed",
+        "due_again",
+        "material_change",
+        "decided_not_due",
+    )
+    return dict(zip(keys, (int(v) for v in row), strict=True))
+
+
+def queue_by(con: duckdb.DuckDBPyConnection, dimension: str) -> pd.DataFrame:
+    """Queue size by `reason` (a product counts once per reason) or by `category`."""
+    if dimension == "reason":
+        return con.sql(
+            """SELECT reason, count(*) AS products FROM
+            (SELECT unnest(reason_codes) AS reason FROM stale_products WHERE in_queue)
+            GROUP BY reason ORDER BY products DESC, reason"""
+        ).df()
+    if dimension == "category":
+        return con.sql(
+            """SELECT category, count(*) AS products, round(avg(score), 1) AS avg_score FROM stale_products
+            WHERE in_queue GROUP BY category ORDER BY products DESC, category"""
+        ).df()
+    raise ValueError(f"unknown dimension {dimension!r}")
+
+
+QUEUE_COLUMNS = (
+    "sku, title, category, supplier_id, product_status, registered_at, score, review_state, "
+    "array_to_string(reasons, '; ') AS reasons, last_decision, last_decided_at, next_review_due"
+)
+
+
+def queue(con: duckdb.DuckDBPyConnection, limit: int | None = None) -> pd.DataFrame:
+    """The review queue, most urgent first, with each product's reasons in words."""
+    return con.sql(
+        f"""SELECT {QUEUE_COLUMNS} FROM stale_products WHERE in_queue ORDER BY {QUEUE_ORDER}
+        {f"LIMIT {int(limit)}" if limit else ""}"""
+    ).df()
