@@ -3,6 +3,7 @@
 import dagster as dg
 
 from assets.ingest import raw_assets
+from assets.quality import quality_assets
 from assets.receiving import receiving_assets
 from assets.resources import resources_from_env
 from assets.review import review_assets
@@ -10,11 +11,12 @@ from assets.schedules import every_three_hours, pipeline_job
 from assets.sensors import new_receipts_sensor
 from assets.storefront import storefront_assets, storefront_checks
 from checks.contracts import contract_checks
+from checks.quality import quality_checks
 from checks.review import review_checks
 
 defs = dg.Definitions(
-    assets=[*raw_assets, *receiving_assets, *storefront_assets, *review_assets],
-    asset_checks=[*contract_checks, *storefront_checks, *review_checks],
+    assets=[*raw_assets, *receiving_assets, *storefront_assets, *review_assets, *quality_assets],
+    asset_checks=[*contract_checks, *storefront_checks, *review_checks, *quality_checks],
     jobs=[pipeline_job],
     schedules=[every_three_hours],
     sensors=[new_receipts_sensor],

@@ -14,6 +14,7 @@ import great_expectations.expectations as gxe
 import pandas as pd
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
+from cx_pipeline.aql import SEVERITIES
 from cx_pipeline.feeds import Feed
 from cx_pipeline.staleness import DECISIONS
 
@@ -67,6 +68,25 @@ def review_decisions_suite(now: datetime) -> gx.ExpectationSuite:
             gxe.ExpectColumnValuesToBeInSet(column="decision", value_set=list(DECISIONS)),
             gxe.ExpectColumnValuesToBeBetween(column="decided_at", max_value=now + CLOCK_SKEW),
             gxe.ExpectColumnValuesToBeInSet(column="_known_sku", value_set=[True]),
+        ],
+    )
+
+
+def inspections_suite(now: datetime) -> gx.ExpectationSuite:
+    """The contract of a batch of QA's inspection results (one row per lot, item and severity)."""
+    required = ("receipt_id", "line_no", "sku", "category", "lot_size", "sample_size", "inspector", "inspected_at")
+    flags = ("_known_lot", "_known_item", "_sample_as_planned", "_defects_within_sample")
+    return gx.ExpectationSuite(
+        name="inspections_contract",
+        expectations=[
+            gxe.ExpectCompoundColumnsToBeUnique(column_list=["inspection_id", "item", "severity"]),
+            *(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in required),
+            gxe.ExpectColumnValuesToBeInSet(column="severity", value_set=list(SEVERITIES)),
+            gxe.ExpectColumnValuesToBeInSet(column="verdict", value_set=["accept", "reject"]),
+            gxe.ExpectColumnValuesToBeBetween(column="defects", min_value=0),
+            gxe.ExpectColumnValuesToBeBetween(column="lot_size", min_value=1),
+            gxe.ExpectColumnValuesToBeBetween(column="inspected_at", max_value=now + CLOCK_SKEW),
+            *(gxe.ExpectColumnValuesToBeInSet(column=flag, value_set=[True]) for flag in flags),
         ],
     )
 

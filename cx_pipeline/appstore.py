@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 BUSY_TIMEOUT_MS = 30_000
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: inspections, lots and return risk
 ROLES = ("merchandiser", "qa", "admin")
 
 SCHEMA = """
@@ -70,6 +70,59 @@ CREATE TABLE IF NOT EXISTS review_queue (      -- the cohort as the pipeline las
     next_review_due    TEXT
 );
 CREATE INDEX IF NOT EXISTS review_queue_rank ON review_queue (in_queue, rank);
+CREATE TABLE IF NOT EXISTS inspection_lots (   -- received lots QA may inspect, as the pipeline published them
+    receipt_id  TEXT NOT NULL,
+    line_no     INTEGER NOT NULL,
+    sku         TEXT NOT NULL,
+    title       TEXT,
+    category    TEXT NOT NULL,
+    supplier_id TEXT,
+    warehouse   TEXT,
+    lot_size    INTEGER NOT NULL,
+    received_at TEXT NOT NULL,
+    PRIMARY KEY (receipt_id, line_no)
+);
+CREATE INDEX IF NOT EXISTS inspection_lots_by_time ON inspection_lots (received_at);
+CREATE TABLE IF NOT EXISTS inspections (       -- one per inspected lot; a later one for the same lot replaces it
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    receipt_id   TEXT NOT NULL,
+    line_no      INTEGER NOT NULL,
+    sku          TEXT NOT NULL,
+    category     TEXT NOT NULL,
+    supplier_id  TEXT,
+    lot_size     INTEGER NOT NULL,
+    sample_size  INTEGER NOT NULL,
+    verdict      TEXT NOT NULL CHECK (verdict IN ('accept', 'reject')),
+    inspector    TEXT NOT NULL,
+    inspected_at TEXT NOT NULL,
+    entered_at   TEXT NOT NULL,
+    source       TEXT NOT NULL CHECK (source IN ('form', 'csv')),
+    note         TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS inspections_by_lot ON inspections (receipt_id, line_no);
+CREATE TABLE IF NOT EXISTS inspection_defects (
+    inspection_id INTEGER NOT NULL REFERENCES inspections (id),
+    item          TEXT NOT NULL,
+    severity      TEXT NOT NULL CHECK (severity IN ('critical', 'major', 'minor')),
+    defects       INTEGER NOT NULL CHECK (defects >= 0),
+    PRIMARY KEY (inspection_id, item, severity)
+);
+CREATE TABLE IF NOT EXISTS return_risk (       -- the ranked risk list, as the pipeline last published it
+    rank         INTEGER PRIMARY KEY,
+    sku          TEXT NOT NULL,
+    title        TEXT,
+    category     TEXT,
+    supplier_id  TEXT,
+    predicted    REAL NOT NULL,              -- return inquiries expected in the next 30 days
+    drivers      TEXT NOT NULL               -- JSON list of the segments that raise this SKU's risk most
+);
+CREATE TABLE IF NOT EXISTS risk_drivers (      -- per category and item: how much 1 DHU raises return inquiries
+    category TEXT NOT NULL,
+    item     TEXT NOT NULL,
+    per_dhu  REAL NOT NULL,                     -- relative change of the return rate per 1 DHU (0.07 = +7 %)
+    rank     INTEGER NOT NULL,
+    PRIMARY KEY (category, item)
+);
 CREATE TABLE IF NOT EXISTS publications (      -- what the pipeline published last, per kind
     name              TEXT PRIMARY KEY,
     run_id            TEXT NOT NULL,

@@ -31,6 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     simulate.add_argument("--skus", type=int, default=2000)
     simulate.add_argument("--token", default="demo-token", help="bearer token clients must send (demo-token)")
 
+    evaluate = commands.add_parser(
+        "evaluate-returns", help="measure the return-risk model against a demo world's planted truth"
+    )
+    evaluate.add_argument("--data-dir", type=Path, default=Path("data/evaluation"), help="(data/evaluation)")
+    evaluate.add_argument("--seed", type=int, default=42, help="seed of the world (42)")
+    evaluate.add_argument("--skus", type=int, default=20000, help="catalog size (20000)")
+    evaluate.add_argument(
+        "--history-days", type=int, default=150, help="days of history, 90 of them before the training cutoff (150)"
+    )
+
     app_db = argparse.ArgumentParser(add_help=False)
     app_db.add_argument(
         "--app-db",
@@ -70,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         from cx_pipeline.demo import run_demo
 
         return run_demo(args.data_dir, seed=args.seed, skus=args.skus)
+    if args.command == "evaluate-returns":
+        from cx_pipeline.evaluation import evaluate_returns
+
+        return evaluate_returns(args.data_dir, args.seed, args.skus, args.history_days)
     if args.command == "simulate":
         return simulate_world(args)
     if args.command == "serve":

@@ -41,17 +41,30 @@ def point_at(url: str, token: str, warehouse_path: Path) -> None:
 
 
 def run_demo(data_dir: Path, seed: int, skus: int) -> int:
-    from cx_pipeline.simulator import Simulator, build_world
+    from cx_pipeline.simulator import build_world
+
+    keep_app_store_for(data_dir, f"seed {seed}, {skus} SKUs")
+    print(f"Generating the demo world (seed {seed}, {skus:,} SKUs)...", flush=True)
+    result, elapsed = run_on_world(build_world(seed=seed, n_skus=skus), data_dir)
+    checks = result.get_asset_check_evaluations()
+    print_summary(data_dir / "warehouse.duckdb", checks, result.success, elapsed)
+    return 0 if result.success and all(c.passed for c in checks) else 1
+
+
+def run_on_world(world: Any, data_dir: Path) -> tuple[Any, float]:
+    """Serve `world` on 127.0.0.1 and run the whole job once into a fresh warehouse in `data_dir`; returns the
+    run's result and its duration. The app store beside it (users, decisions, inspections) is kept, so
+    decisions made in `cx-pipeline serve` between two demo runs are honoured by the second."""
+    from cx_pipeline.simulator import Simulator
 
     data_dir.mkdir(parents=True, exist_ok=True)
     warehouse_path = data_dir / "warehouse.duckdb"
-    # A fresh warehouse each time; the review app's store (users, decisions) is kept, so decisions made in
-    # `cx-pipeline serve` between two demo runs are honoured by the second.
     for stale in (warehouse_path, warehouse_path.with_suffix(".duckdb.wal")):
         stale.unlink(missing_ok=True)
-    print(f"Generating the demo world (seed {seed}, {skus:,} SKUs)...", flush=True)
-    world = build_world(seed=seed, n_skus=skus)
     defs = load_definitions()
+    loaded = seed_qa_history(world, warehouse_path.with_name("app.sqlite"))
+    if loaded:
+        print(f"QA's inspection history loaded into the app store: {loaded:,} lots (one CSV upload)", flush=True)
     with Simulator(world=world).start() as sim:
         print(f"Simulator serving WMS, catalog, OMS, helpdesk, notifications and storefront on {sim.url}", flush=True)
         point_at(sim.url, sim.token, warehouse_path)
@@ -61,10 +74,19 @@ def run_demo(data_dir: Path, seed: int, skus: int) -> int:
             raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         )
-        checks = result.get_asset_check_evaluations()
-        elapsed = time.monotonic() - started
-    print_summary(warehouse_path, checks, result.success, elapsed)
-    return 0 if result.success and all(c.passed for c in checks) else 1
+        return result, time.monotonic() - started
+
+
+def keep_app_store_for(data_dir: Path, world: str) -> None:
+    """The app store (users, decisions, inspections) belongs to one demo world: for another seed or size,
+    set the old one aside rather than feed the new warehouse decisions about products it does not have."""
+    marker, store = data_dir / "app-world.txt", data_dir / "app.sqlite"
+    if store.exists() and marker.exists() and marker.read_text() != world:
+        store.replace(store.with_suffix(".sqlite.previous"))
+        for extra in ("-wal", "-shm"):
+            Path(f"{store}{extra}").unlink(missing_ok=True)
+        print(f"The demo world changed ({marker.read_text()} -> {world}): the old app store is app.sqlite.previous")
+    marker.write_text(world)
 
 
 def _counts(rows: list[tuple[str, int]]) -> str:
@@ -128,10 +150,12 @@ def print_summary(warehouse_path: Path, checks: list[Any], success: bool, elapse
             f"stock, {plan[4]:,} back in stock, {plan[5]:,} quantity only; {pushed[0]:,} pushed, {pushed[1]:,} failed"
         )
     print_review_queue(warehouse_path)
+    print_quality(warehouse_path)
     print(f"\nWarehouse: {warehouse_path}")
     print(
         f"Explore:   duckdb {warehouse_path}   (raw_*, valid_*, receipt_discrepancies, notice_ledger, "
-        "stock_position, push_changes, push_audit, stale_products)"
+        "stock_position, push_changes, push_audit, stale_products, inspections, inspection_dhu, return_risk, "
+        "inquiry_kpis)"
     )
     print("Dagster UI: cx-pipeline simulate  and, in another shell,  dagster dev -w workspace.yaml")
 
@@ -160,3 +184,70 @@ def print_review_queue(warehouse_path: Path) -> None:
         f"Review app: cx-pipeline users add NAME --role merchandiser --app-db {app_db}\n"
         f"            cx-pipeline serve --app-db {app_db}      (then open http://127.0.0.1:8080)"
     )
+
+
+def seed_qa_history(world: Any, app_db: Path) -> int:
+    """Load the demo world's past inspections into the app store as QA would: the lots, then one CSV upload
+    (checked like any other). Skipped when the store already holds inspections; returns lots loaded."""
+    from cx_pipeline import appstore, inspections
+    from cx_pipeline.rules import load_checklists
+    from cx_pipeline.simulator.quality import INSPECTOR
+
+    with appstore.connect(app_db) as store:
+        if store.execute("SELECT 1 FROM inspections LIMIT 1").fetchone():
+            return 0
+        receipts, products = world.current("receipts"), world.current("products")
+        lots = receipts.merge(products[["sku", "title", "category", "supplier_id"]], on="sku")
+        lots = lots.rename(columns={"qty_received": "lot_size"})
+        history_days = (world.clock - world.start).days + 1  # the one-off load reaches back the whole history
+        inspections.publish_lots(store, lots[lots["lot_size"] > 0], world.clock, window_days=history_days)
+        return inspections.import_csv(store, world.quality.history_csv(), load_checklists(), INSPECTOR)
+
+
+def _exists(con: Any, table: str) -> bool:
+    return bool(warehouse.one(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table])[0])
+
+
+def print_quality(warehouse_path: Path) -> None:
+    from cx_pipeline import inspections, kpis
+
+    with warehouse.connect(warehouse_path, read_only=True) as con:
+        verdicts = dict(con.execute("SELECT verdict, count(*) FROM valid_inspections GROUP BY verdict").fetchall())
+        segments = inspections.dhu_by(con, "category", "item").head(3) if _exists(con, "inspection_dhu") else None
+        metrics = warehouse.one(
+            con,
+            """SELECT deviance_model, deviance_baseline, capture_model, capture_baseline, actual_returns,
+                      predicted_returns FROM return_risk_metrics ORDER BY scored_at DESC LIMIT 1""",
+        )
+        risks = (
+            con.sql("SELECT sku, title, category, predicted, drivers FROM return_risk ORDER BY rank LIMIT 5").df()
+            if _exists(con, "return_risk")
+            else None
+        )
+        weekly = con.sql("SELECT * FROM inquiry_kpis").df() if _exists(con, "inquiry_kpis") else None
+    lots = sum(verdicts.values())
+    print(
+        f"\nInspections: {lots:,} lots inspected ({verdicts.get('accept', 0):,} accepted, "
+        f"{verdicts.get('reject', 0):,} rejected by Z1.4 level II)"
+    )
+    if segments is not None and not segments.empty:
+        print("  highest DHU (defects per hundred units): " + ", ".join(
+            f"{r.category}/{r.item} {r.dhu:.1f}" for r in segments.itertuples()
+        ))  # fmt: skip
+    if metrics:
+        print(
+            f"Return risk (held-out last 30 days): {metrics[4]:,} return inquiries, {metrics[5]:,.0f} predicted; "
+            f"Poisson deviance {metrics[0]:.3f} (category-mean baseline {metrics[1]:.3f}); top-decile capture "
+            f"{metrics[2]:.0%} (baseline {metrics[3]:.0%})"
+        )
+        for r in risks.itertuples():
+            print(f"  {r.sku} {r.title} ({r.category}): {r.predicted:.1f} expected in 30 days; {', '.join(r.drivers)}")
+    else:
+        print("Return risk: not scored (see the run's log)")
+    latest = kpis.latest_complete_week(weekly) if weekly is not None else None
+    if latest is not None:
+        print(
+            f"Inquiries per 1,000 orders (week of {latest['week']:%Y-%m-%d}): delivery delay "
+            f"{latest['delivery_delay_per_1000']:.1f}, cancellation {latest['cancellation_per_1000']:.1f}, "
+            f"return {latest['return_per_1000']:.1f}"
+        )

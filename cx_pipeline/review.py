@@ -19,10 +19,10 @@ import duckdb
 import orjson
 import pandas as pd
 
-from cx_pipeline import staleness
-from cx_pipeline.appstore import iso, transaction, utc_now
+from cx_pipeline import appstore, staleness
+from cx_pipeline.appstore import iso, utc_now
 from cx_pipeline.staleness import DECISIONS, REASON_CODES
-from cx_pipeline.warehouse import one
+from cx_pipeline.warehouse import log_import, one, transaction
 
 FEED = "review_decisions"  # its name in ingest_batches and quarantine
 MAX_NOTE = 1000
@@ -68,19 +68,15 @@ def import_decisions(store: sqlite3.Connection, con: duckdb.DuckDBPyConnection, 
     )
     con.register("new_decisions", frame)
     try:
-        con.execute(
-            """INSERT INTO review_decisions
-            SELECT id, sku, decision, note, reviewer, TRY_CAST(decided_at AS TIMESTAMPTZ), $batch,
-                   to_json(struct_pack(id, sku, decision, note, reviewer, decided_at)), $now
-            FROM new_decisions""",
-            {"batch": batch_id, "now": now},
-        )
-        con.execute(
-            """INSERT INTO ingest_batches (batch_id, feed, run_id, fetched_at, as_of, pages, rows_fetched, rows_new,
-                                           rows_updated, rows_unchanged, rows_duplicate)
-            VALUES ($batch, $feed, $run, $now, $now, 0, $n, $n, 0, 0, 0)""",
-            {"batch": batch_id, "feed": FEED, "run": run_id, "now": now, "n": len(frame)},
-        )
+        with transaction(con):
+            con.execute(
+                """INSERT INTO review_decisions
+                SELECT id, sku, decision, note, reviewer, TRY_CAST(decided_at AS TIMESTAMPTZ), $batch,
+                       to_json(struct_pack(id, sku, decision, note, reviewer, decided_at)), $now
+                FROM new_decisions""",
+                {"batch": batch_id, "now": now},
+            )
+            log_import(con, batch_id, FEED, run_id, now, len(frame))
     finally:
         con.unregister("new_decisions")
     return len(frame)
@@ -115,7 +111,7 @@ def publish_queue(store: sqlite3.Connection, con: duckdb.DuckDBPyConnection, run
     rows = con.execute(PUBLISH_SQL).fetchall()
     (through,) = one(con, "SELECT coalesce(max(decision_id), 0) FROM review_decisions")
     (assessed_at,) = one(con, "SELECT max(assessed_at) FROM stale_products") or (None,)
-    with transaction(store):
+    with appstore.transaction(store):
         store.execute("DELETE FROM review_queue")
         store.executemany(f"INSERT INTO review_queue VALUES ({', '.join('?' * 20)})", rows)
         store.execute(
@@ -226,7 +222,7 @@ def record_decision(store: sqlite3.Connection, sku: str, decision: str, note: st
         raise DecisionError(f"choose a decision: {', '.join(DECISIONS)}")
     if len(note) > MAX_NOTE:
         raise DecisionError(f"the note is {len(note)} characters long; at most {MAX_NOTE}, please")
-    with transaction(store):
+    with appstore.transaction(store):
         if store.execute("SELECT 1 FROM review_queue WHERE sku = ?", [sku]).fetchone() is None:
             raise DecisionError(f"product {sku!r} is not in the review cohort")
         cursor = store.execute(

@@ -68,15 +68,38 @@ def one(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = 
     return rows[0] if rows else None
 
 
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All of the block's writes, or none of them."""
+    con.execute("BEGIN")
+    try:
+        yield con
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")
+
+
+def log_import(con: duckdb.DuckDBPyConnection, batch_id: str, feed: str, run_id: str, now: object, rows: int) -> None:
+    """Record a batch copied from the app store (decisions, inspections) in `ingest_batches`, as the HTTP
+    feeds' batches are, so its contract can find "the latest batch"."""
+    con.execute(
+        """INSERT INTO ingest_batches (batch_id, feed, run_id, fetched_at, as_of, pages, rows_fetched, rows_new,
+                                       rows_updated, rows_unchanged, rows_duplicate)
+        VALUES ($batch, $feed, $run, $now, $now, 0, $n, $n, 0, 0, 0)""",
+        {"batch": batch_id, "feed": feed, "run": run_id, "now": now, "n": rows},
+    )
+
+
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create every warehouse table and view that is missing; safe to run on every connect."""
     # Imported here: the domain modules use this module's helpers, so a top-level import would be circular.
-    from cx_pipeline import notices, push, receiving, review, stock
+    from cx_pipeline import inspections, notices, push, receiving, returns, review, stock
 
     con.execute(META_DDL)
     for feed in FEEDS.values():
         con.execute(feed_ddl(feed))
-    for ddl in (receiving.DDL, notices.DDL, push.DDL, stock.DDL, review.DDL):
+    for ddl in (receiving.DDL, notices.DDL, push.DDL, stock.DDL, review.DDL, inspections.DDL, returns.DDL):
         con.execute(ddl)
 
 

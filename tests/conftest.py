@@ -1,16 +1,20 @@
 """Shared fixtures: a fresh demo world served over real HTTP on 127.0.0.1, a DuckDB file in tmp_path."""
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from assets.ingest import raw_assets
+from assets.quality import quality_assets
 from assets.receiving import receiving_assets
 from assets.review import review_assets
 from assets.storefront import storefront_assets, storefront_checks
 from checks.contracts import contract_checks
+from checks.quality import quality_checks
 from checks.review import review_checks
 from cx_pipeline.simulator import Simulator, build_world
 from tests.helpers import TOKEN, WORLD_NOW, resources
@@ -53,11 +57,44 @@ def run_all(sim: Simulator, warehouse_path: Path) -> Runner:
 
     def run(config: dict[str, dict] | None = None, **replaced: object) -> dg.ExecuteInProcessResult:
         return dg.materialize(
-            [*raw_assets, *contract_checks, *receiving_assets, *storefront_assets, *storefront_checks,
-             *review_assets, *review_checks],
+            [
+                *raw_assets,
+                *contract_checks,
+                *receiving_assets,
+                *storefront_assets,
+                *storefront_checks,
+                *review_assets,
+                *review_checks,
+                *quality_assets,
+                *quality_checks,
+            ],
             resources={**resources(sim, warehouse_path), **replaced},
             run_config={"ops": {name: {"config": c} for name, c in (config or {}).items()}},
             raise_on_error=False,
         )
 
     return run
+
+
+# Flags for a root sandbox without network: no sandbox, no background calls home (refused here).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")  # per module: Playwright's sync API holds the main thread's event loop
+def browser() -> Iterator[Browser]:
+    """Debian's headless Chromium, driven by Playwright (which never downloads a browser of its own)."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("the browser tests need Debian's chromium: `apt-get install chromium` (.ci/run installs it)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

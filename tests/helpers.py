@@ -3,7 +3,8 @@
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,3 +111,9 @@ def csrf_token(html: str) -> str:
     match = re.search(r'name="csrf_token" value="([^"]+)"', html)
     assert match, "no CSRF token on the page"
     return match.group(1)
+
+
+def in_thread(run: Callable[[], object]) -> object:
+    """Run the pipeline off the main thread, whose event loop belongs to Playwright's sync API."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(run).result()

@@ -2,43 +2,14 @@
 record a decision, see it persist, and see the product leave the queue after the next pipeline run."""
 
 import re
-import shutil
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
-from tests.helpers import add_user, serve_app
+from tests.helpers import add_user, in_thread, serve_app
 
 PASSWORD = "a long enough password"
-# Flags for a root sandbox without network: no sandbox, no background calls home (refused here).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def in_thread(run: Callable[[], object]) -> object:
-    """Run the pipeline off the main thread, whose event loop belongs to Playwright's sync API."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(run).result()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.fail("the browser tests need Debian's chromium: `apt-get install chromium` (.ci/run installs it)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from cx_pipeline.simulator.catalog import (
     build_products,
     build_suppliers,
 )
+from cx_pipeline.simulator.quality import Quality, build_quality
 
 __all__ = ["REQUIRED_ATTRIBUTES", "WAREHOUSES", "World", "build_world"]
 
@@ -70,6 +71,7 @@ class World:
     inquiries: pd.DataFrame
     storefront: dict[str, dict[str, Any]]  # sku -> {status, quantity, updated_at}
     ledger: StockLedger
+    quality: Quality  # defect rates, QA's inspections so far, and the planted truth behind return inquiries
     notifications: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     _clock: int = 0  # epoch seconds
@@ -198,7 +200,11 @@ def build_world(
         shipped_at=orders["changed_at"].to_numpy()[lines.loc[lines["shipped"], "order"].to_numpy()],
         qty_shipped=lines.loc[lines["shipped"], "qty"].to_numpy(),
     )
-    inquiries = _inquiries(rng, orders, lines, products, t)
+    # Quality and returns draw from their own streams, so the rest of the world is what it was without them.
+    popularity = products["popularity"].to_numpy()
+    line_rate = per_day * np.dot(*LINES_PER_ORDER) * popularity / popularity.sum()  # expected lines a day per SKU
+    quality = build_quality(np.random.default_rng([seed, 1]), products, receipts, lines, orders, line_rate, t.now)
+    inquiries = _inquiries(rng, orders, lines, products, t, quality.draw_returns(np.random.default_rng([seed, 2])))
     return World(
         seed=seed,
         now=now,
@@ -213,6 +219,7 @@ def build_world(
         inquiries=inquiries,
         storefront=_storefront(rng, ledger.snapshot(t.now), _reserved(orders, lines, products, t.now), t),
         ledger=ledger,
+        quality=quality,
     )
 
 
@@ -477,10 +484,15 @@ def _order_outcomes(
 
 
 def _inquiries(
-    rng: np.random.Generator, orders: pd.DataFrame, lines: pd.DataFrame, products: pd.DataFrame, t: _Timeline
+    rng: np.random.Generator,
+    orders: pd.DataFrame,
+    lines: pd.DataFrame,
+    products: pd.DataFrame,
+    t: _Timeline,
+    returns: pd.DataFrame,
 ) -> pd.DataFrame:
-    """~3% of orders raise an inquiry, mostly for a cause: late delivery, cancellation, or a return
-    (likelier for categories and prices that come back more often)."""
+    """~3% of orders raise an inquiry, mostly for a cause: late delivery or cancellation (the rest are about
+    something else); plus the return inquiries of `returns` (see quality.py)."""
     n = len(orders)
     first_line = lines.groupby("order")["sku_index"].first().to_numpy()
     category = products["category"].to_numpy()[first_line]
@@ -499,7 +511,8 @@ def _inquiries(
             late[chosen] & (u < 0.8),
             ~cancelled[chosen] & ~late[chosen] & (u < return_rate[chosen] + 0.3),
         ],
-        ["cancellation", "delivery_delay", "return"],
+        # returns come from quality.py, where their cause is planted; these are general questions
+        ["cancellation", "delivery_delay", "other"],
         np.where(rng.uniform(0, 1, k) < 0.5, "delivery_delay", "other"),
     )
     ordered = orders["ordered_at"].to_numpy()[chosen]
@@ -522,6 +535,7 @@ def _inquiries(
             "created_at": created,
         }
     )
+    frame = pd.concat([frame, returns.assign(reason="return")[frame.columns]], ignore_index=True)
     frame = frame[frame["created_at"] <= t.end].sort_values("created_at", kind="stable").reset_index(drop=True)
     frame.insert(0, "inquiry_id", _ids("INQ-", np.arange(1, len(frame) + 1), 6))
     frame["updated_at"] = frame["created_at"]

@@ -1,274 +1,22 @@
-"""The review web app (`cx-pipeline serve`): server-rendered pages, no JavaScript, on the app store only.
+"""The web app (`cx-pipeline serve`): server-rendered pages, no JavaScript, on the app store only.
 
-Every page goes through `page(...)`, which opens the store, requires a live session with one of the page's
-roles (else: to the login page, or 403), and checks the CSRF token of every POST. Templates escape
+Every page goes through `core.page(...)`, which opens the store, requires a live session with one of the
+page's roles (else: to the login page, or 403), and checks the CSRF token of every POST. Templates escape
 everything (Jinja2 autoescape). The warehouse is never opened, so a pipeline run cannot lock the app out.
 """
 
 from __future__ import annotations
 
-import csv
-import hmac
-import io
-import secrets
-import sqlite3
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote, urlencode
 
-from jinja2 import Environment, PackageLoader
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
-from cx_pipeline import accounts, appstore, review
-from cx_pipeline.staleness import DECISIONS
-
-SESSION_COOKIE, LOGIN_CSRF_COOKIE = "cx_session", "cx_login_csrf"
-REVIEWERS = ("merchandiser", "admin")
-HEADERS = {
-    "content-security-policy": "default-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "x-content-type-options": "nosniff",
-    "referrer-policy": "same-origin",
-    "cache-control": "no-store",
-}
-
-templates = Environment(loader=PackageLoader("cx_pipeline.web", "templates"), autoescape=True)
-templates.filters["label"] = lambda code: str(code or "").replace("_", " ")
-
-
-class Forbidden(Exception):
-    pass
-
-
-class Context:
-    """What a page handler gets: the request, its form, the open store and the signed-in user."""
-
-    def __init__(self, request: Request, form: FormData | None, store: sqlite3.Connection, user: accounts.Session):
-        self.request, self.form, self.store, self.user = request, form, store, user
-
-    def field(self, name: str) -> str:
-        value = self.form.get(name, "") if self.form is not None else ""
-        return value if isinstance(value, str) else ""
-
-    def render(self, template: str, status: int = 200, **values: Any) -> HTMLResponse:
-        return render(template, status, user=self.user, **values)
-
-
-def render(template: str, status: int = 200, **values: Any) -> HTMLResponse:
-    return HTMLResponse(templates.get_template(template).render(decisions=DECISIONS, **values), status_code=status)
-
-
-def page(*roles: str) -> Callable[[Callable[[Context], Response]], Callable[[Request], Any]]:
-    """Make `handler` a route that needs a session with one of `roles` (and a valid CSRF token on POST)."""
-
-    def wrap(handler: Callable[[Context], Response]) -> Callable[[Request], Any]:
-        async def endpoint(request: Request) -> Response:
-            form = await request.form() if request.method == "POST" else None
-            return await run_in_threadpool(guarded, request, form)
-
-        def guarded(request: Request, form: FormData | None) -> Response:
-            with appstore.connect(request.app.state.store_path) as store:
-                user = accounts.session(store, request.cookies.get(SESSION_COOKIE))
-                if user is None:
-                    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-                    return RedirectResponse(f"/login?{urlencode({'next': target})}", status_code=303)
-                if form is not None and not hmac.compare_digest(str(form.get("csrf_token", "")), user.csrf_token):
-                    return render("error.html", 403, user=user, message="This form has expired. Go back and try again.")
-                if roles and user.role not in roles:
-                    return render("error.html", 403, user=user, message="Your role does not give access to this page.")
-                try:
-                    return handler(Context(request, form, store, user))
-                except Forbidden as exc:
-                    return render("error.html", 403, user=user, message=str(exc))
-
-        return endpoint
-
-    return wrap
-
-
-def safe_next(target: str) -> str:
-    """Only local paths: a login link must not bounce the user to another site."""
-    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
-
-
-# --- login ---
-
-
-async def login_page(request: Request) -> Response:
-    if request.method == "GET":
-        token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(32)
-        response = render("login.html", next=safe_next(request.query_params.get("next", "/")), csrf_token=token)
-        response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", secure=_secure(request))
-        return response
-    form = await request.form()
-    return await run_in_threadpool(_login, request, form)
-
-
-def _login(request: Request, form: FormData) -> Response:
-    username, password = str(form.get("username", "")).strip().lower(), str(form.get("password", ""))
-    target = safe_next(str(form.get("next", "/")))
-    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    if not expected or not hmac.compare_digest(str(form.get("csrf_token", "")), expected):
-        return render("login.html", 403, next=target, csrf_token=expected, error="The form expired; please try again.")
-    with appstore.connect(request.app.state.store_path) as store:
-        try:
-            token = accounts.login(store, username, password)
-        except accounts.AccountError as exc:
-            return render("login.html", 401, next=target, csrf_token=expected, error=str(exc), username=username)
-    response = RedirectResponse(target, status_code=303)
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        max_age=accounts.SESSION_HOURS * 3600,
-        httponly=True,
-        samesite="lax",
-        secure=_secure(request),
-    )
-    response.delete_cookie(LOGIN_CSRF_COOKIE)
-    return response
-
-
-def _secure(request: Request) -> bool:
-    return request.app.state.secure_cookies or request.url.scheme == "https"
-
-
-@page()
-def logout(ctx: Context) -> Response:
-    accounts.logout(ctx.store, ctx.request.cookies.get(SESSION_COOKIE, ""))
-    response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(SESSION_COOKIE)
-    return response
-
-
-@page()
-def home(ctx: Context) -> Response:
-    if ctx.user.role in REVIEWERS:
-        return RedirectResponse("/reviews", status_code=303)
-    return ctx.render("home.html")
-
-
-# --- the review queue ---
-
-
-def _filters(request: Request) -> review.QueueFilter:
-    q = request.query_params
-    return review.QueueFilter(q.get("category", ""), q.get("supplier", ""), q.get("reason", ""))
-
-
-def _query(filters: review.QueueFilter, **extra: object) -> str:
-    values = {"category": filters.category, "supplier": filters.supplier, "reason": filters.reason, **extra}
-    return urlencode({k: v for k, v in values.items() if v not in ("", None)})
-
-
-@page(*REVIEWERS)
-def reviews(ctx: Context) -> Response:
-    filters = _filters(ctx.request)
-    try:
-        page_no = int(ctx.request.query_params.get("page", "1"))
-    except ValueError:
-        page_no = 1
-    result = review.queue_page(ctx.store, filters, page_no)
-    return ctx.render(
-        "reviews.html",
-        queue=result,
-        filters=filters,
-        facets=review.facets(ctx.store),
-        publication=review.publication(ctx.store),
-        back=_query(filters, page=result.page),
-        prev_query=_query(filters, page=result.page - 1),
-        next_query=_query(filters, page=result.page + 1),
-        export_query=_query(filters),
-        done=ctx.request.query_params.get("done", ""),
-        done_decision=ctx.request.query_params.get("decision", ""),
-    )
-
-
-@page(*REVIEWERS)
-def decide(ctx: Context) -> Response:
-    sku = ctx.field("sku")
-    try:
-        review.record_decision(ctx.store, sku, ctx.field("decision"), ctx.field("note"), ctx.user.username)
-    except review.DecisionError as exc:
-        return ctx.render("error.html", 400, message=str(exc), back=ctx.request.headers.get("referer", "/reviews"))
-    if ctx.field("from") == "product":
-        return RedirectResponse(f"/products/{quote(sku, safe='')}?{urlencode({'done': sku})}", status_code=303)
-    back = ctx.field("back")
-    separator = "&" if back else ""
-    return RedirectResponse(
-        f"/reviews?{back}{separator}{urlencode({'done': sku, 'decision': ctx.field('decision')})}", status_code=303
-    )
-
-
-@page(*REVIEWERS)
-def product_page(ctx: Context) -> Response:
-    sku = ctx.request.path_params["sku"]
-    found = review.product(ctx.store, sku)
-    decisions = review.history(ctx.store, sku)
-    if found is None and not decisions:
-        return ctx.render("error.html", 404, message=f"Product {sku} is not in the review cohort.")
-    published = review.publication(ctx.store)
-    through = published["decisions_through"] if published else 0
-    return ctx.render(
-        "product.html",
-        sku=sku,
-        product=found,
-        history=decisions,
-        pending=bool(decisions) and decisions[0]["id"] > through,  # decided after the last assessment
-        done=ctx.request.query_params.get("done", ""),
-    )
-
-
-EXPORT_COLUMNS = (
-    "sku",
-    "title",
-    "category",
-    "supplier_id",
-    "product_status",
-    "registered_at",
-    "score",
-    "review_state",
-    "reasons",
-    "next_review_due",
-)
-
-
-@page(*REVIEWERS)
-def export(ctx: Context) -> Response:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(EXPORT_COLUMNS)
-    for row in review.queue_rows(ctx.store, _filters(ctx.request)):
-        writer.writerow([("; ".join(row[c]) if c == "reasons" else row[c]) for c in EXPORT_COLUMNS])
-    return Response(
-        out.getvalue(),
-        media_type="text/csv; charset=utf-8",
-        headers={"content-disposition": 'attachment; filename="review_queue.csv"'},
-    )
-
-
-class SecurityHeaders:
-    """Adds `HEADERS` to every response (pages, redirects, errors and static files alike)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [
-                    *message.get("headers", []),
-                    *((k.encode(), v.encode()) for k, v in HEADERS.items()),
-                ]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
+from cx_pipeline import appstore
+from cx_pipeline.web import quality, reviews
+from cx_pipeline.web.core import SecurityHeaders, home, login_page, logout
 
 
 def create_app(store_path: str | Path, secure_cookies: bool = False) -> ASGIApp:
@@ -279,10 +27,8 @@ def create_app(store_path: str | Path, secure_cookies: bool = False) -> ASGIApp:
             Route("/login", login_page, methods=["GET", "POST"]),
             Route("/logout", logout, methods=["POST"]),
             Route("/", home),
-            Route("/reviews", reviews),
-            Route("/reviews.csv", export),
-            Route("/reviews/decide", decide, methods=["POST"]),
-            Route("/products/{sku}", product_page),
+            *reviews.routes,
+            *quality.routes,
             Mount("/static", StaticFiles(packages=[("cx_pipeline.web", "static")]), name="static"),
         ]
     )

@@ -1,0 +1,163 @@
+"""Quality and inquiries: the lots QA may inspect, QA's segmented results, defect rates (DHU), return-inquiry
+risk, and the inquiry KPIs the CX team watches."""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from assets.receiving import markdown
+from assets.resources import AppStoreResource, WarehouseResource
+from cx_pipeline import inspections, kpis, returns
+from cx_pipeline.charts import bar_chart, line_chart
+from cx_pipeline.receiving import wms_clock
+from cx_pipeline.rules import load_checklists
+
+OWNERS = ["team:cx-data", "team:quality"]
+TOP_ROWS = 20
+
+
+@dg.asset(
+    group_name="quality", kinds={"duckdb", "sqlite", "python"}, owners=OWNERS, deps=["raw_receipts", "raw_catalog"]
+)
+def inspection_lots(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, app_store: AppStoreResource
+) -> dg.MaterializeResult:
+    """The lots (receipt lines) received in the last 60 days, published to the web app for QA to inspect."""
+    with warehouse.connect() as con:
+        now = wms_clock(con)
+        lots = inspections.lots_to_publish(con, now)
+    with app_store.connect() as store:
+        published = inspections.publish_lots(store, lots, now)
+    context.log.info(f"inspection_lots: {published:,} received lots offered to QA")
+    return dg.MaterializeResult(metadata={"lots": published, "window_days": inspections.LOT_WINDOW_DAYS})
+
+
+@dg.asset(
+    name="inspections",
+    group_name="quality",
+    kinds={"duckdb", "sqlite", "python"},
+    owners=OWNERS,
+    deps=[inspection_lots],
+)
+def inspection_results(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, app_store: AppStoreResource
+) -> dg.MaterializeResult:
+    """QA's segmented inspection results (defects per checklist item and severity, per lot) entered in the web
+    app since the last run, copied into the warehouse."""
+    with warehouse.connect() as con, app_store.connect() as store:
+        imported = inspections.import_inspections(store, con, context.run_id, datetime.now(UTC))
+        verdicts = con.sql(
+            "SELECT verdict, source, count(*) AS lots FROM inspections GROUP BY ALL ORDER BY verdict, source"
+        ).df()
+        latest = con.sql(
+            """SELECT inspection_id, receipt_id, line_no, sku, category, supplier_id, sample_size, verdict, inspector,
+                      inspected_at FROM inspections ORDER BY inspection_id DESC LIMIT 20"""
+        ).df()
+    context.log.info(f"inspections: {imported:,} new inspected lots from {app_store.path}")
+    return dg.MaterializeResult(
+        metadata={
+            "imported": imported,
+            "lots_inspected": int(verdicts["lots"].sum()),
+            "by_verdict": markdown(verdicts, "no inspections yet"),
+            "latest": markdown(latest, "no inspections yet"),
+        }
+    )
+
+
+@dg.asset(group_name="quality", kinds={"duckdb", "python"}, owners=OWNERS, deps=[inspection_results])
+def inspection_dhu(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """Defects per hundred units (DHU) by inspection segment, supplier and category over the last 90 days."""
+    with warehouse.connect() as con:
+        inspections.build_dhu(con, wms_clock(con))
+        by_segment = inspections.dhu_by(con, "category", "item")
+        by_supplier = inspections.dhu_by(con, "supplier_id")
+        by_category = inspections.dhu_by(con, "category")
+    metadata: dict[str, object] = {
+        "segments": len(by_segment),
+        "by_segment": markdown(by_segment, "no inspections in the window"),
+        "by_supplier": markdown(by_supplier, "no inspections in the window"),
+        "by_category": markdown(by_category, "no inspections in the window"),
+    }
+    if not by_segment.empty:
+        top = by_segment.head(TOP_ROWS).assign(segment=lambda f: f["category"] + " / " + f["item"])
+        chart = bar_chart(
+            top, "segment", ["dhu"], "Defects per hundred units, by segment", "DHU",
+            warehouse.reports_dir / "inspection_dhu.svg",
+        )  # fmt: skip
+        metadata |= {"highest_dhu": float(top["dhu"].iat[0]), "chart": dg.MetadataValue.path(str(chart.resolve()))}
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    group_name="quality",
+    kinds={"duckdb", "sqlite", "scikitlearn"},
+    owners=OWNERS,
+    deps=[inspection_dhu, "raw_inquiries", "raw_open_orders", "raw_catalog"],
+)
+def return_risk(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, app_store: AppStoreResource
+) -> dg.MaterializeResult:
+    """Return inquiries expected per SKU in the next 30 days, with the inspection segments that drive each
+    SKU's risk; evaluated on the last 30 days against a category-mean baseline."""
+    checklists = load_checklists()
+    with warehouse.connect() as con:
+        now = wms_clock(con)
+        try:
+            evaluation = returns.evaluate(con, now, checklists)
+            scores = returns.score(con, now, checklists)
+        except returns.NotEnoughHistory as exc:
+            context.log.warning(f"return_risk: {exc}")
+            return dg.MaterializeResult(metadata={"status": f"not scored: {exc}"})
+        returns.save(con, context.run_id, now, evaluation, scores)
+    with app_store.connect() as store:
+        returns.publish(store, scores, context.run_id, now)
+    calibration = evaluation.calibration()
+    chart = bar_chart(
+        calibration.assign(decile=lambda f: "decile " + f["decile"].astype(str)).iloc[::-1],
+        "decile", ["predicted", "actual"], "Return inquiries per SKU, held-out 30 days", "mean per SKU",
+        warehouse.reports_dir / "return_risk_calibration.svg",
+    )  # fmt: skip
+    top = scores.ranking.head(TOP_ROWS).assign(drivers=lambda f: f["drivers"].map(", ".join))
+    drivers = scores.coefficients[scores.coefficients["rank"] <= 2]
+    context.log.info(
+        f"return_risk: held-out deviance {evaluation.deviance_model:.3f} (baseline {evaluation.deviance_baseline:.3f}),"
+        f" top-decile capture {evaluation.capture_model:.0%} (baseline {evaluation.capture_baseline:.0%})"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "status": "scored",
+            "skus": len(scores.ranking),
+            "predicted_returns_30d": float(scores.ranking["predicted"].sum()),
+            "holdout_actual_returns": int(evaluation.holdout["actual"].sum()),
+            "holdout_predicted_returns": float(evaluation.holdout["predicted"].sum()),
+            "deviance_model": evaluation.deviance_model,
+            "deviance_baseline": evaluation.deviance_baseline,
+            "top_decile_capture_model": evaluation.capture_model,
+            "top_decile_capture_baseline": evaluation.capture_baseline,
+            "calibration_by_decile": markdown(calibration.round(3)),
+            "driving_segments": markdown(drivers.round(4)),
+            "top_risks": markdown(top.round(3)),
+            "chart": dg.MetadataValue.path(str(chart.resolve())),
+        }
+    )
+
+
+@dg.asset(group_name="cx_kpis", kinds={"duckdb", "python"}, owners=OWNERS, deps=["raw_inquiries", "raw_open_orders"])
+def inquiry_kpis(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    """Inquiries per 1,000 orders by reason (delivery delay, cancellation, return), weekly."""
+    with warehouse.connect() as con:
+        weekly = kpis.build_kpis(con, wms_clock(con))
+    per_1000 = [f"{reason}_per_1000" for reason in kpis.REASONS]
+    metadata: dict[str, object] = {"weeks": len(weekly), "weekly": markdown(weekly.tail(TOP_ROWS), "no orders yet")}
+    if (latest := kpis.latest_complete_week(weekly)) is not None:
+        metadata |= {"week": str(latest["week"].date()), **{c: float(latest[c]) for c in per_1000}}
+        chart = line_chart(
+            weekly[weekly["complete"]], "week", per_1000, "Inquiries per 1,000 orders", "per 1,000 orders",
+            warehouse.reports_dir / "inquiry_kpis.svg",
+        )  # fmt: skip
+        metadata["chart"] = dg.MetadataValue.path(str(chart.resolve()))
+    context.log.info(f"inquiry_kpis: {len(weekly)} weeks")
+    return dg.MaterializeResult(metadata=metadata)
+
+
+quality_assets = [inspection_lots, inspection_results, inspection_dhu, return_risk, inquiry_kpis]
