@@ -48,7 +48,7 @@ def stock_position(
         known = {sku for (sku,) in con.execute("SELECT sku FROM valid_catalog").fetchall()}
         overrides = stock.read_overrides(config.overrides_csv or None, known)
         policy = stock.StockPolicy(config.safety_buffer, config.floor)
-        stock.build_stock_position(con, policy, overrides, wms_clock(con))
+        stock.build_stock_position(con, policy, overrides, wms_clock(con), context.run_id)
         counts = stock.position_summary(con)
         oversold = con.sql(
             """SELECT sku, on_hand, in_qc, damaged, reserved, available FROM stock_position

@@ -11,7 +11,7 @@ import pandas as pd
 from assets.resources import WarehouseResource
 from checks.suites import Violation, build_suite, validate
 from cx_pipeline.feeds import FEEDS, Feed
-from cx_pipeline.warehouse import one, row_key_sql
+from cx_pipeline.warehouse import one, row_key_sql, transaction
 
 CONTRACT_CHECK = "data_contract"
 SAMPLE_ROWS = 10
@@ -79,19 +79,20 @@ def quarantine(con: duckdb.DuckDBPyConnection, feed: str, frame: pd.DataFrame, v
     if frame.empty:
         return 0
     batch_id = frame["_batch_id"].iat[0]
-    con.execute("DELETE FROM quarantine WHERE feed = ? AND batch_id = ?", [feed, batch_id])
     records = pd.DataFrame(
         [(v.expectation, frame.at[i, "_row_key"], frame.at[i, "_raw"]) for v in violations for i in v.row_index],
         columns=["expectation", "row_key", "row_data"],
     )
-    if records.empty:
-        return 0
     con.register("offending", records)
-    con.execute(
-        "INSERT INTO quarantine SELECT ?, ?, expectation, row_key, row_data::JSON, ?, NULL FROM offending",
-        [feed, batch_id, datetime.now(UTC)],
-    )
-    con.unregister("offending")
+    try:
+        with transaction(con):
+            con.execute("DELETE FROM quarantine WHERE feed = ? AND batch_id = ?", [feed, batch_id])
+            con.execute(
+                "INSERT INTO quarantine SELECT ?, ?, expectation, row_key, row_data::JSON, ?, NULL FROM offending",
+                [feed, batch_id, datetime.now(UTC)],
+            )
+    finally:
+        con.unregister("offending")
     return len(records)
 
 

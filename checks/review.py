@@ -16,7 +16,8 @@ from cx_pipeline import review
     blocking=True,
     additional_deps=["raw_catalog"],
     description="Imported decisions keep their contract: a known product, a known decision, a reviewer and a "
-    "time not in the future. Offending decisions are quarantined and the review queue is not republished.",
+    "time not in the future. Offending decisions are quarantined (never honoured) and the queue is not "
+    "republished in that run.",
 )
 def review_decisions_contract(
     context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource

@@ -10,6 +10,7 @@ import hashlib
 import re
 import secrets
 import sqlite3
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -24,6 +25,7 @@ MAX_FAILURES, LOCKOUT_MINUTES = 5, 15  # failed logins per user within the windo
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 
 _hasher = PasswordHasher()
+_checking = threading.BoundedSemaphore(4)
 # Verifying against this when the user does not exist takes as long as a real check: no user enumeration.
 _DUMMY_HASH = _hasher.hash("not a password of anyone")
 
@@ -105,30 +107,29 @@ def _token_hash(token: str) -> str:
 
 def login(store: sqlite3.Connection, username: str, password: str) -> str:
     """Check the password and open a session; returns the session token for the cookie. Raises AccountError
-    with one message for every failure (unknown user, wrong password, disabled), and refuses a user
-    after `MAX_FAILURES` failures within `LOCKOUT_MINUTES`."""
+    with one message for every failure (unknown user, wrong password, disabled). Each attempt counts as a
+    failure until it succeeds, so parallel guesses are counted too; with `MAX_FAILURES` in the last
+    `LOCKOUT_MINUTES`, the user is refused until the oldest of them is that old."""
     now = datetime.now(UTC)
     window = iso(now - timedelta(minutes=LOCKOUT_MINUTES))
-    (failures,) = store.execute(
-        "SELECT count(*) FROM login_failures WHERE username = ? AND failed_at > ?", [username, window]
-    ).fetchone()
-    if failures >= MAX_FAILURES:
-        raise AccountError(f"too many failed attempts; try again in {LOCKOUT_MINUTES} minutes")
+    if not USERNAME.match(username):  # never stored; the same work as a real check, so it says nothing
+        _verify(_DUMMY_HASH, password)
+        raise AccountError("unknown user or wrong password")
+    with transaction(store):
+        store.execute("DELETE FROM login_failures WHERE failed_at <= ?", [window])
+        (failures,) = store.execute("SELECT count(*) FROM login_failures WHERE username = ?", [username]).fetchone()
+        if failures >= MAX_FAILURES:
+            raise AccountError(f"too many failed attempts; try again in up to {LOCKOUT_MINUTES} minutes")
+        store.execute("INSERT INTO login_failures VALUES (?, ?)", [username, iso(now)])
     row = store.execute("SELECT password_hash, active FROM users WHERE username = ?", [username]).fetchone()
-    try:
-        _hasher.verify(row["password_hash"] if row else _DUMMY_HASH, password)
-        ok = row is not None and bool(row["active"])
-    except (VerificationError, InvalidHashError):
-        ok = False
+    ok = _verify(row["password_hash"] if row else _DUMMY_HASH, password) and row is not None and bool(row["active"])
     if not ok:
-        with transaction(store):
-            store.execute("INSERT INTO login_failures VALUES (?, ?)", [username, iso(now)])
         raise AccountError("unknown user or wrong password")
     token = secrets.token_urlsafe(32)
     with transaction(store):
         if _hasher.check_needs_rehash(row["password_hash"]):
             store.execute("UPDATE users SET password_hash = ? WHERE username = ?", [_hasher.hash(password), username])
-        store.execute("DELETE FROM login_failures WHERE username = ? OR failed_at <= ?", [username, window])
+        store.execute("DELETE FROM login_failures WHERE username = ?", [username])
         store.execute("DELETE FROM sessions WHERE expires_at <= ?", [iso(now)])
         store.execute(
             "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
@@ -141,6 +142,15 @@ def login(store: sqlite3.Connection, username: str, password: str) -> str:
             ],
         )
     return token
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    """argon2 check, a few at a time: each takes 64 MiB, and a burst of logins must not exhaust memory."""
+    with _checking:
+        try:
+            return _hasher.verify(password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
 
 
 def session(store: sqlite3.Connection, token: str | None) -> Session | None:

@@ -165,10 +165,10 @@ def open_store(path: str | Path) -> sqlite3.Connection:
 
 
 @contextmanager
-def transaction(con: sqlite3.Connection, immediate: bool = True) -> Iterator[sqlite3.Connection]:
+def transaction(con: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """A transaction that takes the write lock up front (IMMEDIATE), so it waits for another writer at the
     start instead of failing half-way with 'database is locked'."""
-    con.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    con.execute("BEGIN IMMEDIATE")
     try:
         yield con
     except BaseException:

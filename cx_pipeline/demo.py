@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +45,9 @@ def point_at(url: str, token: str, warehouse_path: Path) -> None:
 def run_demo(data_dir: Path, seed: int, skus: int) -> int:
     from cx_pipeline.simulator import build_world
 
-    keep_app_store_for(data_dir, f"seed {seed}, {skus} SKUs")
-    print(f"Generating the demo world (seed {seed}, {skus:,} SKUs)...", flush=True)
-    result, elapsed = run_on_world(build_world(seed=seed, n_skus=skus), data_dir)
+    now = demo_clock(data_dir, seed, skus)
+    print(f"Generating the demo world (seed {seed}, {skus:,} SKUs, clock {now:%Y-%m-%d %H:%M} UTC)...", flush=True)
+    result, elapsed = run_on_world(build_world(seed=seed, n_skus=skus, now=now), data_dir)
     checks = result.get_asset_check_evaluations()
     print_summary(data_dir / "warehouse.duckdb", checks, result.success, elapsed)
     return 0 if result.success and all(c.passed for c in checks) else 1
@@ -77,16 +79,29 @@ def run_on_world(world: Any, data_dir: Path) -> tuple[Any, float]:
         return result, time.monotonic() - started
 
 
-def keep_app_store_for(data_dir: Path, world: str) -> None:
-    """The app store (users, decisions, inspections) belongs to one demo world: for another seed or size,
-    set the old one aside rather than feed the new warehouse decisions about products it does not have."""
-    marker, store = data_dir / "app-world.txt", data_dir / "app.sqlite"
-    if store.exists() and marker.exists() and marker.read_text() != world:
-        store.replace(store.with_suffix(".sqlite.previous"))
-        for extra in ("-wal", "-shm"):
-            Path(f"{store}{extra}").unlink(missing_ok=True)
-        print(f"The demo world changed ({marker.read_text()} -> {world}): the old app store is app.sqlite.previous")
-    marker.write_text(world)
+WORLD_DATA = ("review_decisions", "review_queue", "inspection_defects", "inspections", "inspection_lots",
+              "return_risk", "risk_drivers", "publications")  # fmt: skip
+
+
+def demo_clock(data_dir: Path, seed: int, skus: int) -> datetime:
+    """The demo world's clock. The app store (users, decisions, inspections) belongs to one world, so a demo
+    run with the same seed and size rebuilds the same world, at the clock of the first one; another seed or
+    size starts a new world and clears the store's data about the old one (users are kept)."""
+    marker, store = data_dir / "app-world.json", data_dir / "app.sqlite"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    known = json.loads(marker.read_text()) if marker.exists() else {}
+    if known.get("seed") == seed and known.get("skus") == skus:
+        return datetime.fromisoformat(known["now"])
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    if store.exists():
+        from cx_pipeline import appstore
+
+        with appstore.connect(store) as con, appstore.transaction(con):
+            for table in WORLD_DATA:
+                con.execute(f"DELETE FROM {table}")
+        print(f"A new demo world (seed {seed}, {skus:,} SKUs): the app store keeps its users, not the old world's data")
+    marker.write_text(json.dumps({"seed": seed, "skus": skus, "now": now.isoformat()}))
+    return now
 
 
 def _counts(rows: list[tuple[str, int]]) -> str:

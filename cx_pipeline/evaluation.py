@@ -111,10 +111,16 @@ def evaluate_returns(data_dir: Path, seed: int, skus: int, history_days: int) ->
     from cx_pipeline.demo import run_on_world
     from cx_pipeline.simulator import build_world
 
-    print(f"Generating a demo world for the evaluation (seed {seed}, {skus:,} SKUs, {history_days} days)...")
-    world = build_world(seed=seed, n_skus=skus, history_days=history_days)
+    marker = data_dir / ".cx-evaluation"
+    if (any(data_dir.glob("*.sqlite")) or any(data_dir.glob("*.duckdb"))) and not marker.exists():
+        print(f"{data_dir} holds a warehouse or an app store that is not an evaluation's; choose another --data-dir")
+        return 2
+    data_dir.mkdir(parents=True, exist_ok=True)
+    marker.touch()
     for old in data_dir.glob("app.sqlite*"):
         old.unlink()  # the evaluation's own store, fresh each time
+    print(f"Generating a demo world for the evaluation (seed {seed}, {skus:,} SKUs, {history_days} days)...")
+    world = build_world(seed=seed, n_skus=skus, history_days=history_days)
     result, elapsed = run_on_world(world, data_dir)
     if not result.success:
         print("The pipeline run failed; see the log above.")

@@ -55,12 +55,14 @@ CREATE TABLE IF NOT EXISTS inspection_defects (
     defects       INTEGER,
     PRIMARY KEY (inspection_id, item, severity)
 );
--- the latest entry per lot that kept its contract
-CREATE OR REPLACE VIEW valid_inspections AS
+-- every entry that kept its contract, and the latest of them per lot
+CREATE OR REPLACE VIEW kept_inspections AS
 SELECT * FROM inspections
 WHERE inspection_id::VARCHAR NOT IN (
     SELECT row_key FROM quarantine WHERE feed = 'inspections' AND released_at IS NULL AND row_key IS NOT NULL
-)
+);
+CREATE OR REPLACE VIEW valid_inspections AS
+SELECT * FROM kept_inspections
 QUALIFY row_number() OVER (PARTITION BY receipt_id, line_no ORDER BY inspection_id DESC) = 1;
 """
 
@@ -288,8 +290,8 @@ def import_csv(store: sqlite3.Connection, text: str, checklists: Checklists, ins
     frame["line_no"] = line_no.fillna(-1).astype(int)
     for severity in aql.SEVERITIES:
         count = pd.to_numeric(frame[severity].replace("", "0"), errors="coerce")
-        bad(count.isna() | (count < 0) | (count % 1 != 0), f"{severity} must be a whole number >= 0")
-        frame[severity] = count.fillna(0).clip(lower=0).astype(int)
+        bad(count.isna() | (count < 0) | (count % 1 != 0) | (count >= 1e9), f"{severity} must be a whole number >= 0")
+        frame[severity] = count.where(count < 1e9).fillna(0).clip(lower=0).astype(int)
     bad(frame.duplicated(["receipt_id", "line_no", "item"], keep="first"), "the same lot and item again")
 
     lots = _lots_of(store, frame[["receipt_id", "line_no"]].drop_duplicates())
@@ -315,6 +317,9 @@ def import_csv(store: sqlite3.Connection, text: str, checklists: Checklists, ins
         bad(frame["note"].str.len() > MAX_NOTE, f"the note is longer than {MAX_NOTE} characters")
 
     lots = frame[known].groupby(["receipt_id", "line_no"], sort=False)
+    for column in [c for c in CSV_OPTIONAL if c in frame]:  # one inspection per lot: one time, one note
+        differs = lots[column].transform(lambda values: values.astype(str).nunique() > 1)
+        bad(known & differs.reindex(frame.index, fill_value=False), f"the lot's rows give different {column} values")
     checked = lots["item"].agg(set)
     for (receipt_id, line), items in checked.items():  # one check per lot, not per row
         rows = lots.get_group((receipt_id, line))["row"]
@@ -375,8 +380,17 @@ def inspection(store: sqlite3.Connection, inspection_id: int) -> tuple[dict[str,
 def import_inspections(store: sqlite3.Connection, con: duckdb.DuckDBPyConnection, run_id: str, now: datetime) -> int:
     """Copy entries stored since the last import into the warehouse as one batch; returns how many."""
     (through,) = one(con, "SELECT coalesce(max(inspection_id), 0) FROM inspections")
-    headers = pd.read_sql_query("SELECT * FROM inspections WHERE id > ? ORDER BY id", store, params=[through])
-    defects = pd.read_sql_query("SELECT * FROM inspection_defects WHERE inspection_id > ?", store, params=[through])
+    # One read transaction: an entry saved meanwhile comes with both its header and its defects, or not at all.
+    store.execute("BEGIN")
+    try:
+        headers = pd.read_sql_query("SELECT * FROM inspections WHERE id > ? ORDER BY id", store, params=[through])
+        defects = pd.read_sql_query(
+            "SELECT d.* FROM inspection_defects d JOIN inspections i ON i.id = d.inspection_id WHERE i.id > ?",
+            store,
+            params=[through],
+        )
+    finally:
+        store.execute("COMMIT")
     batch_id = uuid.uuid4().hex
     con.register("new_inspections", headers)
     con.register("new_defects", defects)
@@ -463,10 +477,17 @@ def build_dhu(con: duckdb.DuckDBPyConnection, now: datetime, window_days: int = 
 
 
 def dhu_by(con: duckdb.DuckDBPyConnection, *dimensions: str) -> pd.DataFrame:
-    """DHU rolled up to `dimensions` (e.g. "category", "item" or "supplier_id"), highest first."""
+    """DHU rolled up to `dimensions` (from "category", "supplier_id", "item"), highest first. Without "item",
+    a lot's sampled units count once, not once per checklist item: every item is checked on the same units."""
     keys = ", ".join(dimensions)
+    source = (
+        "inspection_dhu"
+        if "item" in dimensions
+        else """(SELECT category, supplier_id, max(lots) AS lots, max(units) AS units, sum(defects) AS defects
+                FROM inspection_dhu GROUP BY category, supplier_id)"""
+    )
     return con.sql(
-        f"""SELECT {keys}, sum(lots) AS lots, sum(units) AS units, sum(defects) AS defects,
+        f"""SELECT {keys}, sum(lots)::BIGINT AS lots, sum(units)::BIGINT AS units, sum(defects)::BIGINT AS defects,
                   round(100 * sum(defects) / sum(units), 2) AS dhu
-        FROM inspection_dhu GROUP BY {keys} ORDER BY dhu DESC, {keys}"""
+        FROM {source} GROUP BY {keys} ORDER BY dhu DESC, {keys}"""
     ).df()

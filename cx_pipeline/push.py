@@ -45,6 +45,8 @@ CREATE TABLE IF NOT EXISTS push_changes (
     quantity        INTEGER NOT NULL,
     PRIMARY KEY (plan_id, sku)
 );
+-- a flip the WMS did not cause in this run: the shop showed a status the WMS had already left (or never had)
+ALTER TABLE push_changes ADD COLUMN IF NOT EXISTS shop_was_stale BOOLEAN;
 CREATE TABLE IF NOT EXISTS push_audit (
     plan_id         VARCHAR NOT NULL,
     batch_no        INTEGER NOT NULL,
@@ -92,8 +94,9 @@ def plan(
             SELECT $plan, p.sku,
                    CASE WHEN s.status = p.publish_status THEN 'quantity'
                         WHEN p.publish_status = 'out_of_stock' THEN 'to_out_of_stock' ELSE 'back_in_stock' END,
-                   s.status, s.quantity, p.publish_status, p.publish_quantity
-            FROM stock_position p JOIN current_state s USING (sku)
+                   s.status, s.quantity, p.publish_status, p.publish_quantity,
+                   s.status IS DISTINCT FROM p.publish_status AND t.changed_run IS DISTINCT FROM $plan
+            FROM stock_position p JOIN current_state s USING (sku) LEFT JOIN stock_status_since t USING (sku)
             WHERE NOT p.held AND (s.status IS DISTINCT FROM p.publish_status
                                   OR s.quantity IS DISTINCT FROM p.publish_quantity)""",
             {"plan": plan_id},

@@ -1,6 +1,6 @@
 """Return-inquiry prediction: per SKU, the return inquiries expected in the next 30 days.
 
-Features at a cutoff (all from the warehouse, nothing after the cutoff): the SKU's defect rate per inspection
+Features at a cutoff (from the warehouse, nothing dated after the cutoff): the SKU's defect rate per inspection
 segment of its category (its own inspected units, shrunk towards its supplier's rate for the category), its
 supplier, category and price, its sales and its return inquiries before the cutoff. The model is a Poisson
 GLM (scikit-learn's `PoissonRegressor`): counts, a log link, and coefficients a person can read as "one
@@ -100,10 +100,12 @@ ORDER BY c.sku
 # Defects per hundred units per SKU and segment before the cutoff, shrunk towards the supplier's rate for
 # the category and segment (or the category's, for a supplier without inspections of it).
 DHU_SQL = """
-WITH checked AS (
+WITH known AS (   -- the latest entry per lot among those inspected before the cutoff
+    SELECT * FROM kept_inspections WHERE inspected_at <= $cutoff AND inspected_at > $cutoff - to_days($window)
+    QUALIFY row_number() OVER (PARTITION BY receipt_id, line_no ORDER BY inspection_id DESC) = 1
+), checked AS (
     SELECT i.sku, i.category, i.supplier_id, d.item, any_value(i.sample_size) AS units, sum(d.defects) AS defects
-    FROM valid_inspections i JOIN inspection_defects d USING (inspection_id)
-    WHERE i.inspected_at <= $cutoff AND i.inspected_at > $cutoff - to_days($window)
+    FROM known i JOIN inspection_defects d USING (inspection_id)
     GROUP BY i.inspection_id, i.sku, i.category, i.supplier_id, d.item
 ), per_sku AS (
     SELECT sku, category, supplier_id, item, sum(units) AS units, sum(defects) AS defects FROM checked GROUP BY ALL

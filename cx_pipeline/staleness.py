@@ -17,7 +17,6 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 DECISIONS = ("keep", "refresh_listing", "discontinue")
-QUEUE_STATES = ("never_reviewed", "due", "material_change")
 REASON_CODES = (
     "registered",
     "no_receipt",
@@ -60,15 +59,6 @@ class StalenessPolicy(BaseModel):
     )
 
 
-def cadence_days(policy: StalenessPolicy) -> dict[str, int]:
-    """Days from a decision to the product's next review."""
-    return {
-        "keep": policy.keep_days,
-        "refresh_listing": policy.refresh_listing_days,
-        "discontinue": policy.discontinue_days,
-    }
-
-
 # One CTE per signal; each is a small aggregate joined to the catalog, so the whole assessment is one scan
 # of each input. Days are counted on the WMS's clock ($now). "Never on record" only counts as "no receipt
 # for N days" when the warehouse's history reaches back N days.
@@ -95,10 +85,12 @@ WITH receipts AS (
            count(*) FILTER (c.created_at > d.decided_at) AS cancellations_since_decision
     FROM cancellation_skus c LEFT JOIN latest_decision d USING (sku) WHERE c.sku IS NOT NULL GROUP BY c.sku
 ), mismatches AS (
-    -- a plan that had to flip a SKU found the storefront showing the wrong stock status
+    -- a plan found the storefront showing a stock status the WMS had not just changed (a sell-out or a
+    -- restock in the same run is the push doing its job, not a listing gone stale)
     SELECT c.sku, count(*) AS mismatches_30d, max(p.planned_at) AS last_mismatch_at
     FROM push_changes c JOIN push_plans p USING (plan_id)
-    WHERE c.change IN ('to_out_of_stock', 'back_in_stock') AND p.planned_at > $now - to_days($mismatch_window_days)
+    WHERE c.change IN ('to_out_of_stock', 'back_in_stock') AND coalesce(c.shop_was_stale, true)
+      AND p.planned_at > $now - to_days($mismatch_window_days)
     GROUP BY c.sku
 ), completeness AS (
     SELECT c.sku, count(*) AS required_attributes,

@@ -22,6 +22,8 @@ CREATE TABLE IF NOT EXISTS stock_status_since (
     publish_status VARCHAR NOT NULL,
     since          TIMESTAMPTZ NOT NULL  -- the run that first saw this status (before the first run: unknown)
 );
+-- the run that changed the status from an earlier one (null: the status was first seen, not a change)
+ALTER TABLE stock_status_since ADD COLUMN IF NOT EXISTS changed_run VARCHAR;
 """
 
 
@@ -74,7 +76,7 @@ def read_overrides(path: str | Path | None, known_skus: set[str]) -> pd.DataFram
 
 
 def build_stock_position(
-    con: duckdb.DuckDBPyConnection, policy: StockPolicy, overrides: pd.DataFrame, now: datetime
+    con: duckdb.DuckDBPyConnection, policy: StockPolicy, overrides: pd.DataFrame, now: datetime, run_id: str = ""
 ) -> None:
     """(Re)build tables `stock_by_warehouse` and `stock_position` (one row per catalog SKU with its figures
     summed over warehouses, and its desired storefront state), and note in `stock_status_since` when each
@@ -123,10 +125,11 @@ def build_stock_position(
             {"buffer": policy.safety_buffer, "floor": policy.floor},
         )
         con.execute(
-            """INSERT INTO stock_status_since SELECT sku, publish_status, $now FROM stock_position WHERE NOT held
-            ON CONFLICT (sku) DO UPDATE SET publish_status = excluded.publish_status, since = excluded.since
+            """INSERT INTO stock_status_since SELECT sku, publish_status, $now, NULL FROM stock_position WHERE NOT held
+            ON CONFLICT (sku) DO UPDATE SET publish_status = excluded.publish_status, since = excluded.since,
+                                            changed_run = $run
             WHERE stock_status_since.publish_status <> excluded.publish_status""",
-            {"now": now},
+            {"now": now, "run": run_id},
         )
     finally:
         con.unregister("overrides")

@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from cx_pipeline import appstore, evaluation, returns
+from cx_pipeline import appstore, evaluation, inspections, returns
 from cx_pipeline.demo import seed_qa_history
 from cx_pipeline.rules import load_checklists
 from cx_pipeline.warehouse import connect
@@ -44,6 +44,9 @@ def test_inspections_reach_the_warehouse_and_give_defects_per_hundred_units(run_
             WHERE category = 'apparel' AND item = 'sizing'"""
         ).fetchall()[0]
     assert dhu == pytest.approx(100 * defects / units)  # every history lot is inside the 90-day window
+    with connect(warehouse_path) as con:
+        apparel = inspections.dhu_by(con, "category").set_index("category").loc["apparel"]
+    assert apparel["units"] == units  # a lot's sample counts once, not once per checklist item
     assert materializations(run_all())["inspections"]["imported"] == 0  # imported once only
 
 

@@ -2,6 +2,7 @@
 escaping, paging, filters and the CSV export; and user management from the CLI."""
 
 import csv
+import http.client
 import io
 from pathlib import Path
 
@@ -9,11 +10,12 @@ import orjson
 import pytest
 import requests
 
-from cx_pipeline import appstore
+from cx_pipeline import accounts, appstore
 from tests.helpers import add_user, cli, csrf_token, login, serve_app
 
 PASSWORD = "a long enough password"
 CATEGORIES = ("apparel", "home", "toys")
+FORMULA = '=HYPERLINK("http://x")'  # a title a spreadsheet would run
 
 
 def fill_queue(app_db: Path, n: int) -> None:
@@ -25,8 +27,9 @@ def fill_queue(app_db: Path, n: int) -> None:
         reasons = ["registered 4.0 years ago", "no order for 50 days"] + (
             ["2 cancellation inquiries in 30 days"] if i % 5 == 0 else []
         )
+        title = FORMULA if i == 2 else f"Product {i}"
         rows.append(
-            (f"SKU-{i:06d}", i, f"Product {i}", CATEGORIES[i % 3], f"SUP-{i % 4:02d}", "active", "2022-11-01", 4.0,
+            (f"SKU-{i:06d}", i, title, CATEGORIES[i % 3], f"SUP-{i % 4:02d}", "active", "2022-11-01", 4.0,
              10.0 - i / n, orjson.dumps(reasons).decode(), f",{','.join(codes)},", "never_reviewed", 1,
              5, 50, 0, 2 if i % 5 == 0 else 0, 0, 1.0, "2024-11-01")
         )  # fmt: skip
@@ -175,6 +178,8 @@ def test_the_csv_export_holds_the_whole_filtered_queue(url):
     rows = list(csv.DictReader(io.StringIO(response.text)))
     assert len(rows) == len([i for i in range(1, 2501) if i % 3 == 0])
     assert rows[0]["reasons"] == "registered 4.0 years ago; no order for 50 days"
+    formula = next(r for r in rows if r["sku"] == "SKU-000002")
+    assert formula["title"] == "'" + FORMULA  # written so that a spreadsheet shows it, not runs it
 
 
 def test_a_decision_is_recorded_leaves_the_queue_and_shows_in_the_history(url, app_db):
@@ -212,6 +217,22 @@ def test_login_never_redirects_off_site(url):
         timeout=10,
     )
     assert response.headers["location"] == "/"
+
+
+def test_an_oversized_request_is_refused_before_its_body_is_read(url):
+    host, port = url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection.putrequest("POST", "/logout")
+    connection.putheader("Content-Length", str(100 * 2**20))
+    connection.endheaders()  # and no body at all: the answer must not wait for it
+    assert connection.getresponse().status == 413
+
+
+def test_a_malformed_user_name_costs_a_check_but_is_never_stored(app_db):
+    with appstore.connect(app_db) as store:
+        with pytest.raises(accounts.AccountError, match="unknown user or wrong password"):
+            accounts.login(store, "x" * 5000, "whatever")
+        assert store.execute("SELECT count(*) FROM login_failures").fetchone()[0] == 0
 
 
 def test_pages_carry_security_headers(url):

@@ -3,6 +3,7 @@
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pandas as pd
 import pydantic
 import pytest
 
@@ -59,17 +60,18 @@ def add_inquiry(con, sku: str | None, days_ago: float, order_id: str | None = No
 
 
 def out_of_stock_since(con, sku: str, days_ago: float) -> None:
-    con.execute("INSERT INTO stock_status_since VALUES (?, 'out_of_stock', ?)", [sku, ago(days_ago)])
+    con.execute("INSERT INTO stock_status_since VALUES (?, 'out_of_stock', ?, NULL)", [sku, ago(days_ago)])
 
 
-def add_mismatch(con, sku: str, days_ago: float) -> None:
+def add_mismatch(con, sku: str, days_ago: float, stale: bool = True) -> None:
     plan = f"plan-{days_ago}"
     con.execute(
         "INSERT OR IGNORE INTO push_plans VALUES (?, ?, 'rest', 1, 1, 1, 0, 0, 0, 0, 1, 0.2, false, 'pushed')",
         [plan, ago(days_ago)],
     )
     con.execute(
-        "INSERT INTO push_changes VALUES (?, ?, 'to_out_of_stock', 'in_stock', 5, 'out_of_stock', 0)", [plan, sku]
+        "INSERT INTO push_changes VALUES (?, ?, 'to_out_of_stock', 'in_stock', 5, 'out_of_stock', 0, ?)",
+        [plan, sku, stale],
     )
 
 
@@ -262,6 +264,15 @@ def test_a_status_mismatch_found_after_the_decision_brings_the_product_back_earl
     assert assessed(con)["P"]["review_state"] == "material_change"
 
 
+def test_a_flip_the_wms_made_in_the_same_run_is_not_a_mismatch(con):
+    """A sell-out pushed by the run that saw it is the push working, not a stale listing."""
+    history(con, 300)
+    stale(con, "P")
+    add_mismatch(con, "P", 2, stale=False)
+    row = assessed(con)["P"]
+    assert row["mismatches_30d"] == 0 and "status_mismatch" not in list(row["reason_codes"])
+
+
 def test_discontinued_products_leave_the_cohort(con):
     history(con, 300)
     stale(con, "P")
@@ -299,3 +310,23 @@ def test_a_broken_families_file_is_reported_whole(tmp_path):
         load_families(path)
     with pytest.raises(RulesError, match="no such file"):
         load_families(tmp_path / "missing.yaml")
+
+
+def test_the_push_plan_tells_a_stale_listing_from_a_change_the_wms_just_made(con):
+    from cx_pipeline import push
+
+    add_product(con, "P", 3)
+    overrides = stock.read_overrides(None, set())
+    shop_in_stock = pd.DataFrame({"sku": ["P"], "status": ["in_stock"], "quantity": [50]})
+
+    def run(run_id: str, on_hand: int) -> bool | None:
+        con.execute("INSERT OR REPLACE INTO raw_on_hand VALUES ('P', 'WH-EAST', ?, 0, 0, 'b', ?)", [on_hand, NOW])
+        stock.build_stock_position(con, stock.StockPolicy(), overrides, NOW, run_id)
+        push.plan(con, shop_in_stock, plan_id=run_id, adapter="rest", max_flip_share=1, force=False, now=NOW)
+        rows = con.execute("SELECT shop_was_stale FROM push_changes WHERE plan_id = ? AND change <> 'quantity'",
+                           [run_id]).fetchall()  # fmt: skip
+        return rows[0][0] if rows else None
+
+    assert run("r1", 50) is None  # the shop agrees
+    assert run("r2", 0) is False  # sold out in this run: the push follows the WMS
+    assert run("r3", 0) is True  # the shop still (again) shows in stock a run later: a stale listing

@@ -5,9 +5,9 @@ its supplier's rate for the category and item, times a factor of its own (one st
 another). QA inspected a share of the lots received so far, by the checklists and Z1.4 sample sizes, and
 found defects at those rates. Every shipped order line may come back as a return inquiry, with a
 probability that rises with the DHU of a few *driving* items of its category (`RETURN_DRIVERS`), with
-price, and with a per-SKU factor nobody observes. `expected_returns` is the oracle: the expected number of
-return inquiries return inquiries per SKU in a window that the world's parameters imply (its demand, shipping and return
-probability), which a perfect model would predict.
+price, and with a per-SKU factor nobody observes. `expected_returns` is the oracle: the return inquiries per
+SKU in a window that the world's parameters imply (its demand, shipping and return probability), which a
+perfect model would predict.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from cx_pipeline import aql
 from cx_pipeline.rules import load_checklists
 
 DAY = 86_400
-# Per category: item -> added log-rate of return inquiries per 1 DHU of the supplier's defect rate. The model
+# Per category: item -> added log-rate of return inquiries per 1 DHU of the SKU's defect rate. The model
 # should find these items, and only these, as the ones that drive returns.
 RETURN_DRIVERS: dict[str, dict[str, float]] = {
     "apparel": {"sizing": 0.10, "colour_match": 0.07},

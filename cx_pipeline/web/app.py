@@ -16,7 +16,9 @@ from starlette.types import ASGIApp
 
 from cx_pipeline import appstore
 from cx_pipeline.web import quality, reviews
-from cx_pipeline.web.core import SecurityHeaders, home, login_page, logout
+from cx_pipeline.web.core import BodyLimit, SecurityHeaders, home, login_page, logout
+
+MAX_BODY_BYTES = 25 * 2**20  # the largest CSV upload (20 MB) and its form around it
 
 
 def create_app(store_path: str | Path, secure_cookies: bool = False) -> ASGIApp:
@@ -34,4 +36,4 @@ def create_app(store_path: str | Path, secure_cookies: bool = False) -> ASGIApp:
     )
     app.state.store_path = str(store_path)
     app.state.secure_cookies = secure_cookies
-    return SecurityHeaders(app)
+    return SecurityHeaders(BodyLimit(app, MAX_BODY_BYTES))

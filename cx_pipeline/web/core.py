@@ -12,7 +12,7 @@ import secrets
 import sqlite3
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from jinja2 import Environment, PackageLoader
 from starlette.concurrency import run_in_threadpool
@@ -61,15 +61,17 @@ def page(*roles: str) -> Callable[[Callable[[Context], Response]], Callable[[Req
 
     def wrap(handler: Callable[[Context], Response]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
-            form = await request.form() if request.method == "POST" else None
+            # The session first: an anonymous client's request body is never read.
+            if await run_in_threadpool(_user, request) is None:
+                return _to_login(request)
+            form = await request.form(max_files=1, max_fields=1000) if request.method == "POST" else None
             return await run_in_threadpool(guarded, request, form)
 
         def guarded(request: Request, form: FormData | None) -> Response:
             with appstore.connect(request.app.state.store_path) as store:
                 user = accounts.session(store, request.cookies.get(SESSION_COOKIE))
                 if user is None:
-                    target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-                    return RedirectResponse(f"/login?{urlencode({'next': target})}", status_code=303)
+                    return _to_login(request)
                 if form is not None and not hmac.compare_digest(str(form.get("csrf_token", "")), user.csrf_token):
                     return render("error.html", 403, user=user, message="This form has expired. Go back and try again.")
                 if roles and user.role not in roles:
@@ -79,6 +81,21 @@ def page(*roles: str) -> Callable[[Callable[[Context], Response]], Callable[[Req
         return endpoint
 
     return wrap
+
+
+def _user(request: Request) -> accounts.Session | None:
+    with appstore.connect(request.app.state.store_path) as store:
+        return accounts.session(store, request.cookies.get(SESSION_COOKIE))
+
+
+def _to_login(request: Request) -> RedirectResponse:
+    """To the login page, and back afterwards: to this page, or for a form, to the page it was sent from."""
+    if request.method == "GET":
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    else:
+        referer = urlsplit(request.headers.get("referer", ""))
+        target = referer.path + (f"?{referer.query}" if referer.query else "") if referer.path else "/"
+    return RedirectResponse(f"/login?{urlencode({'next': safe_next(target)})}", status_code=303)
 
 
 def safe_next(target: str) -> str:
@@ -139,6 +156,33 @@ def logout(ctx: Context) -> Response:
 def home(ctx: Context) -> Response:
     """Each role's first page: the review queue for merchandisers and admins, the inspections for QA."""
     return RedirectResponse("/quality" if ctx.user.role == "qa" else "/reviews", status_code=303)
+
+
+class BodyLimit:
+    """Refuses request bodies over `max_bytes` (413) before they are read whole, whatever the route."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"0")
+        if int(declared or 0) > self.max_bytes:
+            await Response("request too large", status_code=413)(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise ValueError("request body over the limit")  # uvicorn answers 500 and drops the connection
+            return message
+
+        await self.app(scope, counted, send)
 
 
 class SecurityHeaders:

@@ -18,9 +18,10 @@ PAGE_SIZE = 50
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 
 
-def _page_no(ctx: Context) -> int:
+def _page_no(ctx: Context, pages: int) -> int:
+    """The page asked for, within 1..pages."""
     try:
-        return max(1, int(ctx.request.query_params.get("page", "1")))
+        return min(max(1, int(ctx.request.query_params.get("page", "1"))), pages)
     except ValueError:
         return 1
 
@@ -29,14 +30,16 @@ def _page_no(ctx: Context) -> int:
 def overview(ctx: Context) -> Response:
     category = ctx.request.query_params.get("category", "")
     show_all = ctx.request.query_params.get("show") == "all"
-    page_no = _page_no(ctx)
-    lots, total = inspections.lots_page(ctx.store, category, not show_all, page_no, PAGE_SIZE)
+    _, total = inspections.lots_page(ctx.store, category, not show_all, 1, 0)
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    page_no = _page_no(ctx, pages)
+    lots, _ = inspections.lots_page(ctx.store, category, not show_all, page_no, PAGE_SIZE)
     return ctx.render(
         "quality.html",
         lots=lots,
         total=total,
         page=page_no,
-        pages=max(1, math.ceil(total / PAGE_SIZE)),
+        pages=pages,
         category=category,
         show_all=show_all,
         categories=list(load_checklists().categories),
@@ -51,7 +54,7 @@ def _entry_from_form(ctx: Context, lot: inspections.Lot, items: list[str]) -> tu
     for item in items:
         for severity in aql.SEVERITIES:
             text = ctx.field(f"d.{item}.{severity}").strip() or "0"
-            if text.isdigit():
+            if text.isascii() and text.isdigit() and len(text) <= 9:
                 defects[(item, severity)] = int(text)
             else:
                 problems.append(f"{item} {severity}: {text!r} is not a whole number")
@@ -69,7 +72,7 @@ def _entry_from_form(ctx: Context, lot: inspections.Lot, items: list[str]) -> tu
 @page(*INSPECTORS)
 def entry_form(ctx: Context) -> Response:
     receipt_id, line_no = ctx.request.path_params["receipt_id"], ctx.request.path_params["line_no"]
-    lot = inspections.lot(ctx.store, receipt_id, line_no)
+    lot = inspections.lot(ctx.store, receipt_id, line_no) if line_no < 2**31 else None
     if lot is None:
         return ctx.render("error.html", 404, message=f"Lot {receipt_id}/{line_no} is not a lot QA can inspect.")
     checklists = load_checklists()
@@ -105,7 +108,10 @@ def entry_form(ctx: Context) -> Response:
 @page(*INSPECTORS)
 def inspection_page(ctx: Context) -> Response:
     try:
-        header, defects = inspections.inspection(ctx.store, ctx.request.path_params["inspection_id"])
+        inspection_id = ctx.request.path_params["inspection_id"]
+        if inspection_id >= 2**63:
+            raise LookupError(inspection_id)
+        header, defects = inspections.inspection(ctx.store, inspection_id)
     except LookupError:
         return ctx.render("error.html", 404, message="No such inspection.")
     by_item: dict[str, dict[str, int]] = {}
@@ -153,8 +159,9 @@ def upload(ctx: Context) -> Response:
 
 @page(*INSPECTORS)
 def risk(ctx: Context) -> Response:
-    page_no = _page_no(ctx)
     (total,) = ctx.store.execute("SELECT count(*) FROM return_risk").fetchone()
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    page_no = _page_no(ctx, pages)
     rows = ctx.store.execute(
         "SELECT * FROM return_risk ORDER BY rank LIMIT ? OFFSET ?", [PAGE_SIZE, (page_no - 1) * PAGE_SIZE]
     ).fetchall()
@@ -166,7 +173,7 @@ def risk(ctx: Context) -> Response:
         drivers=[dict(d) for d in drivers],
         published=dict(published) if published else None,
         page=page_no,
-        pages=max(1, math.ceil(total / PAGE_SIZE)),
+        pages=pages,
     )
 
 

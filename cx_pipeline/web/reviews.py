@@ -28,7 +28,7 @@ def _query(filters: review.QueueFilter, **extra: object) -> str:
 def reviews(ctx: Context) -> Response:
     filters = _filters(ctx.request)
     try:
-        page_no = int(ctx.request.query_params.get("page", "1"))
+        page_no = min(int(ctx.request.query_params.get("page", "1")), 10**6)
     except ValueError:
         page_no = 1
     result = review.queue_page(ctx.store, filters, page_no)
@@ -96,13 +96,18 @@ EXPORT_COLUMNS = (
 )
 
 
+def _cell(value: object) -> object:
+    """A text a spreadsheet would run as a formula (=, +, -, @) is written with a leading quote."""
+    return f"'{value}" if isinstance(value, str) and value[:1] in ("=", "+", "-", "@") else value
+
+
 @page(*REVIEWERS)
 def export(ctx: Context) -> Response:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(EXPORT_COLUMNS)
     for row in review.queue_rows(ctx.store, _filters(ctx.request)):
-        writer.writerow([("; ".join(row[c]) if c == "reasons" else row[c]) for c in EXPORT_COLUMNS])
+        writer.writerow([_cell("; ".join(row[c]) if c == "reasons" else row[c]) for c in EXPORT_COLUMNS])
     return Response(
         out.getvalue(),
         media_type="text/csv; charset=utf-8",
