@@ -11,7 +11,8 @@ import pandas as pd
 from assets.resources import WarehouseResource
 from checks.suites import Violation, build_suite, validate
 from cx_pipeline.feeds import FEEDS, Feed
-from cx_pipeline.warehouse import one, row_key_sql, transaction
+from cx_pipeline.transactions import transaction
+from cx_pipeline.warehouse import one, row_key_sql
 
 CONTRACT_CHECK = "data_contract"
 SAMPLE_ROWS = 10

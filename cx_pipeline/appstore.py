@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+
+from cx_pipeline import transactions
 
 BUSY_TIMEOUT_MS = 30_000
 SCHEMA_VERSION = 2  # 2: inspections, lots and return risk
@@ -164,17 +166,10 @@ def open_store(path: str | Path) -> sqlite3.Connection:
     return con
 
 
-@contextmanager
-def transaction(con: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def transaction(con: sqlite3.Connection) -> AbstractContextManager[sqlite3.Connection]:
     """A transaction that takes the write lock up front (IMMEDIATE), so it waits for another writer at the
     start instead of failing half-way with 'database is locked'."""
-    con.execute("BEGIN IMMEDIATE")
-    try:
-        yield con
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")
+    return transactions.transaction(con, "BEGIN IMMEDIATE")
 
 
 @contextmanager

@@ -17,9 +17,10 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 import pandas as pd
 
-from cx_pipeline import aql, warehouse
-from cx_pipeline.appstore import iso, transaction
+from cx_pipeline import appstore, aql, warehouse
+from cx_pipeline.appstore import iso
 from cx_pipeline.rules import Checklists
+from cx_pipeline.transactions import transaction
 from cx_pipeline.warehouse import one
 
 FEED = "inspections"  # its name in ingest_batches and quarantine
@@ -112,7 +113,7 @@ def publish_lots(
         received_at=pd.to_datetime(lots["received_at"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%S+00:00")
     )
     rows = list(frame[list(Lot.__dataclass_fields__)].itertuples(index=False, name=None))
-    with transaction(store):
+    with appstore.transaction(store):
         store.executemany(f"INSERT OR REPLACE INTO inspection_lots VALUES ({', '.join('?' * 9)})", rows)
         store.execute("DELETE FROM inspection_lots WHERE received_at < ?", [iso(now - timedelta(days=window_days))])
     return len(rows)
@@ -227,7 +228,7 @@ def _store(store: sqlite3.Connection, lots: pd.DataFrame, defects: pd.DataFrame,
         inspected_at=[iso(pd.Timestamp(t)) if pd.notna(t) else iso(now) for t in lots["inspected_at"]],
         entered_at=iso(now),
     )
-    with transaction(store):
+    with appstore.transaction(store):
         (last,) = store.execute(
             "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'inspections'), 0),"
             " coalesce((SELECT max(id) FROM inspections), 0))"
@@ -395,7 +396,7 @@ def import_inspections(store: sqlite3.Connection, con: duckdb.DuckDBPyConnection
     con.register("new_inspections", headers)
     con.register("new_defects", defects)
     try:
-        with warehouse.transaction(con):
+        with transaction(con):
             con.execute(
                 """INSERT INTO inspections
                 SELECT id, receipt_id, line_no, sku, category, supplier_id, lot_size, sample_size, verdict, inspector,

@@ -22,7 +22,8 @@ import pandas as pd
 from cx_pipeline import appstore, staleness
 from cx_pipeline.appstore import iso, utc_now
 from cx_pipeline.staleness import DECISIONS, REASON_CODES
-from cx_pipeline.warehouse import log_import, one, transaction
+from cx_pipeline.transactions import transaction
+from cx_pipeline.warehouse import log_import, one
 
 FEED = "review_decisions"  # its name in ingest_batches and quarantine
 MAX_NOTE = 1000

@@ -69,18 +69,6 @@ def one(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = 
     return rows[0] if rows else None
 
 
-@contextmanager
-def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
-    """All of the block's writes, or none of them."""
-    con.execute("BEGIN")
-    try:
-        yield con
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")
-
-
 def log_import(con: duckdb.DuckDBPyConnection, batch_id: str, feed: str, run_id: str, now: object, rows: int) -> None:
     """Record a batch copied from the app store (decisions, inspections) in `ingest_batches`, as the HTTP
     feeds' batches are, so its contract can find "the latest batch"."""
