@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 DEFAULT_APP_DB = "data/app.sqlite"
@@ -39,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--skus", type=int, default=20000, help="catalog size (20000)")
     evaluate.add_argument(
         "--history-days", type=int, default=150, help="days of history, 90 of them before the training cutoff (150)"
+    )
+    evaluate.add_argument(
+        "--now",
+        type=datetime.fromisoformat,
+        default=datetime(2026, 11, 16, 6, tzinfo=UTC),
+        help="the world's clock, so that the figures can be reproduced (2026-11-16T06:00:00+00:00)",
     )
 
     app_db = argparse.ArgumentParser(add_help=False)
@@ -83,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "evaluate-returns":
         from cx_pipeline.evaluation import evaluate_returns
 
-        return evaluate_returns(args.data_dir, args.seed, args.skus, args.history_days)
+        return evaluate_returns(args.data_dir, args.seed, args.skus, args.history_days, args.now)
     if args.command == "simulate":
         return simulate_world(args)
     if args.command == "serve":

@@ -9,6 +9,7 @@ and the planted driving segments ranked first in their category.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -107,7 +108,7 @@ def print_report(result: Report) -> None:
     print("MET" if result.drivers_found else "MISSED")
 
 
-def evaluate_returns(data_dir: Path, seed: int, skus: int, history_days: int) -> int:
+def evaluate_returns(data_dir: Path, seed: int, skus: int, history_days: int, now: datetime) -> int:
     from cx_pipeline.demo import run_on_world
     from cx_pipeline.simulator import build_world
 
@@ -120,7 +121,7 @@ def evaluate_returns(data_dir: Path, seed: int, skus: int, history_days: int) ->
     for old in data_dir.glob("app.sqlite*"):
         old.unlink()  # the evaluation's own store, fresh each time
     print(f"Generating a demo world for the evaluation (seed {seed}, {skus:,} SKUs, {history_days} days)...")
-    world = build_world(seed=seed, n_skus=skus, history_days=history_days)
+    world = build_world(seed=seed, n_skus=skus, history_days=history_days, now=now)
     result, elapsed = run_on_world(world, data_dir)
     if not result.success:
         print("The pipeline run failed; see the log above.")
