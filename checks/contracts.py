@@ -1,6 +1,7 @@
 """Blocking data-contract checks on the raw feeds: nothing downstream runs on a feed that broke its contract."""
 
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -127,6 +128,31 @@ def contract_check(feed: Feed) -> dg.AssetChecksDefinition:
             violations = validate(frame, suite)
             quarantined = quarantine(con, feed.name, frame, violations)
         return verdict(context, feed.table, frame, suite, violations, quarantined)
+
+    return _check
+
+
+def app_store_contract(
+    asset: str,
+    feed: str,
+    latest_import: Callable[[duckdb.DuckDBPyConnection], pd.DataFrame],
+    suite: Callable[[datetime], gx.ExpectationSuite],
+    additional_deps: list[str],
+    description: str,
+) -> dg.AssetChecksDefinition:
+    """The blocking contract of what an asset imported from the web app's store (decisions, inspections):
+    the latest import is validated, its offending rows are quarantined under `feed`."""
+
+    @dg.asset_check(
+        asset=asset, name=CONTRACT_CHECK, blocking=True, additional_deps=additional_deps, description=description
+    )
+    def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        with warehouse.connect() as con:
+            frame = latest_import(con)
+            expectations = suite(datetime.now(UTC))  # entries carry the app's clock, not a source's
+            violations = validate(frame, expectations)
+            quarantined = quarantine(con, feed, frame, violations)
+        return verdict(context, asset, frame, expectations, violations, quarantined)
 
     return _check
 

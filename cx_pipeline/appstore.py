@@ -8,9 +8,11 @@ from here and publishes the queue back here; the web app never opens the warehou
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -164,6 +166,27 @@ def open_store(path: str | Path) -> sqlite3.Connection:
                 con.execute("ROLLBACK")
             raise
     return con
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[dict[str, object]]
+    total: int  # rows on all pages
+    page: int  # this one, 1-based, within 1..pages
+    pages: int
+
+
+def paged(
+    store: sqlite3.Connection, select: str, source: str, params: list[object], order: str, page: int, size: int
+) -> Page:
+    """Page `page` (clamped to the pages there are) of `SELECT {select} {source} ORDER BY {order}`."""
+    (total,) = store.execute(f"SELECT count(*) {source}", params).fetchone()
+    pages = max(1, math.ceil(total / size))
+    page = min(max(1, page), pages)
+    rows = store.execute(
+        f"SELECT {select} {source} ORDER BY {order} LIMIT ? OFFSET ?", [*params, size, (page - 1) * size]
+    ).fetchall()
+    return Page([dict(r) for r in rows], total, page, pages)
 
 
 def transaction(con: sqlite3.Connection) -> AbstractContextManager[sqlite3.Connection]:

@@ -139,23 +139,18 @@ def lot(store: sqlite3.Connection, receipt_id: str, line_no: int) -> Lot | None:
 
 def lots_page(
     store: sqlite3.Connection, category: str = "", pending_only: bool = True, page: int = 1, size: int = 50
-) -> tuple[list[dict[str, object]], int]:
-    """Received lots, newest first, with their latest inspection if any; returns (rows, total)."""
+) -> appstore.Page:
+    """Received lots, newest first, with their latest inspection if any."""
     where = ["(? = '' OR l.category = ?)"]
     if pending_only:
         where.append("i.id IS NULL")
-    sql = f"""FROM inspection_lots l
+    source = f"""FROM inspection_lots l
         LEFT JOIN (SELECT receipt_id, line_no, max(id) AS id FROM inspections GROUP BY receipt_id, line_no) last
             USING (receipt_id, line_no)
         LEFT JOIN inspections i ON i.id = last.id
         WHERE {" AND ".join(where)}"""
-    (total,) = store.execute(f"SELECT count(*) {sql}", [category, category]).fetchone()
-    rows = store.execute(
-        f"""SELECT l.*, i.id AS inspection_id, i.verdict {sql}
-        ORDER BY l.received_at DESC, l.receipt_id, l.line_no LIMIT ? OFFSET ?""",
-        [category, category, size, (max(page, 1) - 1) * size],
-    ).fetchall()
-    return [dict(r) for r in rows], total
+    order = "l.received_at DESC, l.receipt_id, l.line_no"
+    return appstore.paged(store, "l.*, i.id AS inspection_id, i.verdict", source, [category] * 2, order, page, size)
 
 
 # --- recording ---
@@ -319,15 +314,19 @@ def import_csv(store: sqlite3.Connection, text: str, checklists: Checklists, ins
 
     lots = frame[known].groupby(["receipt_id", "line_no"], sort=False)
     for column in [c for c in CSV_OPTIONAL if c in frame]:  # one inspection per lot: one time, one note
-        differs = lots[column].transform(lambda values: values.astype(str).nunique() > 1)
+        differs = lots[column].transform("nunique", dropna=False) > 1
         bad(known & differs.reindex(frame.index, fill_value=False), f"the lot's rows give different {column} values")
-    checked = lots["item"].agg(set)
-    for (receipt_id, line), items in checked.items():  # one check per lot, not per row
-        rows = lots.get_group((receipt_id, line))["row"]
-        category = frame.at[rows.index[0], "category"]
-        if missing := [i for i in checklists.items(category) if i not in items]:
-            span = f"rows {rows.min()}-{rows.max()}" if len(rows) > 1 else f"row {rows.iat[0]}"
-            problems.append(f"{span}: lot {receipt_id}/{line} has no row for {', '.join(missing)}")
+    # Every checklist item of a lot's category needs its row: an anti-join, then words for the lots with gaps.
+    spans = lots.agg(category=("category", "first"), first=("row", "min"), last=("row", "max")).reset_index()
+    expected = spans.merge(checklist_items(checklists), on="category")
+    present = frame.loc[known, ["receipt_id", "line_no", "item"]].assign(present=True)
+    gaps = expected.merge(present, on=["receipt_id", "line_no", "item"], how="left")
+    gaps = gaps[gaps["present"].isna()]
+    for (receipt_id, line, first, last), missing in gaps.groupby(
+        ["receipt_id", "line_no", "first", "last"], sort=False
+    )["item"]:
+        span = f"rows {first}-{last}" if first != last else f"row {first}"
+        problems.append(f"{span}: lot {receipt_id}/{line} has no row for {', '.join(missing)}")
     if problems:
         raise InspectionError(sorted(problems, key=lambda p: int(p.split()[1].split("-")[0].rstrip(":"))))
     header = lots.first()[[f for f in Lot.__dataclass_fields__ if f not in ("receipt_id", "line_no")]].reset_index()

@@ -280,17 +280,18 @@ def score(con: duckdb.DuckDBPyConnection, now: datetime, checklists: Checklists)
 
 def _drivers(lift: pd.DataFrame) -> list[list[str]]:
     """Per SKU, up to three segments that raise its risk by 5 % or more, in words: `sizing +42%`, or
-    `sizing x3.1` once a segment more than doubles it."""
+    `sizing x3.1` once a segment more than doubles it. Formatted a column of words at a time, not per SKU."""
     values = np.exp(lift.to_numpy())
     order = np.argsort(-values, axis=1)[:, :DRIVERS_SHOWN]
-    names = [c.split(".")[1].replace("_", " ") for c in lift.columns]
-
-    def words(factor: float, name: str) -> str:
-        return f"{name} x{factor:.1f}" if factor >= 2 else f"{name} +{factor - 1:.0%}"
-
-    return [
-        [words(row[c], names[c]) for c in columns if row[c] >= 1.05] for row, columns in zip(values, order, strict=True)
-    ]
+    factors = np.take_along_axis(values, order, axis=1)
+    names = np.array([c.split(".")[1].replace("_", " ") for c in lift.columns])[order]
+    words = np.where(
+        factors >= 2,
+        np.char.add(np.char.add(names, " x"), np.char.mod("%.1f", factors)),
+        np.char.add(np.char.add(np.char.add(names, " +"), np.char.mod("%.0f", (factors - 1) * 100)), "%"),
+    )
+    words = np.where(factors >= 1.05, words, "")
+    return [[w for w in row if w] for row in words.tolist()]
 
 
 PUBLISHED_RISKS = 1000  # the top of the ranking, for QA's page

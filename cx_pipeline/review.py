@@ -9,10 +9,9 @@ so a decision made while a run is going takes effect at once and is picked up by
 
 from __future__ import annotations
 
-import math
 import sqlite3
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import duckdb
@@ -152,32 +151,17 @@ class QueueFilter:
         return " AND ".join(clauses), params
 
 
-@dataclass(frozen=True)
-class QueuePage:
-    rows: list[dict[str, object]]
-    total: int
-    page: int
-    pages: int
-
-
-def _product(row: sqlite3.Row) -> dict[str, object]:
+def _product(row: sqlite3.Row | dict[str, object]) -> dict[str, object]:
     product = dict(row)
     product["reasons"] = orjson.loads(product["reasons"])
     return product
 
 
-def queue_page(store: sqlite3.Connection, filters: QueueFilter, page: int = 1, size: int = PAGE_SIZE) -> QueuePage:
+def queue_page(store: sqlite3.Connection, filters: QueueFilter, page: int = 1, size: int = PAGE_SIZE) -> appstore.Page:
     """One page of the queue, most urgent first."""
     where, params = filters.where()
-    (total,) = store.execute(f"SELECT count(*) FROM review_queue q WHERE {where}", params).fetchone()
-    pages = max(1, math.ceil(total / size))
-    page = min(max(1, page), pages)
-    rows = store.execute(
-        f"""SELECT q.* FROM review_queue q WHERE {where}
-        ORDER BY q.rank LIMIT ? OFFSET ?""",
-        [*params, size, (page - 1) * size],
-    ).fetchall()
-    return QueuePage([_product(r) for r in rows], total, page, pages)
+    found = appstore.paged(store, "q.*", f"FROM review_queue q WHERE {where}", params, "q.rank", page, size)
+    return replace(found, rows=[_product(r) for r in found.rows])
 
 
 def queue_rows(store: sqlite3.Connection, filters: QueueFilter) -> list[dict[str, object]]:

@@ -159,8 +159,9 @@ def test_a_file_with_the_wrong_columns_is_refused_before_its_rows(store):
 def test_a_later_entry_for_the_same_lot_replaces_the_earlier_one_in_the_lot_list(store):
     inspections.record(store, apparel_entry(), CHECKLISTS, "quinn")
     inspections.record(store, apparel_entry(sizing=(1, 0, 0)), CHECKLISTS, "quinn")
-    pending, total_pending = inspections.lots_page(store)
-    everything, total = inspections.lots_page(store, pending_only=False)
+    pending, everything = inspections.lots_page(store), inspections.lots_page(store, pending_only=False)
+    total_pending, total = pending.total, everything.total
+    pending, everything = pending.rows, everything.rows
     assert total_pending == 2 and ("RCV-1", 1) not in {(r["receipt_id"], r["line_no"]) for r in pending}
     inspected = next(r for r in everything if (r["receipt_id"], r["line_no"]) == ("RCV-1", 1))
     assert inspected["verdict"] == "reject" and total == 3

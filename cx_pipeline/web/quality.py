@@ -3,14 +3,13 @@ entries, and the return-risk list with the segments that drive it."""
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 
 import orjson
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from cx_pipeline import aql, inspections
+from cx_pipeline import appstore, aql, inspections
 from cx_pipeline.rules import load_checklists
 from cx_pipeline.web.core import INSPECTORS, Context, page
 
@@ -18,10 +17,10 @@ PAGE_SIZE = 50
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 
 
-def _page_no(ctx: Context, pages: int) -> int:
-    """The page asked for, within 1..pages."""
+def _page_no(ctx: Context) -> int:
+    """The page asked for (the store clamps it to the pages there are)."""
     try:
-        return min(max(1, int(ctx.request.query_params.get("page", "1"))), pages)
+        return min(int(ctx.request.query_params.get("page", "1")), 10**6)
     except ValueError:
         return 1
 
@@ -30,16 +29,13 @@ def _page_no(ctx: Context, pages: int) -> int:
 def overview(ctx: Context) -> Response:
     category = ctx.request.query_params.get("category", "")
     show_all = ctx.request.query_params.get("show") == "all"
-    _, total = inspections.lots_page(ctx.store, category, not show_all, 1, 0)
-    pages = max(1, math.ceil(total / PAGE_SIZE))
-    page_no = _page_no(ctx, pages)
-    lots, _ = inspections.lots_page(ctx.store, category, not show_all, page_no, PAGE_SIZE)
+    lots = inspections.lots_page(ctx.store, category, not show_all, _page_no(ctx), PAGE_SIZE)
     return ctx.render(
         "quality.html",
-        lots=lots,
-        total=total,
-        page=page_no,
-        pages=pages,
+        lots=lots.rows,
+        total=lots.total,
+        page=lots.page,
+        pages=lots.pages,
         category=category,
         show_all=show_all,
         categories=list(load_checklists().categories),
@@ -159,21 +155,16 @@ def upload(ctx: Context) -> Response:
 
 @page(*INSPECTORS)
 def risk(ctx: Context) -> Response:
-    (total,) = ctx.store.execute("SELECT count(*) FROM return_risk").fetchone()
-    pages = max(1, math.ceil(total / PAGE_SIZE))
-    page_no = _page_no(ctx, pages)
-    rows = ctx.store.execute(
-        "SELECT * FROM return_risk ORDER BY rank LIMIT ? OFFSET ?", [PAGE_SIZE, (page_no - 1) * PAGE_SIZE]
-    ).fetchall()
+    risks = appstore.paged(ctx.store, "*", "FROM return_risk", [], "rank", _page_no(ctx), PAGE_SIZE)
     drivers = ctx.store.execute("SELECT * FROM risk_drivers ORDER BY category, rank").fetchall()
     published = ctx.store.execute("SELECT * FROM publications WHERE name = 'return_risk'").fetchone()
     return ctx.render(
         "risk.html",
-        risks=[dict(r) | {"drivers": orjson.loads(r["drivers"])} for r in rows],
+        risks=[r | {"drivers": orjson.loads(r["drivers"])} for r in risks.rows],
         drivers=[dict(d) for d in drivers],
         published=dict(published) if published else None,
-        page=page_no,
-        pages=pages,
+        page=risks.page,
+        pages=risks.pages,
     )
 
 
