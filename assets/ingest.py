@@ -4,7 +4,7 @@ import dagster as dg
 
 from assets.resources import UpstreamApiResource, WarehouseResource
 from cx_pipeline.feeds import FEEDS, Feed
-from cx_pipeline.ingest import fetch, land, last_cursor
+from cx_pipeline.ingest import land, last_cursor
 
 OWNERS = ["team:cx-data"]
 PROGRESS_EVERY_PAGES = 20
@@ -36,7 +36,7 @@ def raw_asset(feed: Feed) -> dg.AssetsDefinition:
         with warehouse.connect() as con:
             since = last_cursor(con, feed)
             context.log.info(f"{feed.table}: pulling {feed.path} " + (f"since {since}" if since else "in full"))
-            batch = fetch(api.client, feed, since, page_size=api.page_size, progress=progress)
+            batch = api.pull(con, feed, since, progress)
             stats = land(con, batch, run_id=context.run_id)
         context.log.info(
             f"{feed.table}: {stats.rows_fetched:,} fetched, {stats.rows_new:,} new, {stats.rows_updated:,} updated"

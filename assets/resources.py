@@ -6,6 +6,7 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
@@ -13,7 +14,9 @@ import duckdb
 from pydantic import PrivateAttr
 
 from cx_pipeline import appstore, warehouse
+from cx_pipeline.feeds import Feed
 from cx_pipeline.http import ApiClient
+from cx_pipeline.ingest import Batch, ProgressFn, fetch
 from cx_pipeline.storefront import ADAPTERS, StorefrontAdapter, StorefrontConfigError
 
 
@@ -71,6 +74,12 @@ class UpstreamApiResource(dg.ConfigurableResource):
                 backoff_factor=self.backoff_seconds,
             )
         return self._client
+
+    def pull(
+        self, con: duckdb.DuckDBPyConnection, feed: Feed, since: datetime | None, progress: ProgressFn | None = None
+    ) -> Batch:
+        """Stage `feed`'s rows changed since `since` (all of them when None) in `landing_<feed>`."""
+        return fetch(con, self.client, feed, since, page_size=self.page_size, progress=progress)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         _ = self.client  # fail at start, before any write, on a malformed URL or a missing token

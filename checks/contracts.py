@@ -2,6 +2,7 @@
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -57,50 +58,80 @@ def min_rows(con: duckdb.DuckDBPyConnection, feed: Feed) -> int:
     return max(1, math.floor(expected * ratio)) if expected >= MIN_EXPECTED_ROWS else 0
 
 
-def landed_batch(con: duckdb.DuckDBPyConnection, feed: Feed) -> pd.DataFrame:
-    """The latest landed batch, exact duplicates collapsed, with a `_known_*` flag per reference."""
+@dataclass(frozen=True)
+class Judged:
+    """A batch staged for its contract: `table` holds the typed rows with `_row`, `_row_key`, `_batch_id`
+    and the reference flags; `sent` holds each row as sent (`_raw`), found by `_row`."""
+
+    table: str
+    sent: str
+    rows: int
+
+
+def landed_batch(con: duckdb.DuckDBPyConnection, feed: Feed) -> Judged:
+    """Stage the latest landed batch as `contract_<feed>`: exact duplicates collapsed, a `_known_*` flag per
+    reference. The rows as sent stay in `landing_<feed>`."""
     flags = "".join(
         f", {' OR '.join(f'l.{c} IS NULL' for c in ref.columns)} OR EXISTS (SELECT 1 FROM {ref.table} t WHERE "
         + " AND ".join(f"t.{tc} = l.{c}" for c, tc in zip(ref.columns, ref.table_columns, strict=True))
         + f") AS {ref.flag}"
         for ref in feed.references
     )
-    return con.execute(f"""
-        SELECT l.*, {row_key_sql(feed, "l")} AS _row_key {flags}
+    con.execute(f"""
+        CREATE OR REPLACE TABLE contract_{feed.name} AS
+        SELECT l.* EXCLUDE (_raw), {row_key_sql(feed, "l")} AS _row_key {flags}
         FROM landing_{feed.name} l
         QUALIFY row_number() OVER (PARTITION BY l._raw::VARCHAR ORDER BY l._row) = 1
-        ORDER BY l._row
-    """).df()
+    """)
+    (rows,) = one(con, f"SELECT count(*) FROM contract_{feed.name}")
+    return Judged(f"contract_{feed.name}", f"landing_{feed.name}", rows)
 
 
-def quarantine(con: duckdb.DuckDBPyConnection, feed: str, frame: pd.DataFrame, violations: list[Violation]) -> int:
+def imported_batch(con: duckdb.DuckDBPyConnection, feed: str, frame: pd.DataFrame) -> Judged:
+    """Stage an import from the app store (a frame with `_row`, `_row_key`, `_raw`, `_batch_id`) as
+    `contract_<feed>`."""
+    con.register("imported", frame)
+    try:
+        con.execute(f"CREATE OR REPLACE TABLE contract_{feed} AS SELECT * FROM imported")
+    finally:
+        con.unregister("imported")
+    return Judged(f"contract_{feed}", f"contract_{feed}", len(frame))
+
+
+def quarantine(con: duckdb.DuckDBPyConnection, feed: str, judged: Judged, violations: list[Violation]) -> int:
     """Record every offending row of `feed`, verbatim, against the expectation it broke; returns rows recorded.
 
     Judging a batch again (a re-run of the check) replaces its earlier verdict instead of adding to it.
     """
-    if frame.empty:
+    if not judged.rows:
         return 0
-    batch_id = frame["_batch_id"].iat[0]
-    records = pd.DataFrame(
-        [(v.expectation, frame.at[i, "_row_key"], frame.at[i, "_raw"]) for v in violations for i in v.row_index],
-        columns=["expectation", "row_key", "row_data"],
-    )
-    con.register("offending", records)
+    offending = pd.DataFrame(
+        [(v.expectation, row) for v in violations for row in v.row_index], columns=["expectation", "_row"]
+    ).astype({"expectation": object, "_row": "int64"})
+    con.register("offending", offending)
     try:
         with transaction(con):
-            con.execute("DELETE FROM quarantine WHERE feed = ? AND batch_id = ?", [feed, batch_id])
             con.execute(
-                "INSERT INTO quarantine SELECT ?, ?, expectation, row_key, row_data::JSON, ?, NULL FROM offending",
-                [feed, batch_id, datetime.now(UTC)],
+                f"DELETE FROM quarantine WHERE feed = ? AND batch_id IN (SELECT _batch_id FROM {judged.table})", [feed]
+            )
+            con.execute(
+                f"""INSERT INTO quarantine
+                SELECT ?, j._batch_id, o.expectation, j._row_key, s._raw::JSON, ?, NULL
+                FROM offending o JOIN {judged.table} j USING (_row) JOIN {judged.sent} s USING (_row)""",
+                [feed, datetime.now(UTC)],
             )
     finally:
         con.unregister("offending")
-    return len(records)
+    return len(offending)
 
 
-def sample_markdown(frame: pd.DataFrame, violation: Violation) -> str:
-    rows = frame.loc[violation.row_index[:SAMPLE_ROWS], ["_row", "_row_key", "_raw"]]
-    rows = rows.rename(columns={"_row": "row", "_row_key": "key", "_raw": "as sent"})
+def sample_markdown(con: duckdb.DuckDBPyConnection, judged: Judged, violation: Violation) -> str:
+    rows = con.execute(
+        f"""SELECT j._row AS row, j._row_key AS key, s._raw::VARCHAR AS "as sent"
+        FROM {judged.table} j JOIN {judged.sent} s USING (_row) WHERE j._row IN (SELECT unnest(?::BIGINT[]))
+        ORDER BY j._row""",
+        [violation.row_index[:SAMPLE_ROWS]],
+    ).df()
     return rows.to_markdown(index=False)
 
 
@@ -117,7 +148,7 @@ def contract_check(feed: Feed) -> dg.AssetChecksDefinition:
     )
     def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
         with warehouse.connect() as con:
-            frame = landed_batch(con, feed)
+            judged = landed_batch(con, feed)
             as_of = one(
                 con,
                 "SELECT as_of FROM ingest_batches WHERE feed = ? ORDER BY fetched_at DESC LIMIT 1",
@@ -125,9 +156,9 @@ def contract_check(feed: Feed) -> dg.AssetChecksDefinition:
             )
             now = (as_of[0] if as_of and as_of[0] else None) or datetime.now(UTC)
             suite = build_suite(feed, now, min_rows(con, feed))
-            violations = validate(frame, suite)
-            quarantined = quarantine(con, feed.name, frame, violations)
-        return verdict(context, feed.table, frame, suite, violations, quarantined)
+            violations = validate(con, judged.table, suite)
+            quarantined = quarantine(con, feed.name, judged, violations)
+            return verdict(context, con, feed.table, judged, suite, violations, quarantined)
 
     return _check
 
@@ -148,33 +179,34 @@ def app_store_contract(
     )
     def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
         with warehouse.connect() as con:
-            frame = latest_import(con)
+            judged = imported_batch(con, feed, latest_import(con))
             expectations = suite(datetime.now(UTC))  # entries carry the app's clock, not a source's
-            violations = validate(frame, expectations)
-            quarantined = quarantine(con, feed, frame, violations)
-        return verdict(context, asset, frame, expectations, violations, quarantined)
+            violations = validate(con, judged.table, expectations)
+            quarantined = quarantine(con, feed, judged, violations)
+            return verdict(context, con, asset, judged, expectations, violations, quarantined)
 
     return _check
 
 
 def verdict(
     context: dg.AssetCheckExecutionContext,
+    con: duckdb.DuckDBPyConnection,
     table: str,
-    frame: pd.DataFrame,
+    judged: Judged,
     suite: gx.ExpectationSuite,
     violations: list[Violation],
     quarantined: int,
 ) -> dg.AssetCheckResult:
     """The check's result: each broken expectation with its count and a sample of the offending rows."""
     metadata: dict[str, object] = {
-        "rows_validated": len(frame),
+        "rows_validated": judged.rows,
         "expectations": len(suite.expectations),
         "broken_expectations": len(violations),
         "rows_quarantined": quarantined,
     }
     for v in violations:
         detail = f"**{v.unexpected_count} offending rows**" if v.row_index else f"observed: {v.observed}"
-        sample = f"\n\n{sample_markdown(frame, v)}" if v.row_index else ""
+        sample = f"\n\n{sample_markdown(con, judged, v)}" if v.row_index else ""
         metadata[v.expectation] = dg.MetadataValue.md(f"{detail}{sample}")
         context.log.error(f"{table}: {v.expectation} broken: {v.unexpected_count or v.observed}")
     return dg.AssetCheckResult(passed=not violations, metadata=metadata)

@@ -9,19 +9,32 @@ from datetime import datetime, timedelta
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")  # no phoning home from a batch pipeline
 
+import duckdb
 import great_expectations as gx
 import great_expectations.expectations as gxe
-import pandas as pd
+from duckdb_engine import ConnectionWrapper
 from great_expectations.data_context.types.base import ProgressBarsConfig
+from great_expectations.execution_engine.sqlalchemy_execution_engine import SqlAlchemyExecutionEngine
 
 from cx_pipeline.aql import SEVERITIES
 from cx_pipeline.feeds import Feed
 from cx_pipeline.staleness import DECISIONS
+from cx_pipeline.warehouse import one
 
 # GX pins this logger to INFO and announces a temporary docs directory for every ephemeral context:
 # one line per check in every run log, about a directory it has already removed.
 logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
 CLOCK_SKEW = timedelta(minutes=5)  # tolerated lead of a row's timestamp over the source's clock
+
+
+def _fetch_before_release(self: SqlAlchemyExecutionEngine, query: object) -> object:
+    """GX reads a query's rows after handing its connection back, and DuckDB drops a result with its
+    connection, so every metric came back empty (great_expectations#11579). Buffer the rows first."""
+    with self.get_connection() as connection:
+        return self._execute_query_with_recovery(connection, query).freeze()()
+
+
+SqlAlchemyExecutionEngine.execute_query = _fetch_before_release
 
 
 @dataclass(frozen=True)
@@ -30,7 +43,7 @@ class Violation:
 
     expectation: str
     unexpected_count: int
-    row_index: list[int]  # empty for table-level expectations such as the volume check
+    row_index: list[int]  # the offending rows' `_row`; empty for table-level expectations such as volume
     observed: object = None
 
 
@@ -103,24 +116,40 @@ def describe(config: gxe.Expectation | object) -> str:
     return f"{config.type}({', '.join(filter(None, [target, details]))})"
 
 
-def validate(frame: pd.DataFrame, suite: gx.ExpectationSuite) -> list[Violation]:
-    """Run `suite` on `frame` with an ephemeral GX context; return the broken expectations."""
+def validate(con: duckdb.DuckDBPyConnection, table: str, suite: gx.ExpectationSuite) -> list[Violation]:
+    """Run `suite` on warehouse table `table` (which has a `_row` column); return the broken expectations.
+
+    GX runs its expectations as SQL in the warehouse (through duckdb-engine), so a batch of millions of
+    rows is judged where it lies instead of being copied into pandas.
+    """
+    (path,) = one(con, "SELECT path FROM duckdb_databases() WHERE database_name = current_database()")
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    batch_definition = (
-        context.data_sources.add_pandas("landing")
-        .add_dataframe_asset(suite.name)
-        .add_batch_definition_whole_dataframe("batch")
+    # A cursor is a second connection to the same open database: another duckdb.connect() of the file
+    # with a different configuration would be refused.
+    source = context.data_sources.add_sql(
+        "warehouse", connection_string=f"duckdb:///{path}", kwargs={"creator": lambda: ConnectionWrapper(con.cursor())}
     )
-    batch = batch_definition.get_batch(batch_parameters={"dataframe": frame.reset_index(drop=True)})
-    result = batch.validate(suite, result_format={"result_format": "COMPLETE"})
+    batch = source.add_table_asset(table, table_name=table).add_batch_definition_whole_table("batch").get_batch()
+    try:
+        result = batch.validate(
+            suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["_row"]}
+        )
+    finally:
+        source.get_execution_engine().engine.dispose()  # release the file: other processes may open it next
     return [
         Violation(
             expectation=describe(r.expectation_config),
             unexpected_count=int(r.result.get("unexpected_count") or 0),
-            row_index=[int(i) for i in r.result.get("unexpected_index_list") or []],
-            observed=r.result.get("observed_value"),
+            row_index=[int(i["_row"]) for i in r.result.get("unexpected_index_list") or []],
+            observed=r.result.get("observed_value") or _error(r.exception_info),
         )
         for r in result.results
         if not r.success
     ]
+
+
+def _error(info: dict) -> str | None:
+    """The message of an expectation that could not be evaluated (GX nests it per metric)."""
+    messages = [i.get("exception_message") for i in info.values() if isinstance(i, dict)]
+    return "; ".join(filter(None, messages)) or info.get("exception_message") or None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import tempfile
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -22,13 +24,14 @@ PREVIEW_ROWS = 5
 
 @dataclass(frozen=True)
 class Batch:
-    """One pull of a feed, as typed rows plus each row exactly as the source sent it (`_raw`)."""
+    """One pull of a feed, staged in `landing_<feed>`: typed columns plus each row exactly as sent (`_raw`)."""
 
     feed: Feed
-    frame: pd.DataFrame
+    batch_id: str
+    rows: int
+    pages: int
     as_of: datetime | None
     updated_since: datetime | None
-    pages: int
 
 
 @dataclass(frozen=True)
@@ -56,99 +59,119 @@ def last_cursor(con: duckdb.DuckDBPyConnection, feed: Feed) -> datetime | None:
 
 
 def fetch(
+    con: duckdb.DuckDBPyConnection,
     client: ApiClient,
     feed: Feed,
     updated_since: datetime | None,
     page_size: int = 1000,
     progress: ProgressFn | None = None,
 ) -> Batch:
-    """Read every page of `feed` changed since `updated_since` (inclusive; None reads everything)."""
+    """Read every page of `feed` changed since `updated_since` (inclusive; None reads everything) into
+    `landing_<feed>`."""
     params: dict[str, Any] = {"limit": page_size}
     if feed.incremental and updated_since is not None:
         params["updated_since"] = updated_since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    records: list[dict[str, Any]] = []
-    as_of = None
-    pages = 0
-    for page in client.pages(feed.path, params):
-        pages += 1
-        as_of = as_of or page.get("as_of")
-        records.extend(page["data"])
-        if progress:
-            progress(pages, len(records))
-    return Batch(
-        feed=feed,
-        frame=to_frame(feed, records),
-        as_of=pd.to_datetime(as_of, utc=True).to_pydatetime() if as_of else None,
-        updated_since=updated_since,
-        pages=pages,
-    )
+    seen = {"pages": 0, "rows": 0, "as_of": None}
+
+    def pages() -> Iterator[list[dict[str, Any]]]:
+        for page in client.pages(feed.path, params):
+            seen["pages"] += 1
+            seen["rows"] += len(page["data"])
+            seen["as_of"] = seen["as_of"] or page.get("as_of")
+            yield page["data"]
+            if progress:
+                progress(seen["pages"], seen["rows"])
+
+    batch = stage(con, feed, pages(), updated_since)
+    as_of = seen["as_of"]
+    return replace(batch, as_of=pd.to_datetime(as_of, utc=True).to_pydatetime() if as_of else None)
 
 
-def flatten(feed: Feed, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per line for feeds that nest lines under a header (a header without lines stays one row)."""
-    if not feed.explode:
-        return records
-    rows = []
-    for header in records:
-        lines = header.get(feed.explode) or [{}]
-        base = {k: v for k, v in header.items() if k != feed.explode}
-        rows.extend({**base, **line} if isinstance(line, dict) else base for line in lines)
-    return rows
+def typed_sql(column: str, sql_type: str) -> str:
+    """SQL reading `column` from a row as sent, typed; a value that does not parse becomes null.
 
-
-def to_frame(feed: Feed, records: list[dict[str, Any]]) -> pd.DataFrame:
-    """Type the rows by the feed's declared columns; a value that does not parse becomes null.
-
-    Nothing is lost by that: `_raw` keeps each row as sent, so the contract can quarantine it verbatim.
+    Nothing is lost by that: `_raw` keeps the row as sent, so the contract can quarantine it verbatim.
     """
-    rows = flatten(feed, records)
-    frame = (
-        pd.DataFrame.from_records(rows, columns=list(feed.columns))
-        if rows
-        else pd.DataFrame(columns=list(feed.columns))
-    )
-    for column, sql_type in feed.columns.items():
-        values = frame[column]
-        if sql_type in ("TIMESTAMPTZ", "DATE"):
-            frame[column] = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
-        elif sql_type == "INTEGER" or sql_type.startswith("DECIMAL"):
-            frame[column] = pd.to_numeric(values, errors="coerce")
-        elif sql_type == "JSON":
-            frame[column] = [
-                None if v is None else orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode() for v in values
-            ]
-        else:
-            frame[column] = values.where(values.isna(), values.astype(str)).astype(object)
-    frame["_row"] = range(len(frame))
-    frame["_raw"] = [orjson.dumps(r, default=str).decode() for r in rows]
-    return frame
+    value = f"_raw->>'{column}'"
+    if sql_type == "JSON":
+        return f"CASE WHEN json_type(_raw->'{column}') <> 'NULL' THEN _raw->'{column}' END"
+    if sql_type == "DATE":  # a date may come as a full timestamp
+        return f"coalesce(TRY_CAST({value} AS DATE), TRY_CAST(TRY_CAST({value} AS TIMESTAMPTZ) AS DATE))"
+    if sql_type == "VARCHAR":
+        return value
+    return f"TRY_CAST({value} AS {sql_type})"
+
+
+def rows_sql(feed: Feed, path: Path) -> str:
+    """SQL for the rows of a staged file (one JSON line `[page, [record, ...]]` per page) in the order sent.
+
+    Feeds that nest lines under a header get one row per line, the header's fields merged into each (a
+    header without lines stays one row). The merge is RFC 7396, so a line's field sent as null is absent
+    from `_raw` rather than null; it reads as null all the same.
+    """
+    records = f"""SELECT page, generate_subscripts(data, 1) AS record_no, unnest(data) AS record
+        FROM (SELECT (j->>0)::INTEGER AS page, CAST(j->1 AS JSON[]) AS data
+              FROM read_json_objects('{path}', format = 'newline_delimited') AS t(j))"""
+    if not feed.explode:
+        return f"SELECT row_number() OVER (ORDER BY page, record_no) - 1 AS _row, record AS _raw FROM ({records})"
+    lines = f"""SELECT page, record_no, json_merge_patch(record, '{{"{feed.explode}": null}}') AS header,
+               coalesce(nullif(TRY_CAST(record->'{feed.explode}' AS JSON[]), []), [NULL::JSON]) AS lines
+        FROM ({records})"""
+    return f"""SELECT row_number() OVER (ORDER BY page, record_no, line_no) - 1 AS _row,
+               CASE WHEN json_type(line) = 'OBJECT' THEN json_merge_patch(header, line) ELSE header END AS _raw
+        FROM (SELECT page, record_no, header, generate_subscripts(lines, 1) AS line_no, unnest(lines) AS line
+              FROM ({lines}))"""
+
+
+def stage(
+    con: duckdb.DuckDBPyConnection,
+    feed: Feed,
+    pages: Iterable[list[dict[str, Any]]],
+    updated_since: datetime | None = None,
+    as_of: datetime | None = None,
+) -> Batch:
+    """Stage pages of records as `landing_<feed>`, one row per record (per line for nested feeds).
+
+    Each page goes to a newline-delimited JSON file as one line; DuckDB flattens, numbers and types the
+    rows in one pass, so no Python loop or DataFrame ever touches a row and millions stream through.
+    """
+    batch_id = f"{feed.name}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    page_count = 0
+    with tempfile.TemporaryDirectory(prefix="cx-landing-") as tmp:
+        path = Path(tmp) / f"{feed.name}.ndjson"
+        with path.open("wb") as out:
+            for records in pages:
+                out.write(b"[%d,%b]\n" % (page_count, orjson.dumps(records, default=str)))
+                page_count += 1
+        source = rows_sql(feed, path) if page_count else "SELECT NULL::BIGINT AS _row, NULL::JSON AS _raw WHERE false"
+        typed = ", ".join(f"{typed_sql(c, t)} AS {c}" for c, t in feed.columns.items())
+        con.execute(
+            f"CREATE OR REPLACE TABLE landing_{feed.name} AS "
+            f"SELECT {typed}, _row, _raw, ?::VARCHAR AS _batch_id FROM ({source}) ORDER BY _row",
+            [batch_id],
+        )
+    (rows,) = one(con, f"SELECT count(*) FROM landing_{feed.name}")
+    return Batch(feed, batch_id, rows, page_count, as_of, updated_since)
 
 
 def land(con: duckdb.DuckDBPyConnection, batch: Batch, run_id: str | None = None) -> LandingStats:
-    """Land a batch: keep it as fetched in `landing_<feed>`, upsert it into `raw_<feed>` by natural key.
+    """Land a staged batch: upsert `landing_<feed>` (kept as fetched) into `raw_<feed>` by natural key.
 
     Re-landing the same rows changes nothing (they count as unchanged). Within one batch the last copy of
     a key wins. Rows without a complete key cannot be upserted: they stay in the landing table, where the
     contract quarantines them. All of it is one transaction.
     """
     feed = batch.feed
-    batch_id = f"{feed.name}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    batch_id = batch.batch_id
     columns = list(feed.columns)
-    typed = ", ".join(f"TRY_CAST({c} AS {t}) AS {c}" for c, t in feed.columns.items())
     keys_present = " AND ".join(f"{k} IS NOT NULL" for k in feed.keys)
     join_on = " AND ".join(f"i.{k} = r.{k}" for k in feed.keys)
     differs = (
         f"row({', '.join('i.' + c for c in columns)}) IS DISTINCT FROM row({', '.join('r.' + c for c in columns)})"
     )
 
-    con.register("batch_frame", batch.frame)
     con.execute("BEGIN")
     try:
-        con.execute(
-            f"CREATE OR REPLACE TABLE landing_{feed.name} AS "
-            f"SELECT {typed}, _row, _raw::JSON AS _raw, ?::VARCHAR AS _batch_id FROM batch_frame",
-            [batch_id],
-        )
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE incoming AS
             SELECT {", ".join(columns)} FROM landing_{feed.name}
@@ -200,7 +223,7 @@ def land(con: duckdb.DuckDBPyConnection, batch: Batch, run_id: str | None = None
                 batch.updated_since,
                 cursor,
                 batch.pages,
-                len(batch.frame),
+                batch.rows,
                 new,
                 changed - new,
                 incoming - changed,
@@ -211,6 +234,4 @@ def land(con: duckdb.DuckDBPyConnection, batch: Batch, run_id: str | None = None
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    finally:
-        con.unregister("batch_frame")
-    return LandingStats(batch_id, len(batch.frame), new, changed - new, incoming - changed, duplicate, cursor, preview)
+    return LandingStats(batch_id, batch.rows, new, changed - new, incoming - changed, duplicate, cursor, preview)

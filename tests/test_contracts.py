@@ -97,8 +97,9 @@ def test_judging_a_batch_again_replaces_its_verdict(sim, run_pipeline, warehouse
     feed = FEEDS["receipts"]
 
     with connect(warehouse_path) as con:  # what a re-run of the check does
-        frame = landed_batch(con, feed)
-        quarantine(con, feed.name, frame, validate(frame, build_suite(feed, datetime.now(UTC), min_rows=0)))
+        judged = landed_batch(con, feed)
+        suite = build_suite(feed, datetime.now(UTC), min_rows=0)
+        quarantine(con, feed.name, judged, validate(con, judged.table, suite))
 
     assert len(quarantined(warehouse_path, "receipts")) == 3
 
@@ -132,10 +133,11 @@ def test_an_incremental_feed_far_below_its_usual_rate_fails(sim, run_pipeline):
     assert any(k.startswith("expect_table_row_count_to_be_between") for k in check.metadata)
 
 
-def test_conflicting_copies_of_a_key_break_uniqueness():
+def test_conflicting_copies_of_a_key_break_uniqueness(tmp_path):
     feed = FEEDS["inquiries"]
     frame = pd.DataFrame(
         {
+            "_row": [0, 1, 2],
             "inquiry_id": ["INQ-1", "INQ-1", "INQ-2"],
             "order_id": [None, None, None],
             "sku": [None, None, None],
@@ -147,7 +149,10 @@ def test_conflicting_copies_of_a_key_break_uniqueness():
         }
     )
 
-    violations = validate(frame, build_suite(feed, datetime.now(UTC), min_rows=1))
+    with connect(tmp_path / "w.duckdb") as con:
+        con.register("frame", frame)
+        con.execute("CREATE TABLE batch AS SELECT * FROM frame")
+        violations = validate(con, "batch", build_suite(feed, datetime.now(UTC), min_rows=1))
 
     assert [(v.expectation.split("(")[0], v.row_index) for v in violations] == [
         ("expect_column_values_to_be_unique", [0, 1])

@@ -7,7 +7,7 @@ import pytest
 
 from checks.contracts import min_rows
 from cx_pipeline.feeds import FEEDS
-from cx_pipeline.ingest import Batch, land, last_cursor, to_frame
+from cx_pipeline.ingest import land, last_cursor, stage
 from cx_pipeline.warehouse import connect
 
 INQUIRIES = FEEDS["inquiries"]
@@ -26,14 +26,15 @@ def inquiry(n: int, reason: str = "return", hours_ago: float = 1) -> dict:
     }
 
 
-def batch(records: list[dict], since: datetime | None = None, as_of: datetime = NOW) -> Batch:
-    return Batch(INQUIRIES, to_frame(INQUIRIES, records), as_of, since, pages=1)
+def landed(con: duckdb.DuckDBPyConnection, records: list[dict], since: datetime | None = None, as_of: datetime = NOW):
+    """Stage one page of inquiries and land it."""
+    return land(con, stage(con, INQUIRIES, [records], since, as_of))
 
 
 def test_landing_counts_new_updated_and_unchanged(tmp_path):
     with connect(tmp_path / "w.duckdb") as con:
-        first = land(con, batch([inquiry(1), inquiry(2)]))
-        second = land(con, batch([inquiry(1), inquiry(2, reason="other", hours_ago=0.5), inquiry(3)]))
+        first = landed(con, [inquiry(1), inquiry(2)])
+        second = landed(con, [inquiry(1), inquiry(2, reason="other", hours_ago=0.5), inquiry(3)])
 
         assert (first.rows_new, first.rows_updated, first.rows_unchanged) == (2, 0, 0)
         assert (second.rows_new, second.rows_updated, second.rows_unchanged) == (1, 1, 1)
@@ -42,7 +43,7 @@ def test_landing_counts_new_updated_and_unchanged(tmp_path):
 
 def test_the_last_copy_of_a_key_in_a_batch_wins_and_exact_copies_are_counted(tmp_path):
     with connect(tmp_path / "w.duckdb") as con:
-        stats = land(con, batch([inquiry(1), inquiry(1), inquiry(1, reason="other")]))
+        stats = landed(con, [inquiry(1), inquiry(1), inquiry(1, reason="other")])
 
         assert (stats.rows_fetched, stats.rows_new, stats.rows_duplicate) == (3, 1, 1)
         assert con.execute("SELECT reason FROM raw_inquiries").fetchall() == [("other",)]
@@ -52,18 +53,18 @@ def test_the_cursor_never_passes_the_source_clock(tmp_path):
     future = inquiry(2)
     future["updated_at"] = "2099-01-01T00:00:00Z"
     with connect(tmp_path / "w.duckdb") as con:
-        land(con, batch([inquiry(1, hours_ago=2), future]))
+        landed(con, [inquiry(1, hours_ago=2), future])
 
         assert last_cursor(con, INQUIRIES) == NOW - timedelta(hours=2)
 
 
 def test_a_newer_version_releases_a_quarantined_row(tmp_path):
     with connect(tmp_path / "w.duckdb") as con:
-        land(con, batch([inquiry(1)]))
+        landed(con, [inquiry(1)])
         con.execute("INSERT INTO quarantine VALUES ('inquiries', 'b', 'x', 'INQ-1', '{}', now(), NULL)")
         assert con.execute("SELECT count(*) FROM valid_inquiries").fetchall() == [(0,)]
 
-        land(con, batch([inquiry(1, reason="other", hours_ago=0.5)]))
+        landed(con, [inquiry(1, reason="other", hours_ago=0.5)])
 
         assert con.execute("SELECT count(*) FROM valid_inquiries").fetchall() == [(1,)]
 
@@ -71,9 +72,9 @@ def test_a_newer_version_releases_a_quarantined_row(tmp_path):
 def test_a_failed_landing_leaves_nothing_behind(tmp_path):
     path = tmp_path / "w.duckdb"
     with connect(path) as con:
-        land(con, batch([inquiry(1)]))
-        broken = batch([inquiry(2)])
-        broken.frame.drop(columns=["_raw"], inplace=True)
+        landed(con, [inquiry(1)])
+        broken = stage(con, INQUIRIES, [[inquiry(2)]], as_of=NOW)
+        con.execute("ALTER TABLE landing_inquiries DROP COLUMN _raw")
         with pytest.raises(duckdb.Error):
             land(con, broken)
     with duckdb.connect(str(path), read_only=True) as con:
@@ -90,16 +91,16 @@ def test_volume_rules(tmp_path):
     ]
     with connect(tmp_path / "w.duckdb") as con:
         assert min_rows(con, INQUIRIES) == 1  # nothing landed yet: a first load must bring rows
-        land(con, batch(history))
+        landed(con, history)
         # A night window held nothing in earlier weeks: an empty pull is normal, not a broken feed.
-        land(con, batch([], since=midnight - timedelta(hours=2), as_of=midnight + timedelta(hours=6)))
+        landed(con, [], since=midnight - timedelta(hours=2), as_of=midnight + timedelta(hours=6))
         assert min_rows(con, INQUIRIES) == 0
         # A working-day window held 10 rows in each earlier week: at least 25 % of that must come.
-        land(con, batch([], since=midnight + timedelta(hours=8), as_of=midnight + timedelta(hours=18)))
+        landed(con, [], since=midnight + timedelta(hours=8), as_of=midnight + timedelta(hours=18))
         assert min_rows(con, INQUIRIES) == 2
         # A snapshot must keep half of the previous snapshot.
         on_hand = FEEDS["on_hand"]
         rows = [{"sku": f"S{n}", "warehouse": "WH-EAST", "on_hand": 1, "in_qc": 0, "damaged": 0} for n in range(40)]
-        land(con, Batch(on_hand, to_frame(on_hand, rows), NOW, None, pages=1))
-        land(con, Batch(on_hand, to_frame(on_hand, rows[:5]), NOW, None, pages=1))
+        land(con, stage(con, on_hand, [rows], as_of=NOW))
+        land(con, stage(con, on_hand, [rows[:5]], as_of=NOW))
         assert min_rows(con, on_hand) == 20
