@@ -22,13 +22,14 @@ TOP_ROWS = 20
 def inspection_lots(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, app_store: AppStoreResource
 ) -> dg.MaterializeResult:
-    """The lots (receipt lines) received in the last 60 days, published to the web app for QA to inspect."""
-    with warehouse.connect() as con:
+    """The lots (receipt lines) received in the last 60 days, published to the web app for QA to inspect
+    (each run sends only the lots whose receipt or product changed since the last publication)."""
+    with warehouse.connect() as con, app_store.connect() as store:
         now = wms_clock(con)
-        lots = inspections.lots_to_publish(con, now)
-    with app_store.connect() as store:
-        published = inspections.publish_lots(store, lots, now)
-    context.log.info(f"inspection_lots: {published:,} received lots offered to QA")
+        since = inspections.lots_published_through(store)
+        lots, through = inspections.lots_to_publish(con, now, since)
+        published = inspections.publish_lots(store, lots, now, through=through, run_id=context.run_id)
+    context.log.info(f"inspection_lots: {published:,} new or changed received lots offered to QA")
     return dg.MaterializeResult(metadata={"lots": published, "window_days": inspections.LOT_WINDOW_DAYS})
 
 

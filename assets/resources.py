@@ -24,10 +24,11 @@ class WarehouseResource(dg.ConfigurableResource):
     """The DuckDB warehouse file (one writer at a time: runs use the in-process executor)."""
 
     path: str = "data/warehouse.duckdb"
+    memory_limit: str = warehouse.DEFAULT_MEMORY_LIMIT  # DuckDB's cap; past it, joins and sorts spill to disk
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        with warehouse.connect(self.path, read_only=read_only) as con:
+        with warehouse.connect(self.path, read_only=read_only, memory_limit=self.memory_limit) as con:
             yield con
 
     @property
@@ -187,7 +188,10 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
         **{field: dg.EnvVar(f"CX_STOREFRONT_{field.upper()}") for field in needs.get(kind, ())},
     )
     return {
-        "warehouse": WarehouseResource(path=dg.EnvVar("CX_WAREHOUSE_PATH")),
+        "warehouse": WarehouseResource(
+            path=dg.EnvVar("CX_WAREHOUSE_PATH"),
+            memory_limit=os.environ.get("CX_WAREHOUSE_MEMORY_LIMIT", warehouse.DEFAULT_MEMORY_LIMIT),
+        ),
         "app_store": AppStoreResource(path=dg.EnvVar("CX_APP_DB")),
         "wms": api(WmsResource, "WMS"),
         "catalog": api(CatalogResource, "CATALOG"),

@@ -13,6 +13,7 @@ import pandas as pd
 from assets.resources import WarehouseResource
 from checks.suites import Violation, build_suite, validate
 from cx_pipeline.feeds import FEEDS, Feed
+from cx_pipeline.ingest import copies_sql
 from cx_pipeline.transactions import transaction
 from cx_pipeline.warehouse import one, row_key_sql
 
@@ -81,7 +82,7 @@ def landed_batch(con: duckdb.DuckDBPyConnection, feed: Feed) -> Judged:
         CREATE OR REPLACE TABLE contract_{feed.name} AS
         SELECT l.* EXCLUDE (_raw), {row_key_sql(feed, "l")} AS _row_key {flags}
         FROM landing_{feed.name} l
-        QUALIFY row_number() OVER (PARTITION BY l._raw::VARCHAR ORDER BY l._row) = 1
+        WHERE l._row NOT IN ({copies_sql(feed)})
     """)
     (rows,) = one(con, f"SELECT count(*) FROM contract_{feed.name}")
     return Judged(f"contract_{feed.name}", f"landing_{feed.name}", rows)

@@ -48,6 +48,15 @@ def main(argv: list[str] | None = None) -> int:
         help="the world's clock, so that the figures can be reproduced (2026-11-16T06:00:00+00:00)",
     )
 
+    bench = commands.add_parser(
+        "bench", help="measure speed and memory on a scale world against the targets (docs/performance.md)"
+    )
+    bench.add_argument("--skus", type=int, default=1_000_000, help="catalog size of the scale world (1000000)")
+    bench.add_argument("--receipt-lines", type=int, help="receipt lines in the scale world (20 per SKU)")
+    bench.add_argument("--http-skus", type=int, default=20_000, help="demo world size for HTTP ingest (20000)")
+    bench.add_argument("--only", choices=["scale", "http"], help="run one part: the scale runs or HTTP ingest")
+    bench.add_argument("--out", type=Path, default=Path("data/bench"), help="results and scratch files (data/bench)")
+
     app_db = argparse.ArgumentParser(add_help=False)
     app_db.add_argument(
         "--app-db",
@@ -93,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         return evaluate_returns(args.data_dir, args.seed, args.skus, args.history_days, args.now)
     if args.command == "simulate":
         return simulate_world(args)
+    if args.command == "bench":
+        from cx_pipeline.demo import run_bench
+
+        return run_bench(args.skus, args.receipt_lines or 20 * args.skus, args.http_skus, args.only, args.out)
     if args.command == "serve":
         return serve_app(args)
     return manage_users(args)

@@ -31,6 +31,26 @@ def load_definitions() -> Any:
     return module.defs
 
 
+def run_bench(skus: int, receipt_lines: int, http_skus: int, only: str | None, out: Path) -> int:
+    """`cx-pipeline bench`: the harness lives in the checkout's benchmarks/ beside the definitions."""
+    load_definitions()  # puts the checkout on the path
+    from benchmarks import harness, report
+    from benchmarks.scale_world import Size
+
+    def progress(message: str) -> None:
+        print(message, flush=True)
+
+    records = [harness.machine()]
+    if only in (None, "scale"):
+        records += harness.scale_runs(Size(skus, receipt_lines), out, progress)
+    if only in (None, "http"):
+        records += harness.http_ingest(http_skus, out, progress)
+    command = " ".join(["cx-pipeline bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else "cx-pipeline bench"
+    print("\n" + report.save(records, out, command))
+    print(f"Results: {out / 'results.jsonl'} and {out / 'results.md'}")
+    return 0 if all(met for *_, met in report.targets(records)) else 1
+
+
 def point_at(url: str, token: str, warehouse_path: Path) -> None:
     """Configure every upstream resource for the simulator through the same env vars production uses; the
     review app's store sits beside the warehouse."""
@@ -215,7 +235,9 @@ def seed_qa_history(world: Any, app_db: Path) -> int:
         lots = receipts.merge(products[["sku", "title", "category", "supplier_id"]], on="sku")
         lots = lots.rename(columns={"qty_received": "lot_size"})
         history_days = (world.clock - world.start).days + 1  # the one-off load reaches back the whole history
-        inspections.publish_lots(store, lots[lots["lot_size"] > 0], world.clock, window_days=history_days)
+        inspections.publish_lots(
+            store, [inspections.lot_tuples(lots[lots["lot_size"] > 0])], world.clock, window_days=history_days
+        )
         return inspections.import_csv(store, world.quality.history_csv(), load_checklists(), INSPECTOR)
 
 

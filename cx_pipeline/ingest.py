@@ -154,56 +154,73 @@ def stage(
     return Batch(feed, batch_id, rows, page_count, as_of, updated_since)
 
 
+def copies_sql(feed: Feed) -> str:
+    """SQL for the `_row` of every row of `landing_<feed>` that is an exact copy of an earlier one.
+
+    Only rows that share a key can be copies, so only those few are compared whole (a key of nulls counts
+    as shared): hashing every row of a large batch as text would cost more than the rest of the landing.
+    """
+    keys = ", ".join(feed.keys)
+    same_key = " AND ".join(f"l.{k} IS NOT DISTINCT FROM r.{k}" for k in feed.keys)
+    return f"""SELECT _row FROM landing_{feed.name} l
+        SEMI JOIN (SELECT {keys} FROM landing_{feed.name} GROUP BY ALL HAVING count(*) > 1) r ON {same_key}
+        QUALIFY row_number() OVER (PARTITION BY {", ".join(f"l.{k}" for k in feed.keys)}, l._raw::VARCHAR
+                                   ORDER BY _row) > 1"""
+
+
 def land(con: duckdb.DuckDBPyConnection, batch: Batch, run_id: str | None = None) -> LandingStats:
     """Land a staged batch: upsert `landing_<feed>` (kept as fetched) into `raw_<feed>` by natural key.
 
     Re-landing the same rows changes nothing (they count as unchanged). Within one batch the last copy of
-    a key wins. Rows without a complete key cannot be upserted: they stay in the landing table, where the
-    contract quarantines them. All of it is one transaction.
+    a key wins, so a key is never in `raw_<feed>` twice. Rows without a complete key cannot be upserted:
+    they stay in the landing table, where the contract quarantines them. All of it is one transaction.
     """
     feed = batch.feed
     batch_id = batch.batch_id
-    columns = list(feed.columns)
+    columns = ", ".join(feed.columns)
+    keys = ", ".join(feed.keys)
     keys_present = " AND ".join(f"{k} IS NOT NULL" for k in feed.keys)
-    join_on = " AND ".join(f"i.{k} = r.{k}" for k in feed.keys)
-    differs = (
-        f"row({', '.join('i.' + c for c in columns)}) IS DISTINCT FROM row({', '.join('r.' + c for c in columns)})"
-    )
+    join_on = " AND ".join(f"l.{k} = r.{k}" for k in feed.keys)
+    differs = " IS DISTINCT FROM ".join(f"row({', '.join(f'{t}.{c}' for c in feed.columns)})" for t in ("l", "r"))
+    changed_rows = f"landing_{feed.name} l SEMI JOIN changed USING (_row)"
 
     con.execute("BEGIN")
     try:
+        # Only row numbers are kept aside, never a copy of the batch: a first load is tens of millions of rows.
         con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE incoming AS
-            SELECT {", ".join(columns)} FROM landing_{feed.name}
-            WHERE {keys_present}
-            QUALIFY row_number() OVER (PARTITION BY {", ".join(feed.keys)} ORDER BY _row DESC) = 1
+            CREATE OR REPLACE TEMP TABLE latest AS
+            SELECT max(_row) AS _row FROM landing_{feed.name} WHERE {keys_present} GROUP BY {keys}
         """)
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE changed AS
-            SELECT i.*, r.{feed.keys[0]} IS NULL AS _is_new
-            FROM incoming i LEFT JOIN {feed.table} r ON {join_on}
+            SELECT l._row, r.{feed.keys[0]} IS NULL AS _is_new
+            FROM landing_{feed.name} l SEMI JOIN latest USING (_row) LEFT JOIN {feed.table} r ON {join_on}
             WHERE r.{feed.keys[0]} IS NULL OR {differs}
         """)
-        incoming, new, changed, duplicate = one(
-            con,
-            f"""SELECT (SELECT count(*) FROM incoming), count(*) FILTER (WHERE _is_new), count(*),
-                       (SELECT count(*) - count(DISTINCT _raw::VARCHAR) FROM landing_{feed.name})
-                FROM changed""",
+        (keyed,) = one(con, f"SELECT count(*) FROM landing_{feed.name} WHERE {keys_present}")
+        incoming, new, changed = one(
+            con, "SELECT (SELECT count(*) FROM latest), count(*) FILTER (WHERE _is_new), count(*) FROM changed"
         )
+        # exact copies can only be among rows that share a key (or lack one)
+        repeats = keyed > incoming or keyed < batch.rows
+        (duplicate,) = one(con, f"SELECT count(*) FROM ({copies_sql(feed)})") if repeats else (0,)
         preview = con.execute(
-            f"SELECT CASE WHEN _is_new THEN 'new' ELSE 'updated' END AS change, * EXCLUDE (_is_new) "
-            f"FROM changed LIMIT {PREVIEW_ROWS}"
+            f"SELECT CASE WHEN _is_new THEN 'new' ELSE 'updated' END AS change, l.{columns.replace(', ', ', l.')} "
+            f"FROM landing_{feed.name} l JOIN changed USING (_row) ORDER BY l._row LIMIT {PREVIEW_ROWS}"
         ).df()
-        con.execute(
-            f"INSERT OR REPLACE INTO {feed.table} SELECT {', '.join(columns)}, ?, now() FROM changed",
-            [batch_id],
-        )
+        # No primary key on raw tables (an index on tens of millions of keys makes bulk loads crawl): the
+        # old versions of changed rows are deleted, then the new ones appended.
+        if changed > new:
+            con.execute(f"""DELETE FROM {feed.table} r USING landing_{feed.name} l, changed c
+                WHERE c._row = l._row AND NOT c._is_new AND {join_on}""")
+        con.execute(f"INSERT INTO {feed.table} SELECT {columns}, ?, now() FROM {changed_rows}", [batch_id])
         # A newer version of a quarantined row supersedes it; the contract judges the new one afresh.
-        con.execute(
-            f"UPDATE quarantine SET released_at = now() WHERE feed = ? AND released_at IS NULL "
-            f"AND row_key IN (SELECT {row_key_sql(feed)} FROM changed)",
-            [feed.name],
-        )
+        if one(con, "SELECT 1 FROM quarantine WHERE feed = ? AND released_at IS NULL LIMIT 1", [feed.name]):
+            con.execute(
+                f"UPDATE quarantine SET released_at = now() WHERE feed = ? AND released_at IS NULL "
+                f"AND row_key IN (SELECT {row_key_sql(feed, 'l')} FROM {changed_rows})",
+                [feed.name],
+            )
         cursor = None
         if feed.incremental:
             # Never past the source's own clock: one corrupt far-future timestamp must not skip real rows.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import sqlite3
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -18,13 +19,14 @@ import duckdb
 import pandas as pd
 
 from cx_pipeline import appstore, aql, warehouse
-from cx_pipeline.appstore import iso
+from cx_pipeline.appstore import iso, utc_now
 from cx_pipeline.rules import Checklists
 from cx_pipeline.transactions import transaction
 from cx_pipeline.warehouse import one
 
 FEED = "inspections"  # its name in ingest_batches and quarantine
 LOT_WINDOW_DAYS = 60  # received lots offered to QA, and accepted in an entry
+PUBLISH_CHUNK = 50_000  # lots per read from DuckDB and per write to SQLite
 CLOCK_SKEW = timedelta(minutes=5)
 CSV_REQUIRED = ("receipt_id", "line_no", "item", *aql.SEVERITIES)
 CSV_OPTIONAL = ("inspected_at", "note")
@@ -104,30 +106,72 @@ class Entry:
 # --- the lots QA may inspect ---
 
 
-def publish_lots(
-    store: sqlite3.Connection, lots: pd.DataFrame, now: datetime, window_days: int = LOT_WINDOW_DAYS
-) -> int:
-    """Add received lots (columns of `Lot`) to the app's list and drop those received more than `window_days`
-    ago (a longer window serves a one-off load of older results)."""
+def lot_tuples(lots: pd.DataFrame) -> list[tuple]:
+    """Rows for `publish_lots` from a frame with `Lot`'s columns."""
     frame = lots.assign(
         received_at=pd.to_datetime(lots["received_at"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%S+00:00")
     )
-    rows = list(frame[list(Lot.__dataclass_fields__)].itertuples(index=False, name=None))
+    return list(frame[list(Lot.__dataclass_fields__)].itertuples(index=False, name=None))
+
+
+def publish_lots(
+    store: sqlite3.Connection,
+    chunks: Iterable[list[tuple]],
+    now: datetime,
+    window_days: int = LOT_WINDOW_DAYS,
+    through: datetime | None = None,
+    run_id: str = "",
+) -> int:
+    """Add or update received lots (chunks of tuples in the order of `Lot`'s fields) in the app's list and drop those
+    received more than `window_days` ago (a longer window serves a one-off load of older results).
+
+    `through` records that every change the warehouse had landed by then is now published, so the next
+    publication sends only what changed after it (see `lots_to_publish`).
+    """
+    published = 0
     with appstore.transaction(store):
-        store.executemany(f"INSERT OR REPLACE INTO inspection_lots VALUES ({', '.join('?' * 9)})", rows)
+        for chunk in chunks:
+            store.executemany(f"INSERT OR REPLACE INTO inspection_lots VALUES ({', '.join('?' * 9)})", chunk)
+            published += len(chunk)
         store.execute("DELETE FROM inspection_lots WHERE received_at < ?", [iso(now - timedelta(days=window_days))])
-    return len(rows)
+        if through is not None:
+            store.execute(
+                "INSERT OR REPLACE INTO publications VALUES ('inspection_lots', ?, ?, ?, 0, ?)",
+                [run_id, utc_now(), through.isoformat(), published],  # to the microsecond, as `_loaded_at`
+            )
+    return published
 
 
-def lots_to_publish(con: duckdb.DuckDBPyConnection, now: datetime) -> pd.DataFrame:
-    """Receipt lines received within the window, with their product, from the warehouse."""
-    return con.execute(
+def lots_published_through(store: sqlite3.Connection) -> datetime | None:
+    """Up to when the warehouse's changes are in the app's list of lots (None: nothing published yet)."""
+    row = store.execute("SELECT assessed_at FROM publications WHERE name = 'inspection_lots'").fetchone()
+    return datetime.fromisoformat(row[0]) if row else None
+
+
+def lots_to_publish(
+    con: duckdb.DuckDBPyConnection, now: datetime, since: datetime | None = None
+) -> tuple[Iterator[list[tuple]], datetime | None]:
+    """Receipt lines received within the window, with their product, whose receipt or product landed after
+    `since` (all of them when None); and the time the warehouse's landings reach, to publish `through`.
+
+    Rows stream from DuckDB in chunks: a first publication of a large warehouse is millions of lots.
+    """
+    (through,) = one(con, "SELECT greatest((SELECT max(_loaded_at) FROM raw_receipts), "
+                          "(SELECT max(_loaded_at) FROM raw_catalog))")  # fmt: skip
+    cursor = con.execute(
         """SELECT r.receipt_id, r.line_no, r.sku, c.title, c.category, c.supplier_id, r.warehouse,
-                  r.qty_received AS lot_size, r.received_at
+                  r.qty_received AS lot_size, strftime(timezone('UTC', r.received_at), '%Y-%m-%dT%H:%M:%S+00:00')
         FROM valid_receipts r JOIN valid_catalog c USING (sku)
-        WHERE r.received_at > ?::TIMESTAMPTZ - to_days(?) AND r.qty_received > 0""",
-        [now, LOT_WINDOW_DAYS],
-    ).df()
+        WHERE r.received_at > $now::TIMESTAMPTZ - to_days($days) AND r.qty_received > 0
+          AND ($since::TIMESTAMPTZ IS NULL OR r._loaded_at > $since OR c._loaded_at > $since)""",
+        {"now": now, "days": LOT_WINDOW_DAYS, "since": since},
+    )
+
+    def chunks() -> Iterator[list[tuple]]:
+        while chunk := cursor.fetchmany(PUBLISH_CHUNK):
+            yield chunk
+
+    return chunks(), through
 
 
 def lot(store: sqlite3.Connection, receipt_id: str, line_no: int) -> Lot | None:

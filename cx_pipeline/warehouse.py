@@ -51,8 +51,7 @@ def feed_ddl(feed: Feed) -> str:
 CREATE TABLE IF NOT EXISTS {feed.table} (
     {columns},
     _batch_id VARCHAR NOT NULL,
-    _loaded_at TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY ({", ".join(feed.keys)})
+    _loaded_at TIMESTAMPTZ NOT NULL  -- unique by the feed's keys, kept so by `ingest.land` (no index: see there)
 );
 CREATE OR REPLACE VIEW valid_{feed.name} AS
 SELECT * FROM {feed.table}
@@ -92,13 +91,22 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(ddl)
 
 
+DEFAULT_MEMORY_LIMIT = "2GB"
+
+
 @contextmanager
-def connect(path: str | Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the warehouse file (creating it and its schema on first use) and close it afterwards."""
+def connect(
+    path: str | Path, read_only: bool = False, memory_limit: str = DEFAULT_MEMORY_LIMIT
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the warehouse file (creating it and its schema on first use) and close it afterwards.
+
+    DuckDB would take up to 80 % of the machine's memory; `memory_limit` caps it (beyond it, large joins and
+    sorts spill to `<file>.tmp/`), so a run's footprint is known in advance whatever the catalog's size.
+    """
     path = Path(path)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), read_only=read_only)
+    con = duckdb.connect(str(path), read_only=read_only, config={"memory_limit": memory_limit})
     # Day counts and weeks in UTC whatever the host's zone; without the ICU extension DuckDB is in UTC anyway.
     with contextlib.suppress(duckdb.Error):
         con.execute("SET TimeZone = 'UTC'")

@@ -27,7 +27,7 @@ def store(tmp_path: Path):
             ],
             columns=list(inspections.Lot.__dataclass_fields__),
         )
-        inspections.publish_lots(s, lots, datetime.now(UTC))
+        inspections.publish_lots(s, [inspections.lot_tuples(lots)], datetime.now(UTC))
         yield s
 
 

@@ -48,6 +48,7 @@ class Simulator:
         self.faults = FaultBook()
         self.requests: Counter[str] = Counter()
         self.api = Api(self.world, self.faults)
+        self.api.routes[("GET", "/_sim/requests")] = lambda *_: Response(200, {"requests": dict(self.requests)})
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._count_lock = threading.Lock()
