@@ -59,7 +59,7 @@ FROM landing_receipts r JOIN landing_catalog c USING (sku) GROUP BY ALL
 SAMPLE_SECONDS = 0.05
 TOKEN = "bench"
 WRITES = "/storefront/stock/batch"
-WORLD_VERSION = 2  # bump when scale_world changes, so cached worlds are regenerated
+WORLD_VERSION = 3  # bump when scale_world changes, so cached worlds are regenerated
 
 
 class StagedFeeds(dg.ConfigurableResource):

@@ -87,15 +87,23 @@ def catalog_sql(size: Size, skus: str, window: Window, price_salt: str = "price"
         'status', CASE WHEN {u("status")} < 0.9 THEN 'active' WHEN {u("status")} < 0.97 THEN 'inactive'
                        ELSE 'discontinued' END,
         'registered_at', {ts(f"120 * {DAY} + 5.7 * 365 * {DAY} * pow({u('age')}, 0.7)", NOW)},
-        'updated_at', {ts(f"60 + ({window.span} - 120) * {u('updated' + price_salt)}", window.clock)},
+        'updated_at', {ts(ago(window, u("updated" + price_salt), "i = 1"), window.clock)},
         'attributes', CASE WHEN {u("incomplete")} < 0.08 THEN json_object() ELSE CASE category {attributes} END END
     ) AS record
     FROM (SELECT i, {pick(CATEGORIES, "category")} AS category FROM ({skus}) t(i))"""
 
 
+def ago(window: Window, draw: str, newest: str) -> str:
+    """SQL for how long before the window's clock a row was written: spread over the window by `draw`, but
+    the row where `newest` holds at the clock itself (the source's latest write, where the next pull starts,
+    so that a pull right after finds an empty window)."""
+    return f"CASE WHEN {newest} THEN 0 ELSE 60 + ({window.span} - 120) * {draw} END"
+
+
 def po_line_ago(window: Window, line: str) -> str:
     """SQL for how long before the window's clock a PO line's last delivery came (a PO's lines together)."""
-    return f"60 + ({window.span} - 120) * {u('age', f'{line} // {LINES_PER_PO}')}"
+    po = f"{line} // {LINES_PER_PO}"
+    return ago(window, u("age", po), f"{po} = {window.first} // {LINES_PER_PO}")
 
 
 def purchase_orders_sql(size: Size, count: int, window: Window) -> str:
@@ -165,7 +173,7 @@ def open_orders_sql(size: Size, count: int, window: Window) -> str:
                                 '%Y-%m-%dT%H:%M:%SZ'),
         'updated_at', {ts("ago", window.clock)}
     ) AS record
-    FROM (SELECT i, 60 + ({window.span} - 120) * {u("age", "i // 2")} AS ago
+    FROM (SELECT i, {ago(window, u("age", "i // 2"), f"i // 2 = {window.first} // 2")} AS ago
           FROM range({window.first}, {window.first + count}) t(i))"""
 
 
@@ -176,7 +184,7 @@ def inquiries_sql(size: Size, count: int, window: Window) -> str:
         'sku', NULL, 'reason', {pick(("delivery_delay", "cancellation", "return", "other"), "reason")},
         'created_at', {ts("ago", window.clock)}, 'updated_at', {ts("ago", window.clock)}
     ) AS record
-    FROM (SELECT i, 60 + ({window.span} - 120) * {u("age")} AS ago
+    FROM (SELECT i, {ago(window, u("age"), f"i = {window.first}")} AS ago
           FROM range({window.first}, {window.first + count}) t(i))"""
 
 

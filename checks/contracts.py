@@ -78,11 +78,14 @@ def landed_batch(con: duckdb.DuckDBPyConnection, feed: Feed) -> Judged:
         + f") AS {ref.flag}"
         for ref in feed.references
     )
+    # The landing counted the batch's exact copies; most batches have none, and looking costs a pass.
+    copies = one(con, "SELECT rows_duplicate FROM ingest_batches WHERE feed = ? ORDER BY fetched_at DESC LIMIT 1",
+                 [feed.name])  # fmt: skip
+    distinct = f"WHERE l._row NOT IN ({copies_sql(feed)})" if copies is None or copies[0] else ""
     con.execute(f"""
         CREATE OR REPLACE TABLE contract_{feed.name} AS
         SELECT l.* EXCLUDE (_raw), {row_key_sql(feed, "l")} AS _row_key {flags}
-        FROM landing_{feed.name} l
-        WHERE l._row NOT IN ({copies_sql(feed)})
+        FROM landing_{feed.name} l {distinct}
     """)
     (rows,) = one(con, f"SELECT count(*) FROM contract_{feed.name}")
     return Judged(f"contract_{feed.name}", f"landing_{feed.name}", rows)

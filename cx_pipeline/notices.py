@@ -9,8 +9,10 @@ next run sends it again, and the customer hears from us once.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -38,6 +40,7 @@ CREATE TABLE IF NOT EXISTS notice_ledger (
 );
 """
 MARK_EVERY = 25  # sent notices are marked in the ledger in small groups: a crash loses at most these marks
+SEND_WORKERS = 8  # notices in flight at once
 
 
 @dataclass(frozen=True)
@@ -110,21 +113,27 @@ def send(
     progress: Callable[[int, int], None] | None = None,
 ) -> SendReport:
     """POST each pending notice with its key; mark acknowledged ones `sent`. A notice the API refuses stays
-    `planned` with its error, for the next run."""
-    acknowledged: list[tuple[str, str, bool]] = []
+    `planned` with its error, for the next run.
+
+    Notices go out `SEND_WORKERS` at a time (the API is idempotent by key, so order does not matter and a
+    retry is harmless); they are marked in the order planned.
+    """
+    acknowledged: list[tuple[str, str]] = []
     errors: list[str] = []
     sent = already = 0
 
     def mark() -> None:
         if acknowledged:
-            con.executemany(
-                """UPDATE notice_ledger SET status = 'sent', notification_id = ?, sent_at = ?,
-                       attempts = attempts + 1, last_error = NULL WHERE notice_key = ?""",
-                [(nid, now, key) for key, nid, _ in acknowledged],
+            con.execute(
+                """UPDATE notice_ledger SET status = 'sent', notification_id = a.id, sent_at = $now,
+                       attempts = attempts + 1, last_error = NULL
+                FROM (SELECT unnest($keys::VARCHAR[]) AS key, unnest($ids::VARCHAR[]) AS id) a
+                WHERE notice_key = a.key""",
+                {"now": now, "keys": [k for k, _ in acknowledged], "ids": [i for _, i in acknowledged]},
             )
             acknowledged.clear()
 
-    for i, n in enumerate(notices.itertuples(index=False), start=1):
+    def post(n: Any) -> dict[str, Any] | UpstreamError:
         body = {
             "idempotency_key": n.notice_key,
             "kind": "delivery_delay",
@@ -137,22 +146,28 @@ def send(
             "message": n.message,
         }
         try:
-            answer = client.post_json("/notifications", body)
+            return client.post_json("/notifications", body)
         except UpstreamError as exc:
-            errors.append(f"{n.notice_key}: {exc}")
-            con.execute(
-                "UPDATE notice_ledger SET attempts = attempts + 1, last_error = ? WHERE notice_key = ?",
-                [str(exc)[:500], n.notice_key],
-            )
-            continue
-        duplicate = bool(answer.get("duplicate"))
-        already += duplicate
-        sent += not duplicate
-        acknowledged.append((n.notice_key, str(answer.get("id")), duplicate))
-        if len(acknowledged) >= MARK_EVERY:
-            mark()
-        if progress:
-            progress(i, len(notices))
+            return exc
+
+    rows = list(notices.itertuples(index=False))
+    with ThreadPoolExecutor(SEND_WORKERS) as pool:
+        for i, (n, answer) in enumerate(zip(rows, pool.map(post, rows), strict=True), start=1):
+            if isinstance(answer, UpstreamError):
+                errors.append(f"{n.notice_key}: {answer}")
+                con.execute(
+                    "UPDATE notice_ledger SET attempts = attempts + 1, last_error = ? WHERE notice_key = ?",
+                    [str(answer)[:500], n.notice_key],
+                )
+                continue
+            duplicate = bool(answer.get("duplicate"))
+            already += duplicate
+            sent += not duplicate
+            acknowledged.append((n.notice_key, str(answer.get("id"))))
+            if len(acknowledged) >= MARK_EVERY:
+                mark()
+            if progress:
+                progress(i, len(notices))
     mark()
     return SendReport(sent=sent, already_sent=already, failed=len(errors), errors=errors)
 

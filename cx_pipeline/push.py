@@ -135,6 +135,10 @@ def changes(con: duckdb.DuckDBPyConnection, plan_id: str) -> pd.DataFrame:
     ).df()
 
 
+AUDIT_COLUMNS = ["plan_id", "batch_no", "idempotency_key", "sku", "adapter", "before_status", "before_quantity",
+                 "after_status", "after_quantity", "ok", "response", "pushed_at"]  # fmt: skip
+
+
 def execute(
     con: duckdb.DuckDBPyConnection,
     adapter: StorefrontAdapter,
@@ -202,7 +206,12 @@ def execute(
                 failed += 1
                 if len(errors) < 20:
                     errors.append(f"{u.sku}: {response[:200]}")
-        con.executemany("INSERT INTO push_audit VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        audit = pd.DataFrame(rows, columns=AUDIT_COLUMNS)  # one INSERT, not one per SKU
+        con.register("audit", audit)
+        try:
+            con.execute("INSERT INTO push_audit BY NAME SELECT * FROM audit")
+        finally:
+            con.unregister("audit")
         if progress:
             progress(batch_no, len(batches))
         if whole_batch_error:

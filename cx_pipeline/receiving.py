@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS receipt_discrepancies (
     PRIMARY KEY (po_id, po_line, kind)
 );
 CREATE TABLE IF NOT EXISTS receipt_confirmations (
-    receipt_id   VARCHAR PRIMARY KEY,
+    receipt_id   VARCHAR NOT NULL,      -- one row per receipt, kept so by `confirm_receipts` (no index: bulk loads)
     warehouse    VARCHAR,
     received_at  TIMESTAMPTZ NOT NULL,  -- arrival in the WMS (first line)
     confirmed_at TIMESTAMPTZ NOT NULL,  -- reconciled by the pipeline, on the WMS clock

@@ -54,11 +54,9 @@ CREATE TABLE IF NOT EXISTS {feed.table} (
     _loaded_at TIMESTAMPTZ NOT NULL  -- unique by the feed's keys, kept so by `ingest.land` (no index: see there)
 );
 CREATE OR REPLACE VIEW valid_{feed.name} AS
-SELECT * FROM {feed.table}
-WHERE {row_key_sql(feed)} NOT IN (
-    SELECT row_key FROM quarantine
-    WHERE feed = '{feed.name}' AND released_at IS NULL AND row_key IS NOT NULL
-);
+SELECT r.* FROM {feed.table} r ANTI JOIN (
+    SELECT row_key FROM quarantine WHERE feed = '{feed.name}' AND released_at IS NULL AND row_key IS NOT NULL
+) q ON q.row_key = {row_key_sql(feed, "r")};
 """
 
 

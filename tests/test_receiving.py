@@ -18,8 +18,9 @@ TODAY = NOW.date()
 
 
 def add_po_line(con: duckdb.DuckDBPyConnection, line: int, qty: int, expected_days_ago: int, status: str = "open"):
+    con.execute("DELETE FROM raw_purchase_orders WHERE po_id = 'PO-1' AND po_line = ?", [line])  # a new version
     con.execute(
-        """INSERT OR REPLACE INTO raw_purchase_orders VALUES
+        """INSERT INTO raw_purchase_orders VALUES
         ('PO-1', ?, 'SUP-1', 'WH-EAST', ?, ?, ?, ?, ?, ?, 'b', ?)""",
         [line, f"SKU-{line}", qty, TODAY - timedelta(days=expected_days_ago), status, NOW, NOW, NOW],
     )
