@@ -48,7 +48,7 @@ from benchmarks import scale_world
 from benchmarks.scale_world import NOW, Size
 from cx_pipeline import ingest, stock, warehouse
 from cx_pipeline.feeds import FEEDS, Feed
-from cx_pipeline.ingest import Batch, ProgressFn
+from cx_pipeline.ingest import Batch, ProgressFn, sql_string
 
 Record = dict[str, Any]
 Progress = Callable[[str], None]
@@ -98,8 +98,10 @@ class MemorySampler:
         self._thread.join()
 
     def peak_mib(self, start: float, end: float) -> int:
+        """The highest sample within [start, end], or the last one before it when the span fell between two."""
         inside = [rss for t, rss in self.samples if start - SAMPLE_SECONDS <= t <= end + SAMPLE_SECONDS]
-        return max(inside, default=0) >> 20
+        before = [rss for t, rss in self.samples if t < start][-1:]
+        return max(inside or before or [0]) >> 20
 
 
 # --- servers in child processes -----------------------------------------------------------------------
@@ -121,7 +123,7 @@ def _serve(kind: str, source: str, ready: Any) -> None:
     if kind == "shop":
         shop = {
             sku: {"status": status, "quantity": quantity, "updated_at": NOW}
-            for sku, status, quantity in duckdb.sql(f"SELECT * FROM '{source}'").fetchall()
+            for sku, status, quantity in duckdb.sql(f"SELECT * FROM {sql_string(Path(source))}").fetchall()
         }
         # Only the storefront and the notification service are used: their state is all this world holds.
         world = World(
@@ -189,7 +191,8 @@ def save_shop_state(size: Size, path: Path) -> None:
     for name in ("catalog", "on_hand", "open_orders"):
         ingest.land(con, scale_world.stage(con, name, sources[name], f"{name}-before", NOW))
     stock.build_stock_position(con, stock.StockPolicy(), stock.read_overrides(None, set()), NOW)
-    con.execute(f"COPY (SELECT sku, publish_status, publish_quantity FROM stock_position) TO '{path}' (FORMAT parquet)")
+    state = "SELECT sku, publish_status, publish_quantity FROM stock_position"
+    con.execute(f"COPY ({state}) TO {sql_string(path)} (FORMAT parquet)")
 
 
 @dataclass(frozen=True)
@@ -257,8 +260,8 @@ def step_spans(instance: dg.DagsterInstance, run_id: str) -> dict[str, tuple[flo
     return {key: (start, end, ok) for key, (start, end, ok) in spans.items()}
 
 
-def run_job(bench: str, path: Path, resources: dict[str, Any], progress: Progress) -> list[Record]:
-    """Run the whole job on the warehouse at `path`: one record per step, then one for the run."""
+def run_job(bench: str, path: Path, resources: dict[str, Any], progress: Progress) -> tuple[list[Record], str]:
+    """Run the whole job on the warehouse at `path`: one record per step, then one for the run; and its id."""
     from cx_pipeline.demo import load_definitions
 
     job = load_definitions().resolve_job_def("cx_pipeline_job")
@@ -294,13 +297,13 @@ def run_job(bench: str, path: Path, resources: dict[str, Any], progress: Progres
         f"{bench}: {'succeeded' if result.success else 'FAILED'} in {total['seconds']:.1f} s, "
         f"peak RSS {total['peak_rss_mib']:,} MiB"
     )
-    return [*records, total]
+    return [*records, total], result.run_id
 
 
-def pushed(path: Path, plan_id: str) -> int:
-    """SKUs the run's storefront plan changed."""
+def pushed(path: Path, run_id: str) -> int:
+    """SKUs the run's storefront plan changed (a plan is keyed by its run)."""
     with warehouse.connect(path, read_only=True) as con:
-        row = warehouse.one(con, "SELECT changes FROM push_plans WHERE plan_id = ?", [plan_id])
+        row = warehouse.one(con, "SELECT changes FROM push_plans WHERE plan_id = ?", [run_id])
     return row[0] if row else 0
 
 
@@ -344,9 +347,9 @@ def scale_runs(size: Size, workdir: Path, progress: Progress = print) -> list[Re
                             ("helpdesk", HelpdeskResource),
                         )
                     }
-                run = run_job(bench, path, {**outward, **upstream}, progress)
+                run, run_id = run_job(bench, path, {**outward, **upstream}, progress)
             total = run[-1]
-            changed = pushed(path, _plan_id(path))
+            changed = pushed(path, run_id)
             writes = storefront_writes(shop) - writes_before
             total.update(
                 changed_skus=changed,
@@ -363,12 +366,6 @@ def scale_runs(size: Size, workdir: Path, progress: Progress = print) -> list[Re
         floor_ratio=round(full["seconds"] / floor, 1),
     )
     return records
-
-
-def _plan_id(path: Path) -> str:
-    """The latest storefront plan (one per run, keyed by its run id)."""
-    with warehouse.connect(path, read_only=True) as con:
-        return warehouse.one(con, "SELECT plan_id FROM push_plans ORDER BY planned_at DESC LIMIT 1")[0]
 
 
 def http_ingest(skus: int, workdir: Path, progress: Progress = print) -> list[Record]:

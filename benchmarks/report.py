@@ -71,7 +71,7 @@ def targets(records: list[Record]) -> list[tuple[str, str, str, bool | None]]:
                     f"storefront writes, {run['bench']}",
                     f"ceil({run['changed_skus']:,} / {run['batch_size']}) = {expected:,}",
                     f"{run['storefront_writes']:,}",
-                    run["storefront_writes"] == expected,
+                    run["ok"] and run["storefront_writes"] == expected,
                 )
             )
     if steady:
@@ -80,7 +80,7 @@ def targets(records: list[Record]) -> list[tuple[str, str, str, bool | None]]:
                 "storefront writes, steady state",
                 "0",
                 f"{steady['storefront_writes']:,}",
-                steady["storefront_writes"] == 0,
+                steady["ok"] and steady["storefront_writes"] == 0,
             )
         )
     return rows

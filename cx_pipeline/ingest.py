@@ -95,8 +95,8 @@ def typed_sql(column: str, sql_type: str) -> str:
     value = f"_raw->>'{column}'"
     if sql_type == "JSON":
         return f"CASE WHEN json_type(_raw->'{column}') <> 'NULL' THEN _raw->'{column}' END"
-    if sql_type == "DATE":  # a date may come as a full timestamp
-        return f"coalesce(TRY_CAST({value} AS DATE), TRY_CAST(TRY_CAST({value} AS TIMESTAMPTZ) AS DATE))"
+    if sql_type == "DATE":  # a date may come as a full timestamp with an offset: its day in UTC
+        return f"coalesce(TRY_CAST(TRY_CAST({value} AS TIMESTAMPTZ) AS DATE), TRY_CAST({value} AS DATE))"
     if sql_type == "VARCHAR":
         return value
     return f"TRY_CAST({value} AS {sql_type})"
@@ -105,22 +105,31 @@ def typed_sql(column: str, sql_type: str) -> str:
 def rows_sql(feed: Feed, path: Path) -> str:
     """SQL for the rows of a staged file (one JSON line `[page, [record, ...]]` per page) in the order sent.
 
-    Feeds that nest lines under a header get one row per line, the header's fields merged into each (a
-    header without lines stays one row). The merge is RFC 7396, so a line's field sent as null is absent
-    from `_raw` rather than null; it reads as null all the same.
+    Feeds that nest lines under a header get one row per line: the header's fields, then the line's (a line's
+    field wins over a header's of the same name; a header without lines stays one row).
     """
     records = f"""SELECT page, generate_subscripts(data, 1) AS record_no, unnest(data) AS record
         FROM (SELECT (j->>0)::INTEGER AS page, CAST(j->1 AS JSON[]) AS data
-              FROM read_json_objects('{path}', format = 'newline_delimited') AS t(j))"""
+              FROM read_json_objects({sql_string(path)}, format = 'newline_delimited') AS t(j))"""
     if not feed.explode:
         return f"SELECT row_number() OVER (ORDER BY page, record_no) - 1 AS _row, record AS _raw FROM ({records})"
-    lines = f"""SELECT page, record_no, json_merge_patch(record, '{{"{feed.explode}": null}}') AS header,
+    fields = "TRY_CAST({} AS MAP(VARCHAR, JSON))"
+    lines = f"""SELECT page, record_no, record,
+               map_from_entries(list_filter(map_entries({fields.format("record")}),
+                                            lambda e: e.key <> '{feed.explode}')) AS header,
                coalesce(nullif(TRY_CAST(record->'{feed.explode}' AS JSON[]), []), [NULL::JSON]) AS lines
         FROM ({records})"""
     return f"""SELECT row_number() OVER (ORDER BY page, record_no, line_no) - 1 AS _row,
-               CASE WHEN json_type(line) = 'OBJECT' THEN json_merge_patch(header, line) ELSE header END AS _raw
-        FROM (SELECT page, record_no, header, generate_subscripts(lines, 1) AS line_no, unnest(lines) AS line
+               CASE WHEN json_type(record) <> 'OBJECT' THEN record
+                    WHEN json_type(line) = 'OBJECT' THEN to_json(map_concat(header, {fields.format("line")}))
+                    ELSE to_json(header) END AS _raw
+        FROM (SELECT page, record_no, record, header, generate_subscripts(lines, 1) AS line_no, unnest(lines) AS line
               FROM ({lines}))"""
+
+
+def sql_string(path: Path) -> str:
+    """`path` as an SQL string literal."""
+    return "'" + str(path).replace("'", "''") + "'"
 
 
 def stage(

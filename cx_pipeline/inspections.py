@@ -122,17 +122,19 @@ def publish_lots(
     through: datetime | None = None,
     run_id: str = "",
 ) -> int:
-    """Add or update received lots (chunks of tuples in the order of `Lot`'s fields) in the app's list and drop those
-    received more than `window_days` ago (a longer window serves a one-off load of older results).
+    """Add or update received lots (chunks of tuples in the order of `Lot`'s fields) in the app's list and
+    drop those received more than `window_days` ago (a longer window serves a one-off load of older results).
 
-    `through` records that every change the warehouse had landed by then is now published, so the next
-    publication sends only what changed after it (see `lots_to_publish`).
+    Each chunk is its own transaction, so a first publication of millions of lots never holds the app's
+    writers back for long. `through` records, at the end, that every change the warehouse had landed by then
+    is published, so the next publication sends only what changed after it (see `lots_to_publish`).
     """
     published = 0
-    with appstore.transaction(store):
-        for chunk in chunks:
+    for chunk in chunks:
+        with appstore.transaction(store):
             store.executemany(f"INSERT OR REPLACE INTO inspection_lots VALUES ({', '.join('?' * 9)})", chunk)
-            published += len(chunk)
+        published += len(chunk)
+    with appstore.transaction(store):
         store.execute("DELETE FROM inspection_lots WHERE received_at < ?", [iso(now - timedelta(days=window_days))])
         if through is not None:
             store.execute(
@@ -154,7 +156,9 @@ def lots_to_publish(
     """Receipt lines received within the window, with their product, whose receipt or product landed after
     `since` (all of them when None); and the time the warehouse's landings reach, to publish `through`.
 
-    Rows stream from DuckDB in chunks: a first publication of a large warehouse is millions of lots.
+    Rows stream from DuckDB in chunks: a first publication of a large warehouse is millions of lots. The mark
+    is the warehouse's own landing clock (`_loaded_at`); a lot that only becomes valid again because its
+    batch's contract was re-run, without a new landing, is not sent until its receipt changes.
     """
     (through,) = one(con, "SELECT greatest((SELECT max(_loaded_at) FROM raw_receipts), "
                           "(SELECT max(_loaded_at) FROM raw_catalog))")  # fmt: skip
@@ -473,6 +477,7 @@ def latest_import(con: duckdb.DuckDBPyConnection, checklists: Checklists) -> pd.
             """SELECT i.*, d.item, d.severity, d.defects,
                       row_number() OVER (ORDER BY i.inspection_id, d.item, d.severity) AS _row,
                       i.inspection_id::VARCHAR AS _row_key,
+                      concat_ws('|', i.inspection_id, d.item, d.severity) AS _item_key,
                       to_json(struct_pack(i.inspection_id, i.receipt_id, i.line_no, i.inspector, i.inspected_at,
                                           d.item, d.severity, d.defects))::VARCHAR AS _raw,
                       EXISTS (SELECT 1 FROM raw_receipts r WHERE r.receipt_id = i.receipt_id

@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS notice_ledger (
 );
 """
 MARK_EVERY = 25  # sent notices are marked in the ledger in small groups: a crash loses at most these marks
-SEND_WORKERS = 8  # notices in flight at once
+SEND_WORKERS = 4  # notices in flight at once: as many as the client keeps connections (http.py)
 
 
 @dataclass(frozen=True)

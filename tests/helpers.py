@@ -61,9 +61,9 @@ def check_results(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckE
 CLI = str(Path(sys.executable).with_name("cx-pipeline"))
 
 
-def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+def cli(*args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run the real `cx-pipeline` command."""
-    return subprocess.run([CLI, *args], input=stdin, capture_output=True, text=True, timeout=120)
+    return subprocess.run([CLI, *args], input=stdin, capture_output=True, text=True, timeout=timeout)
 
 
 def add_user(app_db: Path, username: str, role: str, password: str) -> None:

@@ -87,7 +87,8 @@ def test_the_report_states_every_target(tmp_path):
 
 
 def test_the_bench_command_writes_its_results(tmp_path):
-    result = cli("bench", "--skus", "500", "--receipt-lines", "5000", "--only", "scale", "--out", str(tmp_path))
+    result = cli("bench", "--skus", "500", "--receipt-lines", "5000", "--only", "scale", "--out", str(tmp_path),
+                 timeout=600)  # fmt: skip
 
     assert result.returncode in (0, 1), result.stderr  # 1: a target missed, as the floor is at this size
     assert "| target | goal | measured | met |" in result.stdout

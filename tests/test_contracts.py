@@ -11,8 +11,11 @@ import pytest
 from checks.contracts import landed_batch, quarantine
 from checks.suites import build_suite, validate
 from cx_pipeline.feeds import FEEDS
+from cx_pipeline.ingest import stage
 from cx_pipeline.warehouse import connect
 from tests.helpers import check_results, materializations
+
+NOW = datetime(2026, 11, 20, tzinfo=UTC)
 
 
 @dg.asset(deps=[f.table for f in FEEDS.values()])
@@ -138,6 +141,7 @@ def test_conflicting_copies_of_a_key_break_uniqueness(tmp_path):
     frame = pd.DataFrame(
         {
             "_row": [0, 1, 2],
+            "_row_key": ["INQ-1", "INQ-1", "INQ-2"],
             "inquiry_id": ["INQ-1", "INQ-1", "INQ-2"],
             "order_id": [None, None, None],
             "sku": [None, None, None],
@@ -157,3 +161,20 @@ def test_conflicting_copies_of_a_key_break_uniqueness(tmp_path):
     assert [(v.expectation.split("(")[0], v.row_index) for v in violations] == [
         ("expect_column_values_to_be_unique", [0, 1])
     ]
+
+
+def test_every_offending_row_is_named_and_conflicting_copies_of_a_compound_key_too(tmp_path):
+    feed = FEEDS["receipts"]
+    at = "2026-11-01T00:00:00Z"
+    rows = [
+        {"receipt_id": f"R{n // 2}", "line_no": 1, "po_id": "PO-1", "po_line": 1, "sku": "S", "warehouse": "WH-EAST",
+         "qty_received": -1 - n, "qty_damaged": 0, "damage_reason": None, "received_at": at, "updated_at": at}
+        for n in range(40)
+    ]  # fmt: skip
+    with connect(tmp_path / "w.duckdb") as con:
+        stage(con, feed, [rows])
+        judged = landed_batch(con, feed)
+        violations = {v.expectation.split(",")[0]: v for v in validate(con, judged.table, build_suite(feed, NOW, 0))}
+
+    assert sorted(violations["expect_column_values_to_be_between(qty_received"].row_index) == list(range(40))
+    assert sorted(violations["expect_column_values_to_be_unique(_row_key)"].row_index) == list(range(40))
