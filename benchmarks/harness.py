@@ -48,7 +48,7 @@ from benchmarks import scale_world
 from benchmarks.scale_world import NOW, Size
 from cx_pipeline import ingest, stock, warehouse
 from cx_pipeline.feeds import FEEDS, Feed
-from cx_pipeline.ingest import Batch, ProgressFn, sql_string
+from cx_pipeline.ingest import Batch, ProgressFn
 
 Record = dict[str, Any]
 Progress = Callable[[str], None]
@@ -60,6 +60,11 @@ SAMPLE_SECONDS = 0.05
 TOKEN = "bench"
 WRITES = "/storefront/stock/batch"
 WORLD_VERSION = 3  # bump when scale_world changes, so cached worlds are regenerated
+
+
+def sql_string(path: Path) -> str:
+    """`path` as an SQL string literal."""
+    return "'" + str(path).replace("'", "''") + "'"
 
 
 class StagedFeeds(dg.ConfigurableResource):
@@ -383,6 +388,7 @@ def http_ingest(skus: int, workdir: Path, progress: Progress = print) -> list[Re
             ingest.land(con, ingest.fetch(con, client, feed, None, page_size=page_size))
             seconds = time.perf_counter() - started
             (rows,) = warehouse.one(con, f"SELECT count(*) FROM landing_{feed.name}")
+            progress(f"  {feed.table}: {rows:,} rows in {seconds:.1f} s")
             records.append(
                 {
                     "bench": "http_ingest",

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 
 from cx_pipeline.feeds import FEEDS
-from cx_pipeline.ingest import Batch, typed_sql
+from cx_pipeline.ingest import Batch, parsed, typed_columns
 
 NOW = datetime(2026, 11, 16, 6, tzinfo=UTC)  # the world's clock: fixed, so every run sees the same world
 CATEGORIES = ("apparel", "electronics", "home", "beauty", "toys", "sports")
@@ -191,11 +191,10 @@ def inquiries_sql(size: Size, count: int, window: Window) -> str:
 def stage(con: duckdb.DuckDBPyConnection, feed_name: str, records_sql: str, batch_id: str, as_of: datetime) -> Batch:
     """Write `records_sql` (`_row` and one JSON `record` per row) as `landing_<feed>`, as a pull would land it."""
     feed = FEEDS[feed_name]
-    typed = ", ".join(f"{typed_sql(c, t)} AS {c}" for c, t in feed.columns.items())
     con.execute(f"""
         CREATE OR REPLACE TABLE landing_{feed.name} AS
-        SELECT {typed}, _row, _raw, '{batch_id}' AS _batch_id
-        FROM (SELECT _row, record AS _raw FROM ({records_sql}))
+        SELECT {typed_columns(feed)}, _row, _raw, '{batch_id}' AS _batch_id
+        FROM (SELECT _row, _raw, {parsed(feed)} FROM (SELECT _row, record AS _raw FROM ({records_sql})))
     """)
     (rows,) = con.execute(f"SELECT count(*) FROM landing_{feed.name}").fetchone()
     return Batch(feed, batch_id, rows, 0, as_of, None)

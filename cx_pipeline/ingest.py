@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import tempfile
+import contextlib
+import queue
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import orjson
@@ -16,9 +17,12 @@ import pandas as pd
 
 from cx_pipeline.feeds import Feed
 from cx_pipeline.http import ApiClient
+from cx_pipeline.transactions import transaction
 from cx_pipeline.warehouse import one, row_key_sql
 
 ProgressFn = Callable[[int, int], None]  # (pages so far, rows so far)
+T = TypeVar("T")
+STAGE_ROWS = 20_000
 PREVIEW_ROWS = 5
 
 
@@ -74,7 +78,7 @@ def fetch(
     seen = {"pages": 0, "rows": 0, "as_of": None}
 
     def pages() -> Iterator[list[dict[str, Any]]]:
-        for page in client.pages(feed.path, params):
+        for page in read_ahead(client.pages(feed.path, params)):
             seen["pages"] += 1
             seen["rows"] += len(page["data"])
             seen["as_of"] = seen["as_of"] or page.get("as_of")
@@ -87,49 +91,86 @@ def fetch(
     return replace(batch, as_of=pd.to_datetime(as_of, utc=True).to_pydatetime() if as_of else None)
 
 
+def read_ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Yield from `items`, produced in a thread up to `depth` ahead: the next page downloads while DuckDB
+    stores this one (both release the GIL while they wait or work). An error in the thread is raised here."""
+    ready: queue.Queue[tuple[str, Any]] = queue.Queue(depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    with contextlib.suppress(queue.Full):
+                        ready.put(("item", item), timeout=0.1)
+                        break
+                if stop.is_set():
+                    return
+            ready.put(("end", None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            ready.put(("error", exc))
+
+    thread = threading.Thread(target=produce, name="read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = ready.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()  # the consumer stopped early: let the producer go
+        thread.join()
+
+
+def texts(feed: Feed) -> dict[str, str]:
+    """Each column's type as first read from a row as sent: text (JSON columns as JSON), typed afterwards."""
+    return {c: "JSON" if t == "JSON" else "VARCHAR" for c, t in feed.columns.items()}
+
+
+def texts_type(feed: Feed) -> str:
+    return "STRUCT(" + ", ".join(f'"{c}" {t}' for c, t in texts(feed).items()) + ")"
+
+
+def typed_columns(feed: Feed) -> str:
+    """SQL for the feed's columns, typed from `v`, the row parsed once by `json_transform(_raw, ...)`."""
+    return ", ".join(f"{typed_sql(c, t)} AS {c}" for c, t in feed.columns.items())
+
+
+def parsed(feed: Feed) -> str:
+    """SQL parsing `_raw` once into `v` (see `texts_type`)."""
+    return f"json_transform(_raw, '{orjson.dumps(texts(feed)).decode()}') AS v"
+
+
 def typed_sql(column: str, sql_type: str) -> str:
-    """SQL reading `column` from a row as sent, typed; a value that does not parse becomes null.
+    """SQL typing `column` from `v`, the row's fields as texts; a value that does not parse becomes null.
 
     Nothing is lost by that: `_raw` keeps the row as sent, so the contract can quarantine it verbatim.
     """
-    value = f"_raw->>'{column}'"
-    if sql_type == "JSON":
-        return f"CASE WHEN json_type(_raw->'{column}') <> 'NULL' THEN _raw->'{column}' END"
+    value = f"v.{column}"
+    if sql_type in ("JSON", "VARCHAR"):
+        return value
     if sql_type == "DATE":  # a date may come as a full timestamp with an offset: its day in UTC
         return f"coalesce(TRY_CAST(TRY_CAST({value} AS TIMESTAMPTZ) AS DATE), TRY_CAST({value} AS DATE))"
-    if sql_type == "VARCHAR":
-        return value
     return f"TRY_CAST({value} AS {sql_type})"
 
 
-def rows_sql(feed: Feed, path: Path) -> str:
-    """SQL for the rows of a staged file (one JSON line `[page, [record, ...]]` per page) in the order sent.
-
-    Feeds that nest lines under a header get one row per line: the header's fields, then the line's (a line's
-    field wins over a header's of the same name; a header without lines stays one row).
-    """
-    records = f"""SELECT page, generate_subscripts(data, 1) AS record_no, unnest(data) AS record
-        FROM (SELECT (j->>0)::INTEGER AS page, CAST(j->1 AS JSON[]) AS data
-              FROM read_json_objects({sql_string(path)}, format = 'newline_delimited') AS t(j))"""
+def flatten(feed: Feed, records: list[Any]) -> list[Any]:
+    """One row per line for feeds that nest lines under a header: the header's fields, then the line's (a
+    header without lines stays one row; anything that is not an object is kept as sent)."""
     if not feed.explode:
-        return f"SELECT row_number() OVER (ORDER BY page, record_no) - 1 AS _row, record AS _raw FROM ({records})"
-    fields = "TRY_CAST({} AS MAP(VARCHAR, JSON))"
-    lines = f"""SELECT page, record_no, record,
-               map_from_entries(list_filter(map_entries({fields.format("record")}),
-                                            lambda e: e.key <> '{feed.explode}')) AS header,
-               coalesce(nullif(TRY_CAST(record->'{feed.explode}' AS JSON[]), []), [NULL::JSON]) AS lines
-        FROM ({records})"""
-    return f"""SELECT row_number() OVER (ORDER BY page, record_no, line_no) - 1 AS _row,
-               CASE WHEN json_type(record) <> 'OBJECT' THEN record
-                    WHEN json_type(line) = 'OBJECT' THEN to_json(map_concat(header, {fields.format("line")}))
-                    ELSE to_json(header) END AS _raw
-        FROM (SELECT page, record_no, record, header, generate_subscripts(lines, 1) AS line_no, unnest(lines) AS line
-              FROM ({lines}))"""
-
-
-def sql_string(path: Path) -> str:
-    """`path` as an SQL string literal."""
-    return "'" + str(path).replace("'", "''") + "'"
+        return records
+    rows = []
+    for header in records:
+        if not isinstance(header, dict):
+            rows.append(header)
+            continue
+        base = dict(header)
+        lines = base.pop(feed.explode, None) or [{}]
+        rows.extend([base | line if isinstance(line, dict) else base for line in lines])
+    return rows
 
 
 def stage(
@@ -141,25 +182,40 @@ def stage(
 ) -> Batch:
     """Stage pages of records as `landing_<feed>`, one row per record (per line for nested feeds).
 
-    Each page goes to a newline-delimited JSON file as one line; DuckDB flattens, numbers and types the
-    rows in one pass, so no Python loop or DataFrame ever touches a row and millions stream through.
+    Each page goes to DuckDB as one JSON text, which it splits into rows, numbers and types in one statement:
+    no DataFrame is built and memory holds a page, not the batch. All of it is one transaction: a pull that
+    fails half way leaves the previous landing as it was.
     """
     batch_id = f"{feed.name}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-    page_count = 0
-    with tempfile.TemporaryDirectory(prefix="cx-landing-") as tmp:
-        path = Path(tmp) / f"{feed.name}.ndjson"
-        with path.open("wb") as out:
-            for records in pages:
-                out.write(b"[%d,%b]\n" % (page_count, orjson.dumps(records, default=str)))
-                page_count += 1
-        source = rows_sql(feed, path) if page_count else "SELECT NULL::BIGINT AS _row, NULL::JSON AS _raw WHERE false"
-        typed = ", ".join(f"{typed_sql(c, t)} AS {c}" for c, t in feed.columns.items())
+    typed = typed_columns(feed)
+    insert = f"""INSERT INTO landing_{feed.name}
+        SELECT {typed}, _row, _raw, $batch
+        FROM (SELECT _row, _raw, {parsed(feed)}
+              FROM (SELECT $first + generate_subscripts(data, 1) - 1 AS _row, unnest(data) AS _raw
+                    FROM (SELECT CAST($rows::JSON AS JSON[]) AS data)))"""
+    rows = page_count = 0
+    pending: list[Any] = []
+
+    def store() -> None:
+        nonlocal rows
+        if pending:
+            text = orjson.dumps(pending, default=str).decode()
+            (inserted,) = one(con, insert, {"rows": text, "first": rows, "batch": batch_id})
+            rows += inserted
+            pending.clear()
+
+    with transaction(con):
         con.execute(
-            f"CREATE OR REPLACE TABLE landing_{feed.name} AS "
-            f"SELECT {typed}, _row, _raw, ?::VARCHAR AS _batch_id FROM ({source}) ORDER BY _row",
-            [batch_id],
+            f"CREATE OR REPLACE TABLE landing_{feed.name} AS SELECT {typed}, _row, _raw, ''::VARCHAR AS _batch_id "
+            f"FROM (SELECT NULL::BIGINT AS _row, NULL::JSON AS _raw, NULL::{texts_type(feed)} AS v) "
+            "WHERE false"
         )
-    (rows,) = one(con, f"SELECT count(*) FROM landing_{feed.name}")
+        for records in pages:
+            pending.extend(flatten(feed, records))
+            page_count += 1
+            if len(pending) >= STAGE_ROWS:  # a few pages per statement: fewer round trips, bounded memory
+                store()
+        store()
     return Batch(feed, batch_id, rows, page_count, as_of, updated_since)
 
 

@@ -60,7 +60,9 @@ SELECT r.* FROM {feed.table} r ANTI JOIN (
 """
 
 
-def one(con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | None = None) -> tuple | None:
+def one(
+    con: duckdb.DuckDBPyConnection, sql: str, params: list[object] | dict[str, object] | None = None
+) -> tuple | None:
     """The first row of a query, or None. Uses fetchall: DuckDB 2 keeps a fetchone() result open."""
     rows = con.execute(sql, params or []).fetchall()
     return rows[0] if rows else None
