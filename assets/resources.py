@@ -110,6 +110,15 @@ class NotificationResource(UpstreamApiResource):
     """Customer notification API (`POST /notifications`, idempotent by key)."""
 
 
+# The upstream client of each system the feeds name (`Feed.system`), by resource key.
+UPSTREAM: dict[str, type[UpstreamApiResource]] = {
+    "wms": WmsResource,
+    "catalog": CatalogResource,
+    "oms": OmsResource,
+    "helpdesk": HelpdeskResource,
+}
+
+
 class StorefrontResource(dg.ConfigurableResource):
     """The storefront stock status is pushed to, through the adapter named by `adapter`.
 
@@ -193,10 +202,7 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
             memory_limit=os.environ.get("CX_WAREHOUSE_MEMORY_LIMIT", warehouse.DEFAULT_MEMORY_LIMIT),
         ),
         "app_store": AppStoreResource(path=dg.EnvVar("CX_APP_DB")),
-        "wms": api(WmsResource, "WMS"),
-        "catalog": api(CatalogResource, "CATALOG"),
-        "oms": api(OmsResource, "OMS"),
-        "helpdesk": api(HelpdeskResource, "HELPDESK"),
+        **{system: api(cls, system.upper()) for system, cls in UPSTREAM.items()},
         "notifications": api(NotificationResource, "NOTIFY"),
         "storefront": storefront,
     }

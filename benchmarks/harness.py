@@ -35,11 +35,9 @@ import psutil
 import requests
 
 from assets.resources import (
+    UPSTREAM,
     AppStoreResource,
-    CatalogResource,
-    HelpdeskResource,
     NotificationResource,
-    OmsResource,
     StorefrontResource,
     WarehouseResource,
     WmsResource,
@@ -340,18 +338,10 @@ def scale_runs(size: Size, workdir: Path, progress: Progress = print) -> list[Re
             writes_before = storefront_writes(shop)
             with contextlib.ExitStack() as stack:
                 if source is None:
-                    upstream = dict.fromkeys({f.system for f in FEEDS.values()}, staged)
+                    upstream = dict.fromkeys(UPSTREAM, staged)
                 else:
                     url = stack.enter_context(serving("replay", str(source)))
-                    upstream = {
-                        system: cls(base_url=url, token=TOKEN)
-                        for system, cls in (
-                            ("wms", WmsResource),
-                            ("catalog", CatalogResource),
-                            ("oms", OmsResource),
-                            ("helpdesk", HelpdeskResource),
-                        )
-                    }
+                    upstream = {system: cls(base_url=url, token=TOKEN) for system, cls in UPSTREAM.items()}
                 run, run_id = run_job(bench, path, {**outward, **upstream}, progress)
             total = run[-1]
             changed = pushed(path, run_id)

@@ -13,14 +13,11 @@ import dagster as dg
 import requests
 
 from assets.resources import (
+    UPSTREAM,
     AppStoreResource,
-    CatalogResource,
-    HelpdeskResource,
     NotificationResource,
-    OmsResource,
     StorefrontResource,
     WarehouseResource,
-    WmsResource,
 )
 from cx_pipeline.simulator import Simulator
 
@@ -36,10 +33,7 @@ def resources(sim: Simulator, warehouse_path: Path, **api: object) -> dict[str, 
     return {
         "warehouse": WarehouseResource(path=str(warehouse_path)),
         "app_store": AppStoreResource(path=str(warehouse_path.with_name("app.sqlite"))),
-        "wms": WmsResource(**settings),
-        "catalog": CatalogResource(**settings),
-        "oms": OmsResource(**settings),
-        "helpdesk": HelpdeskResource(**settings),
+        **{system: cls(**settings) for system, cls in UPSTREAM.items()},
         "notifications": NotificationResource(**settings),
         "storefront": StorefrontResource(url=sim.url, token=TOKEN, backoff_seconds=0.05),
     }
