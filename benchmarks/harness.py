@@ -42,9 +42,10 @@ from assets.resources import (
     WarehouseResource,
     WmsResource,
 )
-from benchmarks import scale_world
+from benchmarks import report, scale_world
 from benchmarks.scale_world import NOW, Size
 from cx_pipeline import ingest, stock, warehouse
+from cx_pipeline.demo import load_definitions
 from cx_pipeline.feeds import FEEDS, Feed
 from cx_pipeline.ingest import Batch, ProgressFn
 
@@ -175,15 +176,6 @@ def storefront_writes(url: str) -> int:
 # --- the scale world ----------------------------------------------------------------------------------
 
 
-def stage_all(path: Path, sources: dict[str, str], label: str, as_of: datetime) -> dict[str, int]:
-    """Stage each feed's records in the landing tables of the DuckDB file at `path`; rows per feed."""
-    with warehouse.connect(path) as con:
-        return {
-            name: scale_world.stage(con, name, sql, f"{name}-bench-{label}", as_of).rows
-            for name, sql in sources.items()
-        }
-
-
 def save_shop_state(size: Size, path: Path) -> None:
     """What the storefront shows before the first run: the world's stock before its latest snapshot (in
     which 1 % of SKUs sold out), computed by the pipeline's own landing and stock code in memory."""
@@ -220,18 +212,21 @@ def world_files(size: Size, cache: Path, progress: Progress) -> WorldFiles:
     cache.mkdir(parents=True, exist_ok=True)
     progress(f"generating the scale world: {size.skus:,} SKUs, {size.receipt_lines:,} receipt lines (once) ...")
     started = time.perf_counter()
-    for path in (files.full, files.increment, files.steady):
-        path.unlink(missing_ok=True)
-    rows = stage_all(files.full, scale_world.full_load(size), "full", NOW)
     increment = scale_world.increment(size)
-    later = NOW + timedelta(seconds=scale_world.INCREMENT)
-    stage_all(files.increment, increment, "increment", later)
     nothing = {name: f"SELECT * FROM ({sql}) WHERE false" for name, sql in increment.items() if name != "on_hand"}
-    stage_all(files.steady, {**nothing, "on_hand": increment["on_hand"]}, "steady", later)
+    later = NOW + timedelta(seconds=scale_world.INCREMENT)
+    for path, sources, label, as_of in (
+        (files.full, scale_world.full_load(size), "full", NOW),
+        (files.increment, increment, "increment", later),
+        (files.steady, {**nothing, "on_hand": increment["on_hand"]}, "steady", later),
+    ):
+        path.unlink(missing_ok=True)
+        with warehouse.connect(path) as con:
+            batches = scale_world.stage_all(con, sources, label, as_of)
+        if label == "full":
+            progress("  full load: " + ", ".join(f"{b.feed.name} {b.rows:,}" for b in batches.values()))
     save_shop_state(size, files.shop)  # last: its presence marks a complete set
-    progress(
-        f"  generated in {time.perf_counter() - started:.0f} s: " + ", ".join(f"{k} {v:,}" for k, v in rows.items())
-    )
+    progress(f"  generated in {time.perf_counter() - started:.0f} s")
     return files
 
 
@@ -263,11 +258,10 @@ def step_spans(instance: dg.DagsterInstance, run_id: str) -> dict[str, tuple[flo
     return {key: (start, end, ok) for key, (start, end, ok) in spans.items()}
 
 
-def run_job(bench: str, path: Path, resources: dict[str, Any], progress: Progress) -> tuple[list[Record], str]:
-    """Run the whole job on the warehouse at `path`: one record per step, then one for the run; and its id."""
-    from cx_pipeline.demo import load_definitions
-
-    job = load_definitions().resolve_job_def("cx_pipeline_job")
+def run_job(
+    job: dg.JobDefinition, bench: str, path: Path, resources: dict[str, Any], progress: Progress
+) -> tuple[list[Record], str]:
+    """Run `job` on the warehouse at `path`: one record per step, then one for the run; and its run id."""
     instance = dg.DagsterInstance.ephemeral()
     progress(f"{bench}: running cx_pipeline_job ...")
     with MemorySampler() as memory:
@@ -320,6 +314,7 @@ def scale_runs(size: Size, workdir: Path, progress: Progress = print) -> list[Re
     shutil.copyfile(files.full, path)
     floor = floor_seconds(path)
     progress(f"floor (receipts x catalog, one GROUP BY): {floor:.2f} s")
+    job = load_definitions().resolve_job_def("cx_pipeline_job")
     batch_size = StorefrontResource.model_fields["batch_size"].default
     records: list[Record] = []
     with serving("shop", str(files.shop)) as shop:
@@ -342,7 +337,7 @@ def scale_runs(size: Size, workdir: Path, progress: Progress = print) -> list[Re
                 else:
                     url = stack.enter_context(serving("replay", str(source)))
                     upstream = {system: cls(base_url=url, token=TOKEN) for system, cls in UPSTREAM.items()}
-                run, run_id = run_job(bench, path, {**outward, **upstream}, progress)
+                run, run_id = run_job(job, bench, path, {**outward, **upstream}, progress)
             total = run[-1]
             changed = pushed(path, run_id)
             writes = storefront_writes(shop) - writes_before
@@ -413,3 +408,19 @@ def machine() -> Record:
         "dagster": dg.__version__,
         "at": datetime.now().astimezone().isoformat(),
     }
+
+
+def run(size: Size, http_skus: int, only: str | None, out: Path, command: str) -> int:
+    """`cx-pipeline bench`: measure, save and print the report; 0 when every target is met, else 1."""
+
+    def progress(message: str) -> None:
+        print(message, flush=True)
+
+    records = [machine()]
+    if only in (None, "scale"):
+        records += scale_runs(size, out, progress)
+    if only in (None, "http"):
+        records += http_ingest(http_skus, out, progress)
+    print("\n" + report.save(records, out, command))
+    print(f"Results: {out / 'results.jsonl'} and {out / 'results.md'}")
+    return 0 if all(met for *_, met in report.targets(records)) else 1

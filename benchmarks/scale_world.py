@@ -239,6 +239,6 @@ def increment(size: Size) -> dict[str, str]:
     }
 
 
-def generate(con: duckdb.DuckDBPyConnection, size: Size) -> dict[str, Batch]:
-    """Stage the whole world, feed by feed, as a first full load."""
-    return {name: stage(con, name, sql, f"{name}-bench-full", NOW) for name, sql in full_load(size).items()}
+def stage_all(con: duckdb.DuckDBPyConnection, sources: dict[str, str], label: str, as_of: datetime) -> dict[str, Batch]:
+    """Stage each feed's records (`full_load`, `increment`) in the landing tables, as batches `<feed>-bench-<label>`."""
+    return {name: stage(con, name, sql, f"{name}-bench-{label}", as_of) for name, sql in sources.items()}

@@ -103,9 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "simulate":
         return simulate_world(args)
     if args.command == "bench":
-        from cx_pipeline.demo import run_bench
-
-        return run_bench(args.skus, args.receipt_lines or 20 * args.skus, args.http_skus, args.only, args.out)
+        return run_bench(args)
     if args.command == "serve":
         return serve_app(args)
     return manage_users(args)
@@ -129,6 +127,18 @@ def simulate_world(args: argparse.Namespace) -> int:
     finally:
         sim.stop()
     return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from cx_pipeline.demo import load_definitions
+
+    load_definitions()  # the harness lives in the checkout's benchmarks/, beside the definitions
+    from benchmarks.harness import run
+    from benchmarks.scale_world import Size
+
+    command = " ".join(["cx-pipeline", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else "cx-pipeline bench"
+    size = Size(args.skus, args.receipt_lines or 20 * args.skus)
+    return run(size, args.http_skus, args.only, args.out, command)
 
 
 def serve_app(args: argparse.Namespace) -> int:

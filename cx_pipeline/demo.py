@@ -31,26 +31,6 @@ def load_definitions() -> Any:
     return module.defs
 
 
-def run_bench(skus: int, receipt_lines: int, http_skus: int, only: str | None, out: Path) -> int:
-    """`cx-pipeline bench`: the harness lives in the checkout's benchmarks/ beside the definitions."""
-    load_definitions()  # puts the checkout on the path
-    from benchmarks import harness, report
-    from benchmarks.scale_world import Size
-
-    def progress(message: str) -> None:
-        print(message, flush=True)
-
-    records = [harness.machine()]
-    if only in (None, "scale"):
-        records += harness.scale_runs(Size(skus, receipt_lines), out, progress)
-    if only in (None, "http"):
-        records += harness.http_ingest(http_skus, out, progress)
-    command = " ".join(["cx-pipeline bench", *sys.argv[2:]]) if sys.argv[1:2] == ["bench"] else "cx-pipeline bench"
-    print("\n" + report.save(records, out, command))
-    print(f"Results: {out / 'results.jsonl'} and {out / 'results.md'}")
-    return 0 if all(met for *_, met in report.targets(records)) else 1
-
-
 def point_at(url: str, token: str, warehouse_path: Path) -> None:
     """Configure every upstream resource for the simulator through the same env vars production uses; the
     review app's store sits beside the warehouse."""

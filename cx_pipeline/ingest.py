@@ -130,17 +130,13 @@ def texts(feed: Feed) -> dict[str, str]:
     return {c: "JSON" if t == "JSON" else "VARCHAR" for c, t in feed.columns.items()}
 
 
-def texts_type(feed: Feed) -> str:
-    return "STRUCT(" + ", ".join(f'"{c}" {t}' for c, t in texts(feed).items()) + ")"
-
-
 def typed_columns(feed: Feed) -> str:
     """SQL for the feed's columns, typed from `v`, the row parsed once by `json_transform(_raw, ...)`."""
     return ", ".join(f"{typed_sql(c, t)} AS {c}" for c, t in feed.columns.items())
 
 
 def parsed(feed: Feed) -> str:
-    """SQL parsing `_raw` once into `v` (see `texts_type`)."""
+    """SQL parsing `_raw` once into `v` (see `texts`)."""
     return f"json_transform(_raw, '{orjson.dumps(texts(feed)).decode()}') AS v"
 
 
@@ -187,9 +183,7 @@ def stage(
     fails half way leaves the previous landing as it was.
     """
     batch_id = f"{feed.name}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-    typed = typed_columns(feed)
-    insert = f"""INSERT INTO landing_{feed.name}
-        SELECT {typed}, _row, _raw, $batch
+    rows_of_page = f"""SELECT {typed_columns(feed)}, _row, _raw, $batch AS _batch_id
         FROM (SELECT _row, _raw, {parsed(feed)}
               FROM (SELECT $first + generate_subscripts(data, 1) - 1 AS _row, unnest(data) AS _raw
                     FROM (SELECT CAST($rows::JSON AS JSON[]) AS data)))"""
@@ -200,15 +194,17 @@ def stage(
         nonlocal rows
         if pending:
             text = orjson.dumps(pending, default=str).decode()
-            (inserted,) = one(con, insert, {"rows": text, "first": rows, "batch": batch_id})
+            (inserted,) = one(
+                con, f"INSERT INTO landing_{feed.name} {rows_of_page}", {"rows": text, "first": rows, "batch": batch_id}
+            )
             rows += inserted
             pending.clear()
 
     with transaction(con):
+        # the table of an empty page: the batch's shape, typed by the same statement that fills it
         con.execute(
-            f"CREATE OR REPLACE TABLE landing_{feed.name} AS SELECT {typed}, _row, _raw, ''::VARCHAR AS _batch_id "
-            f"FROM (SELECT NULL::BIGINT AS _row, NULL::JSON AS _raw, NULL::{texts_type(feed)} AS v) "
-            "WHERE false"
+            f"CREATE OR REPLACE TABLE landing_{feed.name} AS {rows_of_page}",
+            {"rows": "[]", "first": 0, "batch": batch_id},
         )
         for records in pages:
             pending.extend(flatten(feed, records))

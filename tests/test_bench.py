@@ -18,7 +18,7 @@ def test_the_scale_world_is_deterministic_and_keeps_its_contracts(tmp_path):
     sums = []
     for attempt in ("a", "b"):
         with warehouse.connect(tmp_path / f"{attempt}.duckdb") as con:
-            batches = scale_world.generate(con, SIZE)
+            batches = scale_world.stage_all(con, scale_world.full_load(SIZE), "full", scale_world.NOW)
             sums.append({n: con.execute(f"SELECT sum(hash(_raw::VARCHAR)) FROM landing_{n}").fetchone() for n in FEEDS})
     assert sums[0] == sums[1]
     assert batches["receipts"].rows == SIZE.receipt_lines and batches["catalog"].rows == SIZE.skus
