@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.resources import UpstreamApiResource, WarehouseResource
+from assets.resources import WAREHOUSE_POOL, UpstreamApiResource, WarehouseResource
 from cx_pipeline.feeds import FEEDS, Feed
 from cx_pipeline.ingest import land, last_cursor
 
@@ -18,7 +18,7 @@ def raw_asset(feed: Feed) -> dg.AssetsDefinition:
         name=feed.table,
         group_name="ingest",
         kinds={"duckdb", "python"},
-        owners=OWNERS,
+        owners=OWNERS, pool=WAREHOUSE_POOL,
         required_resource_keys={feed.system, "warehouse"},
         description=f"{feed.name.replace('_', ' ').capitalize()} from the {feed.system.upper()} API "
         f"(`{feed.path}`), pulled {mode} and upserted by {', '.join(feed.keys)}.",

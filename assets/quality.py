@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from assets.receiving import markdown
-from assets.resources import AppStoreResource, WarehouseResource
+from assets.resources import WAREHOUSE_POOL, AppStoreResource, WarehouseResource
 from cx_pipeline import inspections, kpis, returns
 from cx_pipeline.charts import bar_chart, line_chart
 from cx_pipeline.receiving import wms_clock
@@ -17,7 +17,11 @@ TOP_ROWS = 20
 
 
 @dg.asset(
-    group_name="quality", kinds={"duckdb", "sqlite", "python"}, owners=OWNERS, deps=["raw_receipts", "raw_catalog"]
+    group_name="quality",
+    kinds={"duckdb", "sqlite", "python"},
+    owners=OWNERS,
+    pool=WAREHOUSE_POOL,
+    deps=["raw_receipts", "raw_catalog"],
 )
 def inspection_lots(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, app_store: AppStoreResource
@@ -38,6 +42,7 @@ def inspection_lots(
     group_name="quality",
     kinds={"duckdb", "sqlite", "python"},
     owners=OWNERS,
+    pool=WAREHOUSE_POOL,
     deps=[inspection_lots],
 )
 def inspection_results(
@@ -65,7 +70,9 @@ def inspection_results(
     )
 
 
-@dg.asset(group_name="quality", kinds={"duckdb", "python"}, owners=OWNERS, deps=[inspection_results])
+@dg.asset(
+    group_name="quality", kinds={"duckdb", "python"}, owners=OWNERS, pool=WAREHOUSE_POOL, deps=[inspection_results]
+)
 def inspection_dhu(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Defects per hundred units (DHU) by inspection segment, supplier and category over the last 90 days."""
     with warehouse.connect() as con:
@@ -93,6 +100,7 @@ def inspection_dhu(context: dg.AssetExecutionContext, warehouse: WarehouseResour
     group_name="quality",
     kinds={"duckdb", "sqlite", "scikitlearn"},
     owners=OWNERS,
+    pool=WAREHOUSE_POOL,
     deps=[inspection_dhu, "raw_inquiries", "raw_open_orders", "raw_catalog"],
 )
 def return_risk(
@@ -143,7 +151,13 @@ def return_risk(
     )
 
 
-@dg.asset(group_name="cx_kpis", kinds={"duckdb", "python"}, owners=OWNERS, deps=["raw_inquiries", "raw_open_orders"])
+@dg.asset(
+    group_name="cx_kpis",
+    kinds={"duckdb", "python"},
+    owners=OWNERS,
+    pool=WAREHOUSE_POOL,
+    deps=["raw_inquiries", "raw_open_orders"],
+)
 def inquiry_kpis(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Inquiries per 1,000 orders by reason (delivery delay, cancellation, return), weekly."""
     with warehouse.connect() as con:

@@ -3,7 +3,7 @@
 import dagster as dg
 import pandas as pd
 
-from assets.resources import NotificationResource, WarehouseResource
+from assets.resources import WAREHOUSE_POOL, NotificationResource, WarehouseResource
 from cx_pipeline import allocation, notices, receiving
 from cx_pipeline.charts import line_chart
 
@@ -35,6 +35,7 @@ def markdown(frame: pd.DataFrame, empty: str = "none") -> dg.MetadataValue:
     group_name="receiving",
     kinds={"duckdb", "python"},
     owners=OWNERS,
+    pool=WAREHOUSE_POOL,
     deps=["raw_receipts", "raw_purchase_orders"],
 )
 def receipt_discrepancies(
@@ -69,7 +70,9 @@ def receipt_discrepancies(
     )
 
 
-@dg.asset(group_name="receiving", kinds={"duckdb", "python"}, owners=OWNERS, deps=[receipt_discrepancies])
+@dg.asset(
+    group_name="receiving", kinds={"duckdb", "python"}, owners=OWNERS, pool=WAREHOUSE_POOL, deps=[receipt_discrepancies]
+)
 def receipt_confirmation_cycle(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Hours from a receipt's arrival in the WMS to its confirmation by the pipeline: p50 / p90 per day."""
     with warehouse.connect() as con:
@@ -102,6 +105,7 @@ def receipt_confirmation_cycle(context: dg.AssetExecutionContext, warehouse: War
     group_name="receiving",
     kinds={"duckdb", "python"},
     owners=OWNERS,
+    pool=WAREHOUSE_POOL,
     deps=[receipt_discrepancies, "raw_open_orders", "raw_on_hand"],
 )
 def delay_notices(

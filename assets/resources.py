@@ -19,6 +19,9 @@ from cx_pipeline.http import ApiClient
 from cx_pipeline.ingest import Batch, ProgressFn, fetch
 from cx_pipeline.storefront import ADAPTERS, StorefrontAdapter, StorefrontConfigError
 
+# The Dagster concurrency pool of every asset that opens the warehouse (deploy/dagster.yaml limits it).
+WAREHOUSE_POOL = "warehouse"
+
 
 class WarehouseResource(dg.ConfigurableResource):
     """The DuckDB warehouse file (one writer at a time: runs use the in-process executor)."""

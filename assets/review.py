@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from assets.receiving import markdown
-from assets.resources import AppStoreResource, WarehouseResource
+from assets.resources import WAREHOUSE_POOL, AppStoreResource, WarehouseResource
 from cx_pipeline import review, staleness
 from cx_pipeline.receiving import wms_clock
 from cx_pipeline.rules import load_families
@@ -21,7 +21,7 @@ class StalenessConfig(dg.Config, staleness.StalenessPolicy):
     families_file: str = ""
 
 
-@dg.asset(group_name="catalog_review", kinds={"duckdb", "sqlite", "python"}, owners=OWNERS)
+@dg.asset(group_name="catalog_review", kinds={"duckdb", "sqlite", "python"}, owners=OWNERS, pool=WAREHOUSE_POOL)
 def review_decisions(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, app_store: AppStoreResource
 ) -> dg.MaterializeResult:
@@ -43,7 +43,7 @@ def review_decisions(
 @dg.asset(
     group_name="catalog_review",
     kinds={"duckdb", "sqlite", "python"},
-    owners=OWNERS,
+    owners=OWNERS, pool=WAREHOUSE_POOL,
     deps=[
         review_decisions,
         "raw_catalog",

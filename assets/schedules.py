@@ -2,10 +2,14 @@
 
 import dagster as dg
 
+WAREHOUSE_TAG = "cx/warehouse"
+
 pipeline_job = dg.define_asset_job(
     name="cx_pipeline_job",
     selection=dg.AssetSelection.all(),
     description="Pull every feed, check its contract, and run everything downstream of the feeds that pass.",
+    # The run queue lets one run carrying this tag write the warehouse at a time (deploy/dagster.yaml).
+    tags={WAREHOUSE_TAG: "write"},
 )
 
 every_three_hours = dg.ScheduleDefinition(

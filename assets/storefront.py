@@ -3,7 +3,7 @@
 import dagster as dg
 
 from assets.receiving import markdown
-from assets.resources import StorefrontResource, WarehouseResource
+from assets.resources import WAREHOUSE_POOL, StorefrontResource, WarehouseResource
 from cx_pipeline import push, stock
 from cx_pipeline.receiving import wms_clock
 
@@ -37,6 +37,7 @@ class PushConfig(dg.Config):
     group_name="storefront",
     kinds={"duckdb", "python"},
     owners=OWNERS,
+    pool=WAREHOUSE_POOL,
     deps=["raw_on_hand", "raw_open_orders", "raw_catalog"],
 )
 def stock_position(
@@ -58,7 +59,9 @@ def stock_position(
     return dg.MaterializeResult(metadata={**counts, "most_oversold": markdown(oversold)})
 
 
-@dg.asset(group_name="storefront", kinds={"duckdb", "python"}, owners=OWNERS, deps=[stock_position])
+@dg.asset(
+    group_name="storefront", kinds={"duckdb", "python"}, owners=OWNERS, pool=WAREHOUSE_POOL, deps=[stock_position]
+)
 def storefront_push_plan(
     context: dg.AssetExecutionContext,
     config: PushPlanConfig,
@@ -147,7 +150,7 @@ def inputs_passed_contracts(warehouse: WarehouseResource) -> dg.AssetCheckResult
     )
 
 
-@dg.asset(group_name="storefront", kinds={"python"}, owners=OWNERS, deps=[storefront_push_plan])
+@dg.asset(group_name="storefront", kinds={"python"}, owners=OWNERS, pool=WAREHOUSE_POOL, deps=[storefront_push_plan])
 def storefront_status_push(
     context: dg.AssetExecutionContext, config: PushConfig, warehouse: WarehouseResource, storefront: StorefrontResource
 ) -> dg.MaterializeResult:

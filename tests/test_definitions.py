@@ -6,6 +6,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.resources import WAREHOUSE_POOL
+from assets.schedules import WAREHOUSE_TAG
 from checks.contracts import CONTRACT_CHECK
 from cx_pipeline.feeds import FEEDS
 from definitions import defs
@@ -48,3 +50,12 @@ def test_the_whole_graph_runs_every_three_hours():
     assert schedule.job_name == "cx_pipeline_job"
     job = defs.resolve_job_def("cx_pipeline_job")
     assert {k.path[-1] for k in job.asset_layer.executable_asset_keys} >= {f.table for f in FEEDS.values()}
+
+
+def test_every_asset_that_opens_the_warehouse_is_in_its_pool():
+    """The run queue holds back any second run that contains one of these (deploy/dagster.yaml)."""
+    for assets_def in defs.assets:
+        if "warehouse" in assets_def.required_resource_keys:
+            assert assets_def.op.pool == WAREHOUSE_POOL, assets_def.key
+    assert defs.resolve_job_def("cx_pipeline_job").tags[WAREHOUSE_TAG] == "write"
+

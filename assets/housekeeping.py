@@ -1,0 +1,150 @@
+"""Housekeeping: nightly backups of the warehouse and the app's store, old runs deleted, failed runs announced."""
+
+import os
+import shutil
+import sqlite3
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import requests
+
+from assets.resources import WAREHOUSE_POOL, AppStoreResource, WarehouseResource
+from assets.schedules import pipeline_job
+
+DEFAULT_KEEP_RUNS_DAYS = 30
+DEFAULT_KEEP_BACKUPS = 7
+FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+PURGE_PAGE = 500
+
+
+class PurgeConfig(dg.Config):
+    """How many days of finished runs (with their logs and events) the instance keeps."""
+
+    keep_days: int = DEFAULT_KEEP_RUNS_DAYS
+
+
+@dg.op
+def purge_old_runs(context: dg.OpExecutionContext, config: PurgeConfig) -> int:
+    """Deletes finished runs created more than `keep_days` ago; queued and running ones are never touched."""
+    if config.keep_days < 0:
+        raise dg.Failure(f"keep_days must be 0 or more, got {config.keep_days}")
+    cutoff = datetime.now(UTC) - timedelta(days=config.keep_days)
+    old = dg.RunsFilter(statuses=FINISHED, created_before=cutoff)
+    deleted = 0
+    while records := context.instance.get_run_records(filters=old, limit=PURGE_PAGE):
+        for record in records:
+            context.instance.delete_run(record.dagster_run.run_id)
+        deleted += len(records)
+        context.log.info(f"{deleted:,} runs created before {cutoff:%Y-%m-%d %H:%M} UTC deleted so far")
+    context.add_output_metadata({"runs_deleted": deleted, "created_before": cutoff.isoformat()})
+    return deleted
+
+
+class BackupConfig(dg.Config):
+    """Where backups go (default: `backups/` beside the warehouse file) and how many are kept."""
+
+    backup_dir: str = ""
+    keep: int = DEFAULT_KEEP_BACKUPS
+
+
+# In the warehouse pool: the run queue starts this only when no run is writing the warehouse.
+@dg.op(pool=WAREHOUSE_POOL)
+def back_up_stores(
+    context: dg.OpExecutionContext, config: BackupConfig, warehouse: WarehouseResource, app_store: AppStoreResource
+) -> str:
+    """Copies the warehouse and the review app's store into a folder named by the time, keeping the newest `keep`."""
+    if config.keep < 1:
+        raise dg.Failure(f"keep must be 1 or more, got {config.keep}")
+    root = Path(config.backup_dir) if config.backup_dir else Path(warehouse.path).parent / "backups"
+    target = root / f"{datetime.now(UTC):%Y%m%dT%H%M%S.%fZ}"  # names sort by time
+    target.mkdir(parents=True)
+    with warehouse.connect() as con:
+        # Checkpointed and held open, the file is complete and nobody else can write it while it is copied.
+        con.execute("CHECKPOINT")
+        shutil.copy2(warehouse.path, target / Path(warehouse.path).name)
+    with app_store.connect() as store, closing(sqlite3.connect(target / Path(app_store.path).name)) as copy:
+        store.backup(copy)  # SQLite's online backup: consistent while the web app keeps writing
+    for old in sorted(p for p in root.iterdir() if p.is_dir())[: -config.keep]:
+        shutil.rmtree(old)
+        context.log.info(f"removed the old backup {old}")
+    sizes = {p.name: p.stat().st_size for p in target.iterdir()}
+    context.add_output_metadata({"backup": str(target), **{f"bytes_{name}": size for name, size in sizes.items()}})
+    return str(target)
+
+
+@dg.job(tags={"cx/housekeeping": "nightly"})
+def cx_housekeeping_job() -> None:
+    """Keeps the deployment recoverable and small: backs up both stores and deletes old runs with their logs."""
+    back_up_stores()
+    purge_old_runs()
+
+
+@dg.schedule(
+    job=cx_housekeeping_job,
+    cron_schedule="30 4 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+)
+def cx_housekeeping_daily() -> dg.RunRequest:
+    """Every day at 04:30 UTC: back up to CX_BACKUP_DIR (keeping CX_KEEP_BACKUPS, 7) and delete finished runs
+    older than CX_KEEP_RUNS_DAYS (30)."""
+    env = os.environ
+    return dg.RunRequest(
+        run_config={
+            "ops": {
+                "back_up_stores": {
+                    "config": {
+                        "backup_dir": env.get("CX_BACKUP_DIR", ""),
+                        "keep": int(env.get("CX_KEEP_BACKUPS", DEFAULT_KEEP_BACKUPS)),
+                    }
+                },
+                "purge_old_runs": {"config": {"keep_days": int(env.get("CX_KEEP_RUNS_DAYS", DEFAULT_KEEP_RUNS_DAYS))}},
+            }
+        }
+    )
+
+
+class AlertResource(dg.ConfigurableResource):
+    """Where failed runs are announced: a webhook taking `{"text": ...}` (Slack, Teams and Mattermost
+    incoming webhooks all do). Empty: failures are only logged by the sensor and shown in the UI."""
+
+    webhook_url: str = ""
+    ui_url: str = ""  # the webserver's address, for a link to the failed run
+    timeout_seconds: float = 10.0
+
+    def announce(self, text: str) -> bool:
+        """Post `text`; False when no webhook is configured. A refused post raises, so the tick is retried."""
+        if not self.webhook_url:
+            return False
+        response = requests.post(self.webhook_url, json={"text": text}, timeout=self.timeout_seconds)
+        if not response.ok:
+            raise RuntimeError(f"alert webhook answered {response.status_code}: {response.text[:200]}")
+        return True
+
+
+def alerts_from_env() -> AlertResource:
+    """CX_ALERT_WEBHOOK_URL and CX_DAGSTER_URL, both optional."""
+    return AlertResource(
+        webhook_url=os.environ.get("CX_ALERT_WEBHOOK_URL", ""), ui_url=os.environ.get("CX_DAGSTER_URL", "")
+    )
+
+
+@dg.run_failure_sensor(
+    monitored_jobs=[pipeline_job, cx_housekeeping_job],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def run_failure_alert(context: dg.RunFailureSensorContext, alerts: AlertResource) -> None:
+    """Announces every failed pipeline or housekeeping run: which job, which step and why, with a link."""
+    run = context.dagster_run
+    steps = sorted({event.step_key for event in context.get_step_failure_events() if event.step_key})
+    message = context.failure_event.message or "the run failed"
+    link = f"\n{alerts.ui_url.rstrip('/')}/runs/{run.run_id}" if alerts.ui_url else ""
+    text = (
+        f"cx-pipeline: run {run.run_id[:8]} of {run.job_name} failed"
+        + (f" at {', '.join(steps)}" if steps else "")
+        + f": {message}{link}"
+    )
+    context.log.error(text)
+    alerts.announce(text)
