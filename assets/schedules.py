@@ -10,6 +10,10 @@ pipeline_job = dg.define_asset_job(
     description="Pull every feed, check its contract, and run everything downstream of the feeds that pass.",
     # The run queue lets one run carrying this tag write the warehouse at a time (deploy/dagster.yaml).
     tags={WAREHOUSE_TAG: "write"},
+    # In one process by default; `execution: {config: {multiprocess: {max_concurrent: N}}}` in the run config
+    # runs independent steps side by side (docs/scaling.md).
+    executor_def=dg.multi_or_in_process_executor,
+    config={"execution": {"config": {"in_process": {}}}},
 )
 
 every_three_hours = dg.ScheduleDefinition(

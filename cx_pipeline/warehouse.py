@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,6 +12,8 @@ from pathlib import Path
 import duckdb
 
 from cx_pipeline.feeds import FEEDS, Feed
+
+log = logging.getLogger(__name__)
 
 META_DDL = """
 CREATE TABLE IF NOT EXISTS ingest_batches (
@@ -92,21 +96,54 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 
 DEFAULT_MEMORY_LIMIT = "2GB"
+# Long enough for the longest step of a first load at a million SKUs to finish and let go of the file.
+DEFAULT_WAIT_SECONDS = 3600.0
+
+
+class WarehouseBusyError(RuntimeError):
+    """Another process kept the warehouse file open for longer than we were prepared to wait."""
+
+
+def open_when_free(
+    path: Path, read_only: bool, config: dict[str, str], wait_seconds: float
+) -> duckdb.DuckDBPyConnection:
+    """Open `path`, waiting while another process holds it: DuckDB lets one process write a file and fails
+    at once otherwise, but parallel steps (the multiprocess executor) each hold it only for their own work."""
+    deadline = time.monotonic() + wait_seconds
+    pause = 0.05
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only, config=config)
+        except duckdb.IOException as exc:
+            if "Could not set lock" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise WarehouseBusyError(
+                    f"{path} is still in use by another process after {wait_seconds:.0f} s: {exc}"
+                ) from exc
+            if pause == 0.05:
+                log.info("%s is in use by another process; waiting up to %.0f s", path, wait_seconds)
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
 
 @contextmanager
 def connect(
-    path: str | Path, read_only: bool = False, memory_limit: str = DEFAULT_MEMORY_LIMIT
+    path: str | Path,
+    read_only: bool = False,
+    memory_limit: str = DEFAULT_MEMORY_LIMIT,
+    wait_seconds: float = DEFAULT_WAIT_SECONDS,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the warehouse file (creating it and its schema on first use) and close it afterwards.
 
     DuckDB would take up to 80 % of the machine's memory; `memory_limit` caps it (beyond it, large joins and
     sorts spill to `<file>.tmp/`), so a run's footprint is known in advance whatever the catalog's size.
+    While another process has the file open, this waits up to `wait_seconds` for it.
     """
     path = Path(path)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), read_only=read_only, config={"memory_limit": memory_limit})
+    con = open_when_free(path, read_only, {"memory_limit": memory_limit}, wait_seconds)
     # Day counts and weeks in UTC whatever the host's zone; without the ICU extension DuckDB is in UTC anyway.
     with contextlib.suppress(duckdb.Error):
         con.execute("SET TimeZone = 'UTC'")

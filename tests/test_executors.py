@@ -1,0 +1,152 @@
+"""The whole graph under Dagster's multiprocess executor (each step in its own process, two at a time) leaves
+the same warehouse as the default in-process run: steps wait for each other's hold on the DuckDB file."""
+
+import itertools
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from cx_pipeline import warehouse
+from cx_pipeline.simulator import Simulator, build_world
+from tests.helpers import TOKEN, WORLD_NOW
+
+SYSTEMS = ("WMS", "CATALOG", "OMS", "HELPDESK", "NOTIFY", "STOREFRONT")
+MULTIPROCESS = {"execution": {"config": {"multiprocess": {"max_concurrent": 2}}}}
+# Stamped when a step ran (run, batch and plan ids; the wall clock; the simulator's clock, which moves with
+# it): these differ between any two runs, whatever the executor. Everything else must be equal.
+STAMPED_EVERYWHERE = {"_batch_id", "_loaded_at"}
+STAMPED = {
+    "ingest_batches": {"batch_id", "run_id", "fetched_at", "as_of"},
+    "notice_ledger": {"run_id", "planned_at", "sent_at", "notification_id"},
+    "push_audit": {"plan_id", "idempotency_key", "pushed_at"},
+    "push_changes": {"plan_id"},
+    "push_plans": {"plan_id", "planned_at"},
+    "quarantine": {"batch_id", "quarantined_at", "released_at"},
+    "receipt_confirmations": {"run_id", "confirmed_at"},
+    "receipt_discrepancies": {"opened_at", "updated_at", "notified_at", "resolved_at"},
+    "return_risk": {"scored_at"},
+    "return_risk_metrics": {"run_id", "scored_at", "train_cutoff", "test_cutoff"},
+    "stale_products": {"out_of_stock_since", "last_mismatch_at", "assessed_at"},
+    "stock_status_since": {"since", "changed_run"},
+}
+
+
+def pipeline() -> dg.JobDefinition:
+    """The production job; reconstructable, since each step's process imports it again."""
+    from definitions import defs
+
+    return defs.resolve_job_def("cx_pipeline_job")
+
+
+def run_graph(workdir: Path, run_config: dict, monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[float, float, int]]:
+    """Run the whole job against a fresh demo world, with resources from env vars as in production; return
+    each step's (start, end, pid)."""
+    workdir.mkdir()
+    with Simulator(world=build_world(seed=7, n_skus=300, now=WORLD_NOW), token=TOKEN) as sim:
+        for system in SYSTEMS:
+            monkeypatch.setenv(f"CX_{system}_URL", sim.url)
+            monkeypatch.setenv(f"CX_{system}_TOKEN", TOKEN)
+        monkeypatch.setenv("CX_WAREHOUSE_PATH", str(workdir / "warehouse.duckdb"))
+        monkeypatch.setenv("CX_APP_DB", str(workdir / "app.sqlite"))
+        with dg.instance_for_test() as instance:
+            result = dg.execute_job(dg.reconstructable(pipeline), instance=instance, run_config=run_config)
+            failures = [(e.step_key, e.message) for e in result.all_events if e.is_failure]
+            assert result.success, failures
+            steps = [e for e in instance.all_logs(result.run_id) if e.step_key and e.dagster_event]
+            starts = {e.step_key: e.timestamp for e in steps if e.dagster_event.event_type_value == "STEP_START"}
+            return {
+                e.step_key: (starts[e.step_key], e.timestamp, e.dagster_event.pid)
+                for e in steps
+                if e.dagster_event.event_type_value == "STEP_SUCCESS"
+            }
+
+
+def differences(left: Path, right: Path) -> dict[str, int]:
+    """Rows of each table found in one warehouse and not the other, stamped columns left out."""
+    con = duckdb.connect()
+    con.execute(f"ATTACH '{left}' AS l (READ_ONLY)")
+    con.execute(f"ATTACH '{right}' AS r (READ_ONLY)")
+    tables = [t for (t,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = 'l'").fetchall()]
+    assert {
+        t for (t,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = 'r'").fetchall()
+    } == set(tables)
+    found = {}
+    for table in tables:
+        columns = [
+            f'"{c}"'
+            for (c,) in con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE database_name = 'l' AND table_name = ? "
+                "ORDER BY column_index",
+                [table],
+            ).fetchall()
+            if c not in STAMPED_EVERYWHERE | STAMPED.get(table, set())
+        ]
+        select = ", ".join(columns)
+        (count,) = con.execute(
+            f"""SELECT count(*) FROM (
+                (SELECT {select} FROM l."{table}" EXCEPT ALL SELECT {select} FROM r."{table}")
+                UNION ALL
+                (SELECT {select} FROM r."{table}" EXCEPT ALL SELECT {select} FROM l."{table}"))"""
+        ).fetchone()
+        if count:
+            found[table] = count
+    con.close()
+    return found
+
+
+def test_the_multiprocess_executor_gives_the_same_warehouse_as_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    in_process = run_graph(tmp_path / "in_process", {}, monkeypatch)
+    spans = run_graph(tmp_path / "multiprocess", MULTIPROCESS, monkeypatch)
+
+    # the default stays one process; the multiprocess run gave every step its own, two at a time
+    assert len({pid for _, _, pid in in_process.values()}) == 1
+    assert len({pid for _, _, pid in spans.values()}) == len(spans) > 20
+    assert any(a[0] < b[1] and b[0] < a[1] for a, b in itertools.combinations(spans.values(), 2))
+
+    assert (
+        differences(tmp_path / "in_process" / "warehouse.duckdb", tmp_path / "multiprocess" / "warehouse.duckdb") == {}
+    )
+    with duckdb.connect(str(tmp_path / "multiprocess" / "warehouse.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM push_audit").fetchone()[0] > 0  # not two empty warehouses
+
+
+# another process that opens the file, says so, and keeps it for argv[2] seconds
+HOLD = """import duckdb, sys, time
+con = duckdb.connect(sys.argv[1])
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))"""
+
+
+def held_by_another_process(path: Path, seconds: float) -> subprocess.Popen:
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_step_waits_for_the_warehouse_another_process_holds(tmp_path: Path) -> None:
+    path = tmp_path / "warehouse.duckdb"
+    holder = held_by_another_process(path, 1.5)
+    started = time.monotonic()
+    with warehouse.connect(path) as con:
+        assert holder.poll() is not None  # opened only once the other process had let go
+        assert con.execute("SELECT count(*) FROM ingest_batches").fetchone() == (0,)
+    assert time.monotonic() - started >= 1.0
+
+
+def test_a_warehouse_held_too_long_fails_with_the_file_and_the_holder(tmp_path: Path) -> None:
+    path = tmp_path / "warehouse.duckdb"
+    holder = held_by_another_process(path, 30)
+    try:
+        busy = rf"{path.name} is still in use .* after 1 s.*PID {holder.pid}"
+        with pytest.raises(warehouse.WarehouseBusyError, match=busy), warehouse.connect(path, wait_seconds=1):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
