@@ -9,6 +9,8 @@ Four measurements, each a list of JSON-able records:
   of it, since absolute times vary between machines.
 - push efficiency, from the scale runs: storefront writes against ceil(changed SKUs / batch size).
 - HTTP ingest: every feed pulled from the simulator over loopback, in rows per second.
+- executors: the whole job on a demo world in one process (the default) and under Dagster's multiprocess
+  executor, for docs/scaling.md.
 Servers run in child processes, so their CPU and memory are not counted as the pipeline's.
 """
 
@@ -20,6 +22,7 @@ import multiprocessing
 import os
 import queue
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,7 +47,7 @@ from assets.resources import (
 )
 from benchmarks import report, scale_world
 from benchmarks.scale_world import NOW, Size
-from cx_pipeline import ingest, stock, warehouse
+from cx_pipeline import demo, ingest, stock, warehouse
 from cx_pipeline.demo import load_definitions
 from cx_pipeline.feeds import FEEDS, Feed
 from cx_pipeline.ingest import Batch, ProgressFn
@@ -399,6 +402,75 @@ def http_ingest(skus: int, workdir: Path, progress: Progress = print) -> list[Re
     return records
 
 
+def production_job() -> dg.JobDefinition:
+    """cx_pipeline_job as deployed; the multiprocess executor rebuilds it in each step's process."""
+    return load_definitions().resolve_job_def("cx_pipeline_job")
+
+
+@dataclass(frozen=True)
+class ExecutorRun:
+    seconds: float
+    spans: dict[str, tuple[float, float, bool]]  # step: (start, end, succeeded)
+    pids: set[int]  # the processes the steps ran in
+    failures: list[str]
+
+    @property
+    def most_at_once(self) -> int:
+        """The most steps running at the same moment."""
+        edges = sorted((t, d) for start, end, _ in self.spans.values() for t, d in ((start, 1), (end, -1)))
+        running = most = 0
+        for _, change in edges:
+            running += change
+            most = max(most, running)
+        return most
+
+
+def run_production_job(url: str, warehouse_path: Path, run_config: dict[str, Any]) -> ExecutorRun:
+    """The deployed job, configured by env vars as in production, against the world served at `url`."""
+    saved = dict(os.environ)
+    demo.point_at(url, TOKEN, warehouse_path)
+    try:
+        with tempfile.TemporaryDirectory() as home, dg.DagsterInstance.local_temp(home) as instance:
+            started = time.perf_counter()
+            result = dg.execute_job(dg.reconstructable(production_job), instance=instance, run_config=run_config)
+            seconds = time.perf_counter() - started
+            pids = {e.pid for e in result.all_events if e.event_type_value == "STEP_START"}
+            failures = [f"{e.step_key}: {e.message}" for e in result.all_events if e.is_failure]
+            return ExecutorRun(seconds, step_spans(instance, result.run_id), pids, failures)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def executor_runs(skus: int, workdir: Path, progress: Progress = print) -> list[Record]:
+    """The whole job on a fresh demo world of `skus` SKUs, in one process and then with the multiprocess
+    executor (as many steps at once as there are CPUs)."""
+    multiprocess = {"execution": {"config": {"multiprocess": {"max_concurrent": os.cpu_count() or 1}}}}
+    records = []
+    for name, run_config in (("in_process", {}), ("multiprocess", multiprocess)):
+        path = workdir / "executors" / name / "warehouse.duckdb"
+        shutil.rmtree(path.parent, ignore_errors=True)
+        path.parent.mkdir(parents=True)
+        progress(f"executors: cx_pipeline_job {name} on a demo world of {skus:,} SKUs ...")
+        with serving("world", str(skus)) as url:
+            run = run_production_job(url, path, run_config)
+        if run.failures:
+            raise RuntimeError(f"the {name} run failed: {run.failures}")
+        record = {
+            "bench": "executors",
+            "step": name,
+            "skus": skus,
+            "seconds": round(run.seconds, 3),
+            "steps": len(run.spans),
+            "step_seconds": round(sum(end - start for start, end, _ in run.spans.values()), 3),
+            "processes": len(run.pids),
+            "most_at_once": run.most_at_once,
+        }
+        progress(f"  {name}: {record['seconds']:.1f} s, {record['steps']} steps in {record['processes']} processes")
+        records.append(record)
+    return records
+
+
 def machine() -> Record:
     return {
         "bench": "machine",
@@ -421,6 +493,8 @@ def run(size: Size, http_skus: int, only: str | None, out: Path, command: str) -
         records += scale_runs(size, out, progress)
     if only in (None, "http"):
         records += http_ingest(http_skus, out, progress)
+    if only in (None, "executors"):
+        records += executor_runs(http_skus, out, progress)
     print("\n" + report.save(records, out, command))
     print(f"Results: {out / 'results.jsonl'} and {out / 'results.md'}")
     return 0 if all(met for *_, met in report.targets(records)) else 1

@@ -115,6 +115,19 @@ def markdown(records: list[Record], command: str) -> str:
     if ingest:
         lines += ["", "| feed over HTTP | rows | s | rows/s |", "|---|---:|---:|---:|"]
         lines += [f"| {r['step']} | {r['rows']:,} | {r['seconds']} | {r['rows_per_second']:,} |" for r in ingest]
+    executors = [r for r in records if r["bench"] == "executors"]
+    if executors:
+        lines += [
+            "",
+            f"| executor ({executors[0]['skus']:,}-SKU demo world) | run s | steps | sum of step s | processes "
+            "| most steps at once |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {r['step']} | {r['seconds']} | {r['steps']} | {r['step_seconds']} | {r['processes']} "
+            f"| {r['most_at_once']} |"
+            for r in executors
+        ]
     return "\n".join(lines) + "\n"
 
 

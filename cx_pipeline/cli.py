@@ -53,8 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     bench.add_argument("--skus", type=int, default=1_000_000, help="catalog size of the scale world (1000000)")
     bench.add_argument("--receipt-lines", type=int, help="receipt lines in the scale world (20 per SKU)")
-    bench.add_argument("--http-skus", type=int, default=20_000, help="demo world size for HTTP ingest (20000)")
-    bench.add_argument("--only", choices=["scale", "http"], help="run one part: the scale runs or HTTP ingest")
+    bench.add_argument(
+        "--http-skus", type=int, default=20_000, help="demo world size for HTTP ingest and the executors (20000)"
+    )
+    bench.add_argument(
+        "--only",
+        choices=["scale", "http", "executors"],
+        help="run one part: the scale runs, HTTP ingest, or in-process against multiprocess execution",
+    )
     bench.add_argument("--out", type=Path, default=Path("data/bench"), help="results and scratch files (data/bench)")
 
     app_db = argparse.ArgumentParser(add_help=False)

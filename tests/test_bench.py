@@ -68,6 +68,8 @@ def test_the_report_states_every_target(tmp_path):
          "storefront_writes": 3},
         {"bench": "steady_state", "step": "TOTAL", "seconds": 1.0, "peak_rss_mib": 1, "ok": True, "changed_skus": 0,
          "batch_size": 100, "storefront_writes": 1},
+        {"bench": "executors", "step": "multiprocess", "skus": 300, "seconds": 95.1, "steps": 29,
+         "step_seconds": 120.5, "processes": 29, "most_at_once": 2},
     ]  # fmt: skip
 
     met = {target: ok for target, _, _, ok in report.targets(records)}
@@ -81,8 +83,9 @@ def test_the_report_states_every_target(tmp_path):
         "storefront writes, steady state": False,
     }
     assert "| full run peak RSS | ≤ 4,096 MiB | 5,000 MiB | NO |" in text
+    assert "| multiprocess | 95.1 | 29 | 120.5 | 29 | 2 |" in text  # informative, not a target
     assert [json.loads(line)["bench"] for line in (tmp_path / "results.jsonl").read_text().splitlines()] == [
-        "machine", "full_run", "steady_state"
+        "machine", "full_run", "steady_state", "executors"
     ]  # fmt: skip
 
 

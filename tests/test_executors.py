@@ -1,21 +1,19 @@
 """The whole graph under Dagster's multiprocess executor (each step in its own process, two at a time) leaves
 the same warehouse as the default in-process run: steps wait for each other's hold on the DuckDB file."""
 
-import itertools
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import dagster as dg
 import duckdb
 import pytest
 
+from benchmarks.harness import TOKEN, ExecutorRun, run_production_job
 from cx_pipeline import warehouse
 from cx_pipeline.simulator import Simulator, build_world
-from tests.helpers import TOKEN, WORLD_NOW
+from tests.helpers import WORLD_NOW
 
-SYSTEMS = ("WMS", "CATALOG", "OMS", "HELPDESK", "NOTIFY", "STOREFRONT")
 MULTIPROCESS = {"execution": {"config": {"multiprocess": {"max_concurrent": 2}}}}
 # Stamped when a step ran (run, batch and plan ids; the wall clock; the simulator's clock, which moves with
 # it): these differ between any two runs, whatever the executor. Everything else must be equal.
@@ -36,34 +34,13 @@ STAMPED = {
 }
 
 
-def pipeline() -> dg.JobDefinition:
-    """The production job; reconstructable, since each step's process imports it again."""
-    from definitions import defs
-
-    return defs.resolve_job_def("cx_pipeline_job")
-
-
-def run_graph(workdir: Path, run_config: dict, monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[float, float, int]]:
-    """Run the whole job against a fresh demo world, with resources from env vars as in production; return
-    each step's (start, end, pid)."""
+def run_graph(workdir: Path, run_config: dict) -> ExecutorRun:
+    """The deployed job against a fresh demo world, as `cx-pipeline bench --only executors` runs it."""
     workdir.mkdir()
     with Simulator(world=build_world(seed=7, n_skus=300, now=WORLD_NOW), token=TOKEN) as sim:
-        for system in SYSTEMS:
-            monkeypatch.setenv(f"CX_{system}_URL", sim.url)
-            monkeypatch.setenv(f"CX_{system}_TOKEN", TOKEN)
-        monkeypatch.setenv("CX_WAREHOUSE_PATH", str(workdir / "warehouse.duckdb"))
-        monkeypatch.setenv("CX_APP_DB", str(workdir / "app.sqlite"))
-        with dg.instance_for_test() as instance:
-            result = dg.execute_job(dg.reconstructable(pipeline), instance=instance, run_config=run_config)
-            failures = [(e.step_key, e.message) for e in result.all_events if e.is_failure]
-            assert result.success, failures
-            steps = [e for e in instance.all_logs(result.run_id) if e.step_key and e.dagster_event]
-            starts = {e.step_key: e.timestamp for e in steps if e.dagster_event.event_type_value == "STEP_START"}
-            return {
-                e.step_key: (starts[e.step_key], e.timestamp, e.dagster_event.pid)
-                for e in steps
-                if e.dagster_event.event_type_value == "STEP_SUCCESS"
-            }
+        run = run_production_job(sim.url, workdir / "warehouse.duckdb", run_config)
+    assert not run.failures
+    return run
 
 
 def differences(left: Path, right: Path) -> dict[str, int]:
@@ -99,21 +76,19 @@ def differences(left: Path, right: Path) -> dict[str, int]:
     return found
 
 
-def test_the_multiprocess_executor_gives_the_same_warehouse_as_one_process(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    in_process = run_graph(tmp_path / "in_process", {}, monkeypatch)
-    spans = run_graph(tmp_path / "multiprocess", MULTIPROCESS, monkeypatch)
+def test_the_multiprocess_executor_gives_the_same_warehouse_as_one_process(tmp_path: Path) -> None:
+    in_process = run_graph(tmp_path / "in_process", {})
+    multiprocess = run_graph(tmp_path / "multiprocess", MULTIPROCESS)
 
     # the default stays one process; the multiprocess run gave every step its own, two at a time
-    assert len({pid for _, _, pid in in_process.values()}) == 1
-    assert len({pid for _, _, pid in spans.values()}) == len(spans) > 20
-    assert any(a[0] < b[1] and b[0] < a[1] for a, b in itertools.combinations(spans.values(), 2))
+    assert len(in_process.pids) == 1
+    assert in_process.most_at_once == 1
+    assert len(multiprocess.pids) == len(multiprocess.spans) > 20
+    assert multiprocess.most_at_once == 2
 
-    assert (
-        differences(tmp_path / "in_process" / "warehouse.duckdb", tmp_path / "multiprocess" / "warehouse.duckdb") == {}
-    )
-    with duckdb.connect(str(tmp_path / "multiprocess" / "warehouse.duckdb"), read_only=True) as con:
+    warehouses = [tmp_path / run / "warehouse.duckdb" for run in ("in_process", "multiprocess")]
+    assert differences(*warehouses) == {}
+    with duckdb.connect(str(warehouses[1]), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM push_audit").fetchone()[0] > 0  # not two empty warehouses
 
 
