@@ -1,20 +1,25 @@
 """Housekeeping: nightly backups of the warehouse and the app's store, old runs deleted, failed runs announced."""
 
 import os
+import re
 import shutil
 import sqlite3
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dagster as dg
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from assets.resources import WAREHOUSE_POOL, AppStoreResource, WarehouseResource
-from assets.schedules import pipeline_job
+from cx_pipeline.http import RETRY_STATUSES
 
 DEFAULT_KEEP_RUNS_DAYS = 30
 DEFAULT_KEEP_BACKUPS = 7
+BACKUP_NAME = re.compile(r"\d{8}T\d{6}\.\d{6}Z")
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 PURGE_PAGE = 500
 
@@ -27,7 +32,8 @@ class PurgeConfig(dg.Config):
 
 @dg.op
 def purge_old_runs(context: dg.OpExecutionContext, config: PurgeConfig) -> int:
-    """Deletes finished runs created more than `keep_days` ago; queued and running ones are never touched."""
+    """Deletes finished runs created more than `keep_days` ago, with their logs and files; queued and running
+    ones are never touched."""
     if config.keep_days < 0:
         raise dg.Failure(f"keep_days must be 0 or more, got {config.keep_days}")
     cutoff = datetime.now(UTC) - timedelta(days=config.keep_days)
@@ -35,7 +41,11 @@ def purge_old_runs(context: dg.OpExecutionContext, config: PurgeConfig) -> int:
     deleted = 0
     while records := context.instance.get_run_records(filters=old, limit=PURGE_PAGE):
         for record in records:
-            context.instance.delete_run(record.dagster_run.run_id)
+            run_id = record.dagster_run.run_id
+            context.instance.delete_run(run_id)  # the run and its event log, in the instance's database
+            # and its files: step logs wherever they are kept, outputs in the instance's storage folder
+            context.instance.compute_log_manager.delete_logs(prefix=[run_id])
+            shutil.rmtree(Path(context.instance.storage_directory()) / run_id, ignore_errors=True)
         deleted += len(records)
         context.log.info(f"{deleted:,} runs created before {cutoff:%Y-%m-%d %H:%M} UTC deleted so far")
     context.add_output_metadata({"runs_deleted": deleted, "created_before": cutoff.isoformat()})
@@ -58,15 +68,19 @@ def back_up_stores(
     if config.keep < 1:
         raise dg.Failure(f"keep must be 1 or more, got {config.keep}")
     root = Path(config.backup_dir) if config.backup_dir else Path(warehouse.path).parent / "backups"
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)  # the app store holds password hashes
     target = root / f"{datetime.now(UTC):%Y%m%dT%H%M%S.%fZ}"  # names sort by time
-    target.mkdir(parents=True)
+    partial = target.with_name(target.name + ".partial")  # never counted as a backup if the copy fails
+    partial.mkdir(mode=0o700)
     with warehouse.connect() as con:
         # Checkpointed and held open, the file is complete and nobody else can write it while it is copied.
         con.execute("CHECKPOINT")
-        shutil.copy2(warehouse.path, target / Path(warehouse.path).name)
-    with app_store.connect() as store, closing(sqlite3.connect(target / Path(app_store.path).name)) as copy:
+        shutil.copy2(warehouse.path, partial / Path(warehouse.path).name)
+    with app_store.connect() as store, closing(sqlite3.connect(partial / Path(app_store.path).name)) as copy:
         store.backup(copy)  # SQLite's online backup: consistent while the web app keeps writing
-    for old in sorted(p for p in root.iterdir() if p.is_dir())[: -config.keep]:
+    partial.rename(target)
+    # only our own, complete backups are rotated: anything else in the folder is left alone
+    for old in sorted(p for p in root.iterdir() if BACKUP_NAME.fullmatch(p.name))[: -config.keep]:
         shutil.rmtree(old)
         context.log.info(f"removed the old backup {old}")
     sizes = {p.name: p.stat().st_size for p in target.iterdir()}
@@ -110,36 +124,54 @@ class AlertResource(dg.ConfigurableResource):
     """Where failed runs are announced: a webhook taking `{"text": ...}` (Slack, Teams and Mattermost
     incoming webhooks all do). Empty: failures are only logged by the sensor and shown in the UI."""
 
-    webhook_url: str = ""
+    webhook_url: str = ""  # a secret: whoever has it can post to the channel
     ui_url: str = ""  # the webserver's address, for a link to the failed run
-    timeout_seconds: float = 10.0
+    timeout_seconds: float = 5.0
+    retries: int = 3  # with backoff 2, 4, 8 s: all within the sensor's 60 s evaluation limit
 
     def announce(self, text: str) -> bool:
-        """Post `text`; False when no webhook is configured. A refused post raises, so the tick is retried."""
+        """Post `text`, retrying refused and failed posts; False when no webhook is configured.
+
+        Dagster moves a failure sensor past a run even when the post fails, so the retries happen here; a
+        post that still fails raises, which shows the tick as failed, without the URL (it is the secret).
+        """
         if not self.webhook_url:
             return False
-        response = requests.post(self.webhook_url, json={"text": text}, timeout=self.timeout_seconds)
+        retry = Retry(
+            total=self.retries,
+            backoff_factor=2,
+            status_forcelist=RETRY_STATUSES,
+            allowed_methods=frozenset({"POST"}),
+            raise_on_status=False,
+        )
+        with requests.Session() as session:
+            session.mount("https://", HTTPAdapter(max_retries=retry))
+            session.mount("http://", HTTPAdapter(max_retries=retry))
+            try:
+                response = session.post(self.webhook_url, json={"text": text}, timeout=self.timeout_seconds)
+            except requests.RequestException as exc:
+                where = urlsplit(self.webhook_url).hostname
+                raise RuntimeError(f"alert webhook at {where} unreachable: {type(exc).__name__}") from None
         if not response.ok:
             raise RuntimeError(f"alert webhook answered {response.status_code}: {response.text[:200]}")
         return True
 
 
 def alerts_from_env() -> AlertResource:
-    """CX_ALERT_WEBHOOK_URL and CX_DAGSTER_URL, both optional."""
-    return AlertResource(
-        webhook_url=os.environ.get("CX_ALERT_WEBHOOK_URL", ""), ui_url=os.environ.get("CX_DAGSTER_URL", "")
-    )
+    """CX_ALERT_WEBHOOK_URL (read at run time, like every secret) and CX_DAGSTER_URL, both optional."""
+    webhook = dg.EnvVar("CX_ALERT_WEBHOOK_URL") if os.environ.get("CX_ALERT_WEBHOOK_URL") else ""
+    return AlertResource(webhook_url=webhook, ui_url=os.environ.get("CX_DAGSTER_URL", ""))
 
 
-@dg.run_failure_sensor(
-    monitored_jobs=[pipeline_job, cx_housekeeping_job],
-    default_status=dg.DefaultSensorStatus.RUNNING,
-)
+# Every job of the code location: the pipeline, housekeeping, and materializations started from the UI.
+@dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING)
 def run_failure_alert(context: dg.RunFailureSensorContext, alerts: AlertResource) -> None:
-    """Announces every failed pipeline or housekeeping run: which job, which step and why, with a link."""
+    """Announces every failed run: which job, which step and why, with a link to the run."""
     run = context.dagster_run
     steps = sorted({event.step_key for event in context.get_step_failure_events() if event.step_key})
-    message = context.failure_event.message or "the run failed"
+    errors = [e.step_failure_data.error for e in context.get_step_failure_events() if e.step_failure_data.error]
+    # the step's own error says why; the run's failure message only lists the steps that failed
+    message = errors[0].message.strip().splitlines()[0] if errors else context.failure_event.message or "failed"
     link = f"\n{alerts.ui_url.rstrip('/')}/runs/{run.run_id}" if alerts.ui_url else ""
     text = (
         f"cx-pipeline: run {run.run_id[:8]} of {run.job_name} failed"

@@ -18,7 +18,8 @@ def raw_asset(feed: Feed) -> dg.AssetsDefinition:
         name=feed.table,
         group_name="ingest",
         kinds={"duckdb", "python"},
-        owners=OWNERS, pool=WAREHOUSE_POOL,
+        owners=OWNERS,
+        pool=WAREHOUSE_POOL,
         required_resource_keys={feed.system, "warehouse"},
         description=f"{feed.name.replace('_', ' ').capitalize()} from the {feed.system.upper()} API "
         f"(`{feed.path}`), pulled {mode} and upserted by {', '.join(feed.keys)}.",

@@ -24,14 +24,16 @@ WAREHOUSE_POOL = "warehouse"
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The DuckDB warehouse file (one writer at a time: runs use the in-process executor)."""
+    """The DuckDB warehouse file. One process writes it at a time: the run queue keeps runs apart, and a step
+    waits while a step of the same run in another process (the multiprocess executor) holds it."""
 
     path: str = "data/warehouse.duckdb"
     memory_limit: str = warehouse.DEFAULT_MEMORY_LIMIT  # DuckDB's cap; past it, joins and sorts spill to disk
+    wait_seconds: float = warehouse.DEFAULT_WAIT_SECONDS  # while another process holds the file
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        with warehouse.connect(self.path, read_only=read_only, memory_limit=self.memory_limit) as con:
+        with warehouse.connect(self.path, read_only, self.memory_limit, self.wait_seconds) as con:
             yield con
 
     @property
@@ -203,6 +205,7 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
         "warehouse": WarehouseResource(
             path=dg.EnvVar("CX_WAREHOUSE_PATH"),
             memory_limit=os.environ.get("CX_WAREHOUSE_MEMORY_LIMIT", warehouse.DEFAULT_MEMORY_LIMIT),
+            wait_seconds=float(os.environ.get("CX_WAREHOUSE_WAIT_SECONDS", warehouse.DEFAULT_WAIT_SECONDS)),
         ),
         "app_store": AppStoreResource(path=dg.EnvVar("CX_APP_DB")),
         **{system: api(cls, system.upper()) for system, cls in UPSTREAM.items()},

@@ -43,7 +43,8 @@ def review_decisions(
 @dg.asset(
     group_name="catalog_review",
     kinds={"duckdb", "sqlite", "python"},
-    owners=OWNERS, pool=WAREHOUSE_POOL,
+    owners=OWNERS,
+    pool=WAREHOUSE_POOL,
     deps=[
         review_decisions,
         "raw_catalog",

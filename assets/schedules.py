@@ -4,16 +4,26 @@ import dagster as dg
 
 WAREHOUSE_TAG = "cx/warehouse"
 
+# Dagster's multi_or_in_process_executor with the other default: one process unless a run's config asks for
+# `execution: {config: {multiprocess: {max_concurrent: N}}}` (docs/scaling.md says why). A default in the
+# job's own run config instead would also freeze its resources' config, so nothing could swap them.
+in_process_unless_asked = dg.ExecutorDefinition(
+    name="in_process_unless_asked",
+    config_schema=dg.Field(
+        dg.multi_or_in_process_executor.config_schema.as_field().config_type, default_value={"in_process": {}}
+    ),
+    requirements=lambda config: dg.multiple_process_executor_requirements() if "multiprocess" in config else [],
+    executor_creation_fn=dg.multi_or_in_process_executor.executor_creation_fn,
+    description="In one process by default; several processes when the run's config says `multiprocess`.",
+)
+
 pipeline_job = dg.define_asset_job(
     name="cx_pipeline_job",
     selection=dg.AssetSelection.all(),
     description="Pull every feed, check its contract, and run everything downstream of the feeds that pass.",
     # The run queue lets one run carrying this tag write the warehouse at a time (deploy/dagster.yaml).
     tags={WAREHOUSE_TAG: "write"},
-    # In one process by default; `execution: {config: {multiprocess: {max_concurrent: N}}}` in the run config
-    # runs independent steps side by side (docs/scaling.md).
-    executor_def=dg.multi_or_in_process_executor,
-    config={"execution": {"config": {"in_process": {}}}},
+    executor_def=in_process_unless_asked,
 )
 
 every_three_hours = dg.ScheduleDefinition(

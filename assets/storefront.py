@@ -100,7 +100,7 @@ def storefront_push_plan(
     )
 
 
-@dg.asset_check(asset=storefront_push_plan, name="flip_share_within_limit", blocking=True)
+@dg.asset_check(asset=storefront_push_plan, name="flip_share_within_limit", blocking=True, pool=WAREHOUSE_POOL)
 def flip_share_within_limit(
     context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
 ) -> dg.AssetCheckResult:
@@ -128,7 +128,7 @@ def flip_share_within_limit(
     )
 
 
-@dg.asset_check(asset=storefront_push_plan, name="inputs_passed_contracts", blocking=True)
+@dg.asset_check(asset=storefront_push_plan, name="inputs_passed_contracts", blocking=True, pool=WAREHOUSE_POOL)
 def inputs_passed_contracts(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     """Nothing is pushed while the latest batch of any stock input (on hand, open orders, catalog) holds
     rows that broke their contract."""

@@ -445,7 +445,8 @@ def run_production_job(url: str, warehouse_path: Path, run_config: dict[str, Any
 def executor_runs(skus: int, workdir: Path, progress: Progress = print) -> list[Record]:
     """The whole job on a fresh demo world of `skus` SKUs, in one process and then with the multiprocess
     executor (as many steps at once as there are CPUs)."""
-    multiprocess = {"execution": {"config": {"multiprocess": {"max_concurrent": os.cpu_count() or 1}}}}
+    cpus = len(os.sched_getaffinity(0))  # the CPUs this process may use, in a container too
+    multiprocess = {"execution": {"config": {"multiprocess": {"max_concurrent": cpus}}}}
     records = []
     for name, run_config in (("in_process", {}), ("multiprocess", multiprocess)):
         path = workdir / "executors" / name / "warehouse.duckdb"

@@ -10,7 +10,7 @@ import duckdb
 import great_expectations as gx
 import pandas as pd
 
-from assets.resources import WarehouseResource
+from assets.resources import WAREHOUSE_POOL, WarehouseResource
 from checks.suites import Violation, build_suite, validate
 from cx_pipeline.feeds import FEEDS, Feed
 from cx_pipeline.ingest import copies_sql
@@ -146,6 +146,7 @@ def contract_check(feed: Feed) -> dg.AssetChecksDefinition:
         asset=feed.table,
         name=CONTRACT_CHECK,
         blocking=True,
+        pool=WAREHOUSE_POOL,
         additional_deps=sorted({ref.table for ref in feed.references}),
         description=f"The {feed.name} feed keeps its contract: keys, quantities, timestamps, enums, "
         "references and volume. Offending rows are quarantined and nothing downstream runs.",
@@ -179,7 +180,12 @@ def app_store_contract(
     the latest import is validated, its offending rows are quarantined under `feed`."""
 
     @dg.asset_check(
-        asset=asset, name=CONTRACT_CHECK, blocking=True, additional_deps=additional_deps, description=description
+        asset=asset,
+        name=CONTRACT_CHECK,
+        blocking=True,
+        pool=WAREHOUSE_POOL,
+        additional_deps=additional_deps,
+        description=description,
     )
     def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
         with warehouse.connect() as con:

@@ -96,8 +96,10 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
 
 
 DEFAULT_MEMORY_LIMIT = "2GB"
-# Long enough for the longest step of a first load at a million SKUs to finish and let go of the file.
-DEFAULT_WAIT_SECONDS = 3600.0
+# Several times the longest step of a first load at a million SKUs (125 s); past it, something is stuck, or a
+# person has the file open, and saying so beats holding the run queue behind it.
+DEFAULT_WAIT_SECONDS = 900.0
+FIRST_PAUSE = 0.05
 
 
 class WarehouseBusyError(RuntimeError):
@@ -110,19 +112,20 @@ def open_when_free(
     """Open `path`, waiting while another process holds it: DuckDB lets one process write a file and fails
     at once otherwise, but parallel steps (the multiprocess executor) each hold it only for their own work."""
     deadline = time.monotonic() + wait_seconds
-    pause = 0.05
+    pause = FIRST_PAUSE
     while True:
         try:
             return duckdb.connect(str(path), read_only=read_only, config=config)
         except duckdb.IOException as exc:
-            if "Could not set lock" not in str(exc):
+            # only another process's lock is worth waiting for (not, say, a file system without locks)
+            if "Conflicting lock is held" not in str(exc):
                 raise
             if time.monotonic() >= deadline:
                 raise WarehouseBusyError(
                     f"{path} is still in use by another process after {wait_seconds:.0f} s: {exc}"
                 ) from exc
-            if pause == 0.05:
-                log.info("%s is in use by another process; waiting up to %.0f s", path, wait_seconds)
+            if pause == FIRST_PAUSE:
+                log.warning("%s is in use by another process; waiting up to %.0f s: %s", path, wait_seconds, exc)
             time.sleep(pause)
             pause = min(pause * 2, 1.0)
 

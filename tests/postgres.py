@@ -44,7 +44,10 @@ def bin_dir() -> Path:
         return Path(found[-1]).parent
     if initdb := shutil.which("initdb"):
         return Path(initdb).parent
-    raise RuntimeError("no PostgreSQL server installed: `apt-get install postgresql` (.ci/run does it)")
+    raise RuntimeError(
+        "no PostgreSQL server installed: `apt-get install postgresql` (.ci/run does it; as root, the tests run the "
+        "server as the package's `postgres` account)"
+    )
 
 
 def free_port() -> int:
@@ -61,10 +64,6 @@ def postgres_server() -> Iterator[Postgres]:
     as_server = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     root = Path(tempfile.mkdtemp(prefix="cx-pg-"))
     data, log, pwfile = root / "data", root / "server.log", root / "pw"
-    pwfile.write_text(PASSWORD)
-    if as_server:
-        shutil.chown(root, "postgres")
-        shutil.chown(pwfile, "postgres")
 
     def run(*args: str) -> None:
         done = subprocess.run([*as_server, *args], capture_output=True, text=True, timeout=120)
@@ -72,11 +71,15 @@ def postgres_server() -> Iterator[Postgres]:
             tail = log.read_text()[-2000:] if log.exists() else ""
             raise RuntimeError(f"{' '.join(args[:2])} failed: {done.stdout}{done.stderr}{tail}")
 
-    port = free_port()
-    run(str(binaries / "initdb"), "-D", str(data), "-U", USER, f"--pwfile={pwfile}", "--auth=scram-sha-256")
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root}"
-    run(str(binaries / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "start")
     try:
+        pwfile.write_text(PASSWORD)
+        if as_server:
+            shutil.chown(root, "postgres")
+            shutil.chown(pwfile, "postgres")
+        port = free_port()
+        run(str(binaries / "initdb"), "-D", str(data), "-U", USER, f"--pwfile={pwfile}", "--auth=scram-sha-256")
+        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root}"
+        run(str(binaries / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "start")
         server = Postgres("127.0.0.1", port, USER, PASSWORD, DB)
         con = psycopg2.connect(host=server.host, port=port, user=USER, password=PASSWORD, dbname="postgres")
         con.autocommit = True  # CREATE DATABASE refuses to run in a transaction
@@ -84,5 +87,6 @@ def postgres_server() -> Iterator[Postgres]:
         con.close()
         yield server
     finally:
-        run(str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        if (data / "postmaster.pid").exists():
+            run(str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
         shutil.rmtree(root, ignore_errors=True)

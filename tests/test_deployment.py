@@ -1,11 +1,13 @@
 """The production deployment with real parts: PostgreSQL as the instance storage (deploy/dagster.yaml), a
 code server, and a `dagster-daemon` that evaluates the sensor and starts runs from the queue."""
 
+import contextlib
 import itertools
 import logging
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +21,8 @@ import requests
 import yaml
 from dagster_graphql import DagsterGraphQLClient
 
+from assets import housekeeping
+from assets.resources import WAREHOUSE_POOL
 from assets.schedules import WAREHOUSE_TAG, pipeline_job
 from cx_pipeline.simulator import Simulator, build_world
 from tests.helpers import TOKEN, WORLD_NOW
@@ -30,7 +34,8 @@ RUN_TIMEOUT = 600
 # started in this order, as systemd would (the daemon and the webserver want the code server)
 UNITS = ("cx-dagster-code.service", "cx-dagster-daemon.service", "cx-dagster-webserver.service")
 QUEUED = dg.DagsterRunStatus.QUEUED
-FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+IN_PROGRESS = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+FINISHED = set(housekeeping.FINISHED)
 
 
 @pytest.fixture(scope="module")
@@ -40,17 +45,22 @@ def postgres() -> Iterator[Postgres]:
 
 
 def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen(args, env=env, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    # a session of its own, so that stopping it also stops what it started (the code server's gRPC child)
+    return subprocess.Popen(
+        args, env=env, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def stop(*processes: subprocess.Popen) -> None:
     for process in processes:
-        process.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
     for process in processes:
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def status(instance: dg.DagsterInstance, run_id: str) -> dg.DagsterRunStatus:
@@ -120,6 +130,11 @@ def test_the_daemon_runs_the_pipeline_from_the_queue_one_warehouse_writer_at_a_t
         }
         for key, value in settings.items():
             monkeypatch.setenv(key, value)
+        # the install steps of docs/deployment.md: the instance's tables, and the warehouse pool's limit (set
+        # before the first run, so the queue never sees the pool without one)
+        for install in (["instance", "migrate"], ["instance", "concurrency", "set", WAREHOUSE_POOL, "1"]):
+            done = subprocess.run([str(BIN / "dagster"), *install], cwd=REPO, capture_output=True, text=True)
+            assert done.returncode == 0, done.stdout + done.stderr
         processes = []
         try:
             for unit, log in zip(UNITS, logs, strict=True):
@@ -165,6 +180,9 @@ def test_the_daemon_runs_the_pipeline_from_the_queue_one_warehouse_writer_at_a_t
                 # one warehouse writer at a time: each run started after the one before it ended
                 for before, after in itertools.pairwise(records):
                     assert after.start_time >= before.end_time
+                # nothing left running (a later sensor tick, say) to hold the warehouse when the test reads it
+                active = dg.RunsFilter(statuses=[QUEUED, *IN_PROGRESS])
+                wait_for("no run in flight", lambda: not instance.get_runs(active), RUN_TIMEOUT, logs)
         finally:
             stop(*processes)
 

@@ -16,6 +16,7 @@ import pytest
 from assets.housekeeping import AlertResource, cx_housekeeping_job, run_failure_alert
 from assets.resources import AppStoreResource, WarehouseResource
 from cx_pipeline import accounts, appstore
+from tests.postgres import free_port
 
 
 def stores(warehouse: Path) -> dict[str, dg.ConfigurableResource]:
@@ -52,9 +53,15 @@ def test_a_backup_holds_both_stores_whole_and_only_the_newest_are_kept(tmp_path:
     with appstore.connect(warehouse.with_name("app.sqlite")) as store:
         accounts.add_user(store, "maria", "merchandiser", "a long enough password")
 
+    (tmp_path / "backups" / "0-not-ours").mkdir(parents=True)  # sorts first, must survive the rotation
+    (tmp_path / "backups" / "20261101T043000.000000Z.partial").mkdir()  # a failed copy: not a backup
+
     folders = [Path(back_up(warehouse, keep=2).output_for_node("back_up_stores")) for _ in range(3)]
 
-    assert sorted(p.name for p in (tmp_path / "backups").iterdir()) == [f.name for f in folders[1:]]
+    assert sorted(p.name for p in (tmp_path / "backups").iterdir()) == [
+        "0-not-ours", "20261101T043000.000000Z.partial", *(f.name for f in folders[1:])
+    ]  # fmt: skip
+    assert (folders[-1]).stat().st_mode & 0o077 == 0  # password hashes inside: the owner's only
     with duckdb.connect(str(folders[-1] / "warehouse.duckdb"), read_only=True) as copy:
         assert copy.execute("SELECT count(*), sum(qty) FROM stock").fetchone() == original
     with closing(sqlite3.connect(folders[-1] / "app.sqlite")) as copy:
@@ -67,6 +74,8 @@ def test_finished_runs_older_than_the_cutoff_are_deleted_and_unfinished_ones_kep
         failed = purge(instance, keep_days=-1)
         assert not failed.success
         going = instance.create_run_for_job(cx_housekeeping_job, status=dg.DagsterRunStatus.STARTED)
+        files = Path(instance.storage_directory()) / finished[0]
+        assert files.is_dir()  # its output and step logs
 
         result = purge(instance, keep_days=0)
 
@@ -76,6 +85,7 @@ def test_finished_runs_older_than_the_cutoff_are_deleted_and_unfinished_ones_kep
         assert remaining == {going.run_id, result.run_id}
         assert not set(finished) & remaining
         assert not instance.all_logs(finished[0])  # the event log goes with the run
+        assert not files.exists()  # and so do its files
 
 
 def test_recent_runs_are_kept() -> None:
@@ -87,11 +97,11 @@ def test_recent_runs_are_kept() -> None:
 
 class Webhook(BaseHTTPRequestHandler):
     received: ClassVar[list[dict]] = []
-    status = 200
+    statuses: ClassVar[list[int]] = []  # the answers to give, in turn; 200 once they run out
 
     def do_POST(self) -> None:
         Webhook.received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(Webhook.status)
+        self.send_response(Webhook.statuses.pop(0) if Webhook.statuses else 200)
         self.end_headers()
         self.wfile.write(b"ok")  # Slack answers plain text, not JSON
 
@@ -101,11 +111,12 @@ class Webhook(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def webhook() -> Iterator[str]:
-    Webhook.received, Webhook.status = [], 200
+    Webhook.received, Webhook.statuses = [], []
     server = ThreadingHTTPServer(("127.0.0.1", 0), Webhook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hooks/cx"
+    yield f"http://127.0.0.1:{server.server_port}/hooks/secret-token"
     server.shutdown()
+    server.server_close()
 
 
 def failure_context(instance: dg.DagsterInstance) -> dg.RunFailureSensorContext:
@@ -124,16 +135,36 @@ def test_a_failed_run_is_announced_with_its_step_and_a_link(webhook: str) -> Non
 
     [message] = Webhook.received
     text = message["text"]
-    assert f"run {context.dagster_run.run_id[:8]} of cx_housekeeping_job failed at purge_old_runs" in text
+    assert f"run {context.dagster_run.run_id[:8]} of cx_housekeeping_job failed at purge_old_runs: " in text
+    assert "keep_days must be 0 or more, got -1" in text  # the step's own error, not just "steps failed"
     assert text.endswith(f"http://dagster.internal:3000/runs/{context.dagster_run.run_id}")
 
 
-def test_a_refused_alert_fails_the_tick_so_it_is_retried(webhook: str) -> None:
-    Webhook.status = 500
+def test_a_refused_alert_is_posted_again(webhook: str) -> None:
+    Webhook.statuses = [503]
+    with dg.instance_for_test() as instance:
+        run_failure_alert(failure_context(instance), alerts=AlertResource(webhook_url=webhook, retries=1))
+
+    assert len(Webhook.received) == 2
+    assert Webhook.received[0] == Webhook.received[1]
+
+
+def test_an_alert_refused_to_the_end_fails_the_tick(webhook: str) -> None:
+    Webhook.statuses = [500, 500]
     with dg.instance_for_test() as instance:
         context = failure_context(instance)
         with pytest.raises(RuntimeError, match="alert webhook answered 500"):
-            run_failure_alert(context, alerts=AlertResource(webhook_url=webhook))
+            run_failure_alert(context, alerts=AlertResource(webhook_url=webhook, retries=1))
+
+
+def test_an_unreachable_webhook_is_reported_without_its_secret_path() -> None:
+    closed = f"http://127.0.0.1:{free_port()}/hooks/secret-token"
+    with dg.instance_for_test() as instance:
+        context = failure_context(instance)
+        with pytest.raises(RuntimeError, match=r"alert webhook at 127\.0\.0\.1 unreachable") as raised:
+            run_failure_alert(context, alerts=AlertResource(webhook_url=closed, retries=0))
+    assert "secret-token" not in str(raised.value)
+    assert raised.value.__suppress_context__
 
 
 def test_without_a_webhook_the_failure_is_only_logged() -> None:
