@@ -72,12 +72,16 @@ def back_up_stores(
     target = root / f"{datetime.now(UTC):%Y%m%dT%H%M%S.%fZ}"  # names sort by time
     partial = target.with_name(target.name + ".partial")  # never counted as a backup if the copy fails
     partial.mkdir(mode=0o700)
-    with warehouse.connect() as con:
-        # Checkpointed and held open, the file is complete and nobody else can write it while it is copied.
-        con.execute("CHECKPOINT")
-        shutil.copy2(warehouse.path, partial / Path(warehouse.path).name)
-    with app_store.connect() as store, closing(sqlite3.connect(partial / Path(app_store.path).name)) as copy:
-        store.backup(copy)  # SQLite's online backup: consistent while the web app keeps writing
+    try:
+        with warehouse.connect() as con:
+            # Checkpointed and held open, the file is complete and nobody else can write it while it is copied.
+            con.execute("CHECKPOINT")
+            shutil.copy2(warehouse.path, partial / Path(warehouse.path).name)
+        with app_store.connect() as store, closing(sqlite3.connect(partial / Path(app_store.path).name)) as copy:
+            store.backup(copy)  # SQLite's online backup: consistent while the web app keeps writing
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)  # a disk that filled up gets its space back
+        raise
     partial.rename(target)
     # only our own, complete backups are rotated: anything else in the folder is left alone
     for old in sorted(p for p in root.iterdir() if BACKUP_NAME.fullmatch(p.name))[: -config.keep]:
@@ -168,8 +172,9 @@ def alerts_from_env() -> AlertResource:
 def run_failure_alert(context: dg.RunFailureSensorContext, alerts: AlertResource) -> None:
     """Announces every failed run: which job, which step and why, with a link to the run."""
     run = context.dagster_run
-    steps = sorted({event.step_key for event in context.get_step_failure_events() if event.step_key})
-    errors = [e.step_failure_data.error for e in context.get_step_failure_events() if e.step_failure_data.error]
+    failures = context.get_step_failure_events()
+    steps = sorted({event.step_key for event in failures if event.step_key})
+    errors = [event.step_failure_data.error for event in failures if event.step_failure_data.error]
     # the step's own error says why; the run's failure message only lists the steps that failed
     message = errors[0].message.strip().splitlines()[0] if errors else context.failure_event.message or "failed"
     link = f"\n{alerts.ui_url.rstrip('/')}/runs/{run.run_id}" if alerts.ui_url else ""

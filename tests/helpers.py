@@ -111,3 +111,17 @@ def in_thread(run: Callable[[], object]) -> object:
     """Run the pipeline off the main thread, whose event loop belongs to Playwright's sync API."""
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(run).result()
+
+
+# another process that opens the file, says so, and keeps it for argv[2] seconds
+HOLD = """import duckdb, sys, time
+con = duckdb.connect(sys.argv[1])
+print("held", flush=True)
+time.sleep(float(sys.argv[2]))"""
+
+
+def held_by_another_process(path: Path, seconds: float) -> subprocess.Popen:
+    """A DuckDB file opened by another process (another run's step, a person's shell) for `seconds`."""
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder

@@ -1,8 +1,6 @@
 """The whole graph under Dagster's multiprocess executor (each step in its own process, two at a time) leaves
 the same warehouse as the default in-process run: steps wait for each other's hold on the DuckDB file."""
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import pytest
 from benchmarks.harness import TOKEN, ExecutorRun, run_production_job
 from cx_pipeline import warehouse
 from cx_pipeline.simulator import Simulator, build_world
-from tests.helpers import WORLD_NOW
+from tests.helpers import WORLD_NOW, held_by_another_process
 
 MULTIPROCESS = {"execution": {"config": {"multiprocess": {"max_concurrent": 2}}}}
 # Stamped when a step ran (run, batch and plan ids; the wall clock; the simulator's clock, which moves with
@@ -90,19 +88,6 @@ def test_the_multiprocess_executor_gives_the_same_warehouse_as_one_process(tmp_p
     assert differences(*warehouses) == {}
     with duckdb.connect(str(warehouses[1]), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM push_audit").fetchone()[0] > 0  # not two empty warehouses
-
-
-# another process that opens the file, says so, and keeps it for argv[2] seconds
-HOLD = """import duckdb, sys, time
-con = duckdb.connect(sys.argv[1])
-print("held", flush=True)
-time.sleep(float(sys.argv[2]))"""
-
-
-def held_by_another_process(path: Path, seconds: float) -> subprocess.Popen:
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(path), str(seconds)], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "held"
-    return holder
 
 
 def test_a_step_waits_for_the_warehouse_another_process_holds(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import pytest
 from assets.housekeeping import AlertResource, cx_housekeeping_job, run_failure_alert
 from assets.resources import AppStoreResource, WarehouseResource
 from cx_pipeline import accounts, appstore
+from tests.helpers import held_by_another_process
 from tests.postgres import free_port
 
 
@@ -66,6 +67,23 @@ def test_a_backup_holds_both_stores_whole_and_only_the_newest_are_kept(tmp_path:
         assert copy.execute("SELECT count(*), sum(qty) FROM stock").fetchone() == original
     with closing(sqlite3.connect(folders[-1] / "app.sqlite")) as copy:
         assert copy.execute("SELECT username FROM users").fetchall() == [("maria",)]
+
+
+def test_a_backup_that_cannot_be_made_leaves_nothing_behind(tmp_path: Path) -> None:
+    warehouse = tmp_path / "warehouse.duckdb"
+    holder = held_by_another_process(warehouse, 30)  # someone's DuckDB shell, say
+    try:
+        result = cx_housekeeping_job.execute_in_process(
+            run_config={"ops": {"back_up_stores": {"config": {}}}},
+            op_selection=["back_up_stores"],
+            resources={**stores(warehouse), "warehouse": WarehouseResource(path=str(warehouse), wait_seconds=0.5)},
+            raise_on_error=False,
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not result.success
+    assert list((tmp_path / "backups").iterdir()) == []
 
 
 def test_finished_runs_older_than_the_cutoff_are_deleted_and_unfinished_ones_kept() -> None:
