@@ -11,11 +11,9 @@ from urllib.parse import urlsplit
 
 import dagster as dg
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from assets.resources import WAREHOUSE_POOL, AppStoreResource, WarehouseResource
-from cx_pipeline.http import RETRY_STATUSES
+from cx_pipeline.http import retrying_session
 
 DEFAULT_KEEP_RUNS_DAYS = 30
 DEFAULT_KEEP_BACKUPS = 7
@@ -141,16 +139,7 @@ class AlertResource(dg.ConfigurableResource):
         """
         if not self.webhook_url:
             return False
-        retry = Retry(
-            total=self.retries,
-            backoff_factor=2,
-            status_forcelist=RETRY_STATUSES,
-            allowed_methods=frozenset({"POST"}),
-            raise_on_status=False,
-        )
-        with requests.Session() as session:
-            session.mount("https://", HTTPAdapter(max_retries=retry))
-            session.mount("http://", HTTPAdapter(max_retries=retry))
+        with retrying_session(self.retries, backoff_factor=2) as session:
             try:
                 response = session.post(self.webhook_url, json={"text": text}, timeout=self.timeout_seconds)
             except requests.RequestException as exc:

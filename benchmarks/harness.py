@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import dagster as dg
 import duckdb
@@ -427,19 +428,17 @@ class ExecutorRun:
 
 def run_production_job(url: str, warehouse_path: Path, run_config: dict[str, Any]) -> ExecutorRun:
     """The deployed job, configured by env vars as in production, against the world served at `url`."""
-    saved = dict(os.environ)
-    demo.point_at(url, TOKEN, warehouse_path)
-    try:
-        with tempfile.TemporaryDirectory() as home, dg.DagsterInstance.local_temp(home) as instance:
-            started = time.perf_counter()
-            result = dg.execute_job(dg.reconstructable(production_job), instance=instance, run_config=run_config)
-            seconds = time.perf_counter() - started
-            pids = {e.pid for e in result.all_events if e.event_type_value == "STEP_START"}
-            failures = [f"{e.step_key}: {e.message}" for e in result.all_events if e.is_failure]
-            return ExecutorRun(seconds, step_spans(instance, result.run_id), pids, failures)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    with (
+        mock.patch.dict(os.environ, demo.simulator_env(url, TOKEN, warehouse_path)),
+        tempfile.TemporaryDirectory() as home,
+        dg.DagsterInstance.local_temp(home) as instance,
+    ):
+        started = time.perf_counter()
+        result = dg.execute_job(dg.reconstructable(production_job), instance=instance, run_config=run_config)
+        seconds = time.perf_counter() - started
+        pids = {e.pid for e in result.all_events if e.event_type_value == "STEP_START"}
+        failures = [f"{e.step_key}: {e.message}" for e in result.all_events if e.is_failure]
+        return ExecutorRun(seconds, step_spans(instance, result.run_id), pids, failures)
 
 
 def executor_runs(skus: int, workdir: Path, progress: Progress = print) -> list[Record]:

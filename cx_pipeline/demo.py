@@ -31,15 +31,21 @@ def load_definitions() -> Any:
     return module.defs
 
 
+def simulator_env(url: str, token: str, warehouse_path: Path) -> dict[str, str]:
+    """The env vars production uses, aimed at a simulator at `url`; the review app's store sits beside the
+    warehouse."""
+    return {
+        **{f"CX_{system}_URL": url for system in SYSTEMS},
+        **{f"CX_{system}_TOKEN": token for system in SYSTEMS},
+        "CX_STOREFRONT_ADAPTER": "rest",
+        "CX_WAREHOUSE_PATH": str(warehouse_path),
+        "CX_APP_DB": str(warehouse_path.with_name("app.sqlite")),
+    }
+
+
 def point_at(url: str, token: str, warehouse_path: Path) -> None:
-    """Configure every upstream resource for the simulator through the same env vars production uses; the
-    review app's store sits beside the warehouse."""
-    for system in SYSTEMS:
-        os.environ[f"CX_{system}_URL"] = url
-        os.environ[f"CX_{system}_TOKEN"] = token
-    os.environ["CX_STOREFRONT_ADAPTER"] = "rest"
-    os.environ["CX_WAREHOUSE_PATH"] = str(warehouse_path)
-    os.environ["CX_APP_DB"] = str(warehouse_path.with_name("app.sqlite"))
+    """Configure every resource for the simulator through the same env vars production uses."""
+    os.environ.update(simulator_env(url, token, warehouse_path))
 
 
 def run_demo(data_dir: Path, seed: int, skus: int) -> int:

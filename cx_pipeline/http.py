@@ -18,6 +18,28 @@ log = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
+def retrying_session(retries: int, backoff_factor: float, backoff_max: float = 30.0) -> requests.Session:
+    """A session whose GETs and POSTs urllib3 retries on connection errors, 429 (honouring Retry-After) and
+    5xx, with exponential backoff; the last answer is handed back, so an error can quote it."""
+    retry = Retry(
+        total=retries,
+        connect=retries,
+        read=retries,
+        status=retries,
+        backoff_factor=backoff_factor,
+        backoff_max=backoff_max,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"GET", "POST"}),
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry, pool_maxsize=4)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
 class UpstreamError(RuntimeError):
     """An upstream system could not be read (or written) even after retries; the message says why."""
 
@@ -53,23 +75,8 @@ class ApiClient:
         self.timeout = (connect_timeout, read_timeout)
         self.page_attempts = page_attempts
         self.backoff_factor = backoff_factor
-        self.session = requests.Session()
+        self.session = retrying_session(retries, backoff_factor, backoff_max)
         self.session.headers.update({"Authorization": f"Bearer {token}", "Accept": "application/json"})
-        retry = Retry(
-            total=retries,
-            connect=retries,
-            read=retries,
-            status=retries,
-            backoff_factor=backoff_factor,
-            backoff_max=backoff_max,
-            status_forcelist=RETRY_STATUSES,
-            allowed_methods=frozenset({"GET", "POST"}),
-            respect_retry_after_header=True,
-            raise_on_status=False,  # hand the last answer back so the error can quote it
-        )
-        adapter = HTTPAdapter(max_retries=retry, pool_maxsize=4)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
 
     def url(self, path: str) -> str:
         return urljoin(self.base_url, path.lstrip("/"))

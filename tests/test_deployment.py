@@ -24,6 +24,7 @@ from dagster_graphql import DagsterGraphQLClient
 from assets import housekeeping
 from assets.resources import WAREHOUSE_POOL
 from assets.schedules import WAREHOUSE_TAG, pipeline_job
+from cx_pipeline.demo import simulator_env
 from cx_pipeline.simulator import Simulator, build_world
 from tests.helpers import TOKEN, WORLD_NOW
 from tests.postgres import Postgres, free_port, postgres_server
@@ -119,14 +120,10 @@ def test_the_daemon_runs_the_pipeline_from_the_queue_one_warehouse_writer_at_a_t
     with Simulator(world=build_world(seed=7, n_skus=300, now=WORLD_NOW), token=TOKEN) as sim:
         # The first run's first storefront write takes 20 s: long enough to watch the other runs wait.
         sim.faults.add("/storefront/stock/batch", "latency", times=1, seconds=20)
-        systems = ("WMS", "CATALOG", "OMS", "HELPDESK", "NOTIFY", "STOREFRONT")
         settings = {
             **postgres.env(),
+            **simulator_env(sim.url, TOKEN, warehouse),
             "DAGSTER_HOME": str(home),
-            "CX_WAREHOUSE_PATH": str(warehouse),
-            "CX_APP_DB": str(tmp_path / "app.sqlite"),
-            **{f"CX_{system}_URL": sim.url for system in systems},
-            **{f"CX_{system}_TOKEN": TOKEN for system in systems},
         }
         for key, value in settings.items():
             monkeypatch.setenv(key, value)
