@@ -32,7 +32,9 @@ def inspection_lots(
         now = wms_clock(con)
         since = inspections.lots_published_through(store)
         lots, through = inspections.lots_to_publish(con, now, since)
-        published = inspections.publish_lots(store, lots, now, through=through, run_id=context.run_id)
+        published = inspections.publish_lots(
+            store, lots, now, through=through, run_id=context.run_id, replace=since is None
+        )
     context.log.info(f"inspection_lots: {published:,} new or changed received lots offered to QA")
     return dg.MaterializeResult(metadata={"lots": published, "window_days": inspections.LOT_WINDOW_DAYS})
 

@@ -22,7 +22,22 @@ BUSY_TIMEOUT_MS = 30_000
 SCHEMA_VERSION = 2  # 2: inspections, lots and return risk
 ROLES = ("merchandiser", "qa", "admin")
 
-SCHEMA = """
+# The lots table is built aside under another name for a full publication (`inspections.publish_lots`).
+LOTS_TABLE = """CREATE TABLE IF NOT EXISTS {name} (   -- received lots QA may inspect, as the pipeline published them
+    receipt_id  TEXT NOT NULL,
+    line_no     INTEGER NOT NULL,
+    sku         TEXT NOT NULL,
+    title       TEXT,
+    category    TEXT NOT NULL,
+    supplier_id TEXT,
+    warehouse   TEXT,
+    lot_size    INTEGER NOT NULL,
+    received_at TEXT NOT NULL,
+    PRIMARY KEY (receipt_id, line_no)
+)"""
+LOTS_INDEX = "CREATE INDEX IF NOT EXISTS inspection_lots_by_time ON inspection_lots (received_at);"
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS users (
     username      TEXT PRIMARY KEY,
     role          TEXT NOT NULL CHECK (role IN ('merchandiser', 'qa', 'admin')),
@@ -74,19 +89,8 @@ CREATE TABLE IF NOT EXISTS review_queue (      -- the cohort as the pipeline las
     next_review_due    TEXT
 );
 CREATE INDEX IF NOT EXISTS review_queue_rank ON review_queue (in_queue, rank);
-CREATE TABLE IF NOT EXISTS inspection_lots (   -- received lots QA may inspect, as the pipeline published them
-    receipt_id  TEXT NOT NULL,
-    line_no     INTEGER NOT NULL,
-    sku         TEXT NOT NULL,
-    title       TEXT,
-    category    TEXT NOT NULL,
-    supplier_id TEXT,
-    warehouse   TEXT,
-    lot_size    INTEGER NOT NULL,
-    received_at TEXT NOT NULL,
-    PRIMARY KEY (receipt_id, line_no)
-);
-CREATE INDEX IF NOT EXISTS inspection_lots_by_time ON inspection_lots (received_at);
+{LOTS_TABLE.format(name="inspection_lots")};
+{LOTS_INDEX}
 CREATE TABLE IF NOT EXISTS inspections (       -- one per inspected lot; a later one for the same lot replaces it
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     receipt_id   TEXT NOT NULL,

@@ -121,20 +121,32 @@ def publish_lots(
     window_days: int = LOT_WINDOW_DAYS,
     through: datetime | None = None,
     run_id: str = "",
+    replace: bool = False,
 ) -> int:
     """Add or update received lots (chunks of tuples in the order of `Lot`'s fields) in the app's list and
     drop those received more than `window_days` ago (a longer window serves a one-off load of older results).
 
-    Each chunk is its own transaction, so a first publication of millions of lots never holds the app's
-    writers back for long. `through` records, at the end, that every change the warehouse had landed by then
+    Each chunk is its own transaction, so a publication of millions of lots never holds the app's writers back
+    for long. With `replace`, the chunks are the whole list: it is built aside, without the time index, and
+    swapped in with one transaction, so the app shows the old list until the new one is complete (and a
+    first publication runs at SQLite's bulk speed, about twice that of upserts into an indexed table; chunks
+    in key order keep it so). `through` records, at the end, that every change the warehouse had landed by then
     is published, so the next publication sends only what changed after it (see `lots_to_publish`).
     """
+    table = "inspection_lots_next" if replace else "inspection_lots"
+    if replace:
+        store.execute(f"DROP TABLE IF EXISTS {table}")  # left by a publication that stopped half-way
+        store.execute(appstore.LOTS_TABLE.format(name=table))
     published = 0
     for chunk in chunks:
         with appstore.transaction(store):
-            store.executemany(f"INSERT OR REPLACE INTO inspection_lots VALUES ({', '.join('?' * 9)})", chunk)
+            store.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({', '.join('?' * 9)})", chunk)
         published += len(chunk)
     with appstore.transaction(store):
+        if replace:
+            store.execute("DROP TABLE inspection_lots")
+            store.execute(f"ALTER TABLE {table} RENAME TO inspection_lots")
+            store.execute(appstore.LOTS_INDEX)
         store.execute("DELETE FROM inspection_lots WHERE received_at < ?", [iso(now - timedelta(days=window_days))])
         if through is not None:
             store.execute(
@@ -167,7 +179,8 @@ def lots_to_publish(
                   r.qty_received AS lot_size, strftime(timezone('UTC', r.received_at), '%Y-%m-%dT%H:%M:%S+00:00')
         FROM valid_receipts r JOIN valid_catalog c USING (sku)
         WHERE r.received_at > $now::TIMESTAMPTZ - to_days($days) AND r.qty_received > 0
-          AND ($since::TIMESTAMPTZ IS NULL OR r._loaded_at > $since OR c._loaded_at > $since)""",
+          AND ($since::TIMESTAMPTZ IS NULL OR r._loaded_at > $since OR c._loaded_at > $since)
+        ORDER BY r.receipt_id, r.line_no  -- the app's key: SQLite appends instead of splitting pages""",
         {"now": now, "days": LOT_WINDOW_DAYS, "since": since},
     )
 

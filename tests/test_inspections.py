@@ -167,6 +167,27 @@ def test_a_later_entry_for_the_same_lot_replaces_the_earlier_one_in_the_lot_list
     assert inspected["verdict"] == "reject" and total == 3
 
 
+def test_a_full_publication_replaces_the_list_whole_and_one_that_stops_half_way_changes_nothing(store):
+    def lots_now() -> list[tuple[str, int]]:
+        return [tuple(r) for r in store.execute("SELECT receipt_id, line_no FROM inspection_lots ORDER BY 1, 2")]
+
+    def chunks(*keys: tuple[str, int], fail: bool = False):
+        for receipt_id, line_no in keys:
+            yield [(receipt_id, line_no, "SKU-D", "Mug", "home", "SUP-03", "WH-EAST", 24, appstore.iso(RECEIVED))]
+        if fail:
+            raise ConnectionError("the warehouse went away")
+
+    with pytest.raises(ConnectionError):
+        inspections.publish_lots(store, chunks(("RCV-9", 1), fail=True), datetime.now(UTC), replace=True)
+    assert lots_now() == [("RCV-1", 1), ("RCV-1", 2), ("RCV-2", 1)]  # the app kept the list it had
+
+    published = inspections.publish_lots(store, chunks(("RCV-3", 1), ("RCV-3", 2)), datetime.now(UTC), replace=True)
+    assert published == 2 and lots_now() == [("RCV-3", 1), ("RCV-3", 2)]
+    tables = {r[0] for r in store.execute("SELECT name FROM sqlite_master WHERE tbl_name LIKE 'inspection_lots%'")}
+    assert "inspection_lots_next" not in tables and "inspection_lots_by_time" in tables  # the index came along
+    assert inspections.lot(store, "RCV-3", 2).title == "Mug"
+
+
 def test_a_broken_checklists_file_is_reported_whole(tmp_path):
     path = tmp_path / "checklists.yaml"
     path.write_text(
