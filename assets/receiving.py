@@ -62,6 +62,7 @@ def receipt_discrepancies(
             "opened": moved["opened"],
             "reopened": moved["reopened"],
             "resolved": moved["resolved"],
+            "po_lines_redone": moved["po_lines_redone"],
             "by_kind_and_status": markdown(summary),
             "po_lines_by_receipt_state": markdown(states),
             "newest_open": markdown(newest),

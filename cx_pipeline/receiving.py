@@ -42,6 +42,14 @@ CREATE TABLE IF NOT EXISTS receipt_discrepancies (
     updated_at     TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (po_id, po_line, kind)
 );
+CREATE TABLE IF NOT EXISTS reconciled (     -- what `po_line_receipts` reflects, so a run redoes only what changed
+    feed      VARCHAR NOT NULL,         -- receipts or purchase_orders
+    batch_id  VARCHAR NOT NULL          -- every row of this batch is reconciled
+);
+CREATE TABLE IF NOT EXISTS reconciled_with (  -- one row: the policy and quarantine the lines were judged with
+    policy     VARCHAR NOT NULL,
+    quarantine VARCHAR NOT NULL
+);
 CREATE TABLE IF NOT EXISTS receipt_confirmations (
     receipt_id   VARCHAR NOT NULL,      -- one row per receipt, kept so by `confirm_receipts` (no index: bulk loads)
     warehouse    VARCHAR,
@@ -78,48 +86,126 @@ def wms_clock(con: duckdb.DuckDBPyConnection) -> datetime:
     return row[0]
 
 
-def build_po_line_receipts(con: duckdb.DuckDBPyConnection, policy: ReceivingPolicy, now: datetime) -> None:
-    """(Re)build table `po_line_receipts`: every PO line with what arrived against it and its receipt state."""
+TOUCHED = "SEMI JOIN touched USING (po_id, po_line)"  # limits a statement to the PO lines to redo
+
+
+def touched_po_lines(con: duckdb.DuckDBPyConnection, policy: ReceivingPolicy) -> bool:
+    """Create temp table `touched`: the PO lines whose receipt state may have changed since the last
+    reconciliation, and temp table `pending`: the batches that brought the changes. Returns False when every
+    line must be redone instead: the first time, or when the policy or the quarantine of PO lines or receipts
+    changed (a quarantined row leaves `valid_*` without a new batch).
+
+    A line is redone when a batch not yet reconciled touched its PO line or one of its receipts, and while
+    nothing has arrived against it: its days late grow with the clock.
+    """
     con.execute(
-        """CREATE OR REPLACE TABLE po_line_receipts AS
+        """CREATE OR REPLACE TEMP TABLE pending AS
+        SELECT DISTINCT 'purchase_orders' AS feed, _batch_id AS batch_id FROM raw_purchase_orders
+        UNION SELECT DISTINCT 'receipts', _batch_id FROM raw_receipts
+        EXCEPT SELECT feed, batch_id FROM reconciled"""
+    )
+    judged = one(con, "SELECT policy, quarantine FROM reconciled_with")
+    if judged != judged_with(con, policy):
+        return False
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE touched AS
+        SELECT po_id, po_line FROM raw_purchase_orders
+        WHERE _batch_id IN (SELECT batch_id FROM pending WHERE feed = 'purchase_orders')
+        UNION SELECT po_id, po_line FROM raw_receipts
+        WHERE _batch_id IN (SELECT batch_id FROM pending WHERE feed = 'receipts')
+        UNION SELECT po_id, po_line FROM po_line_receipts WHERE first_received_at IS NULL"""
+    )
+    return True
+
+
+def judged_with(con: duckdb.DuckDBPyConnection, policy: ReceivingPolicy) -> tuple[str, str]:
+    """The policy and a fingerprint of the quarantine of PO lines and receipts, as `reconciled_with` keeps them."""
+    (quarantine,) = one(
+        con,
+        """SELECT concat_ws('/', count(*), max(quarantined_at), max(released_at)) FROM quarantine
+        WHERE feed IN ('purchase_orders', 'receipts')""",
+    )
+    return repr(policy), quarantine
+
+
+def receipts_accounted(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether `po_line_receipts` counts every valid receipt of its PO lines on the line the receipt names.
+
+    It guards the redo of touched lines only: a receipt moved to another PO line by a later version touches its
+    new line, not the one it left, which would keep counting it. Each line keeps an XOR of its receipts'
+    hashes; a line counting a receipt it should not (or missing one) breaks the equality.
+    """
+    kept, valid = one(
+        con,
+        """SELECT (SELECT bit_xor(receipts_hash) FROM po_line_receipts),
+                  (SELECT bit_xor(hash(receipt_id, line_no, po_id, po_line))
+                   FROM valid_receipts SEMI JOIN po_line_receipts USING (po_id, po_line))""",
+    )
+    return kept == valid
+
+
+def build_po_line_receipts(
+    con: duckdb.DuckDBPyConnection, policy: ReceivingPolicy, now: datetime, only_touched: bool = False
+) -> None:
+    """Bring table `po_line_receipts` up to date: every PO line with what arrived against it and its receipt
+    state. All of it is rebuilt, or with `only_touched` only the lines in temp table `touched`."""
+    scope = TOUCHED if only_touched else ""
+    select = f"""
         WITH received AS (
             SELECT po_id, po_line, sum(qty_received) AS qty_received, sum(qty_damaged) AS qty_damaged,
-                   string_agg(DISTINCT damage_reason, ', ' ORDER BY damage_reason) AS damage_reasons,
-                   min(received_at) AS first_received_at, max(received_at) AS last_received_at
-            FROM valid_receipts GROUP BY ALL
+                   min(received_at) AS first_received_at, max(received_at) AS last_received_at,
+                   bit_xor(hash(receipt_id, line_no, po_id, po_line)) AS receipts_hash  -- see receipts_accounted
+            FROM valid_receipts {scope} GROUP BY ALL
+        ), reasons AS (  -- apart: a distinct sorted list per line costs 5x the sums, and few lines have damage
+            SELECT po_id, po_line, string_agg(DISTINCT damage_reason, ', ' ORDER BY damage_reason) AS damage_reasons
+            FROM valid_receipts {scope} WHERE damage_reason IS NOT NULL GROUP BY ALL
         )
         SELECT p.po_id, p.po_line, p.sku, p.supplier_id, p.warehouse, p.status AS po_status, p.qty_ordered,
                p.expected_at, coalesce(r.qty_received, 0)::INTEGER AS qty_received,
-               coalesce(r.qty_damaged, 0)::INTEGER AS qty_damaged, r.damage_reasons,
-               r.first_received_at, r.last_received_at,
+               coalesce(r.qty_damaged, 0)::INTEGER AS qty_damaged, d.damage_reasons,
+               r.first_received_at, r.last_received_at, r.receipts_hash,
                CASE WHEN coalesce(r.qty_received, 0) = 0 THEN 'not_received'
                     WHEN r.qty_received < p.qty_ordered * (1 - $short / 100) THEN 'partial'
                     WHEN r.qty_received > p.qty_ordered * (1 + $over / 100) THEN 'over'
                     ELSE 'full' END AS receipt_state,
                greatest(date_diff('day', p.expected_at + to_days($grace::INTEGER),
                                   coalesce(r.first_received_at, $now::TIMESTAMPTZ)::DATE), 0)::INTEGER AS days_late
-        FROM valid_purchase_orders p LEFT JOIN received r USING (po_id, po_line)""",
-        {
-            "short": policy.short_tolerance_pct,
-            "over": policy.over_allowance_pct,
-            "grace": policy.late_grace_days,
-            "now": now,
-        },
-    )
+        FROM valid_purchase_orders p {scope}
+        LEFT JOIN received r USING (po_id, po_line) LEFT JOIN reasons d USING (po_id, po_line)"""
+    params = {
+        "short": policy.short_tolerance_pct,
+        "over": policy.over_allowance_pct,
+        "grace": policy.late_grace_days,
+        "now": now,
+    }
+    if only_touched:
+        con.execute("DELETE FROM po_line_receipts l USING touched t WHERE l.po_id = t.po_id AND l.po_line = t.po_line")
+        con.execute(f"INSERT INTO po_line_receipts {select}", params)
+    else:
+        con.execute(f"CREATE OR REPLACE TABLE po_line_receipts AS {select}", params)
 
 
 def reconcile(con: duckdb.DuckDBPyConnection, policy: ReceivingPolicy, now: datetime) -> dict[str, int]:
-    """Bring `receipt_discrepancies` up to date with the receipts landed so far; return what moved."""
-    build_po_line_receipts(con, policy, now)
+    """Bring `receipt_discrepancies` up to date with the receipts landed so far; return what moved.
+
+    Only the PO lines that changed are redone (see `touched_po_lines`); the rest keep their state.
+    """
+    only_touched = touched_po_lines(con, policy)
+    build_po_line_receipts(con, policy, now, only_touched)
+    if only_touched and not receipts_accounted(con):
+        only_touched = False
+        build_po_line_receipts(con, policy, now)
+    scope = TOUCHED if only_touched else ""
+    (redone,) = one(con, f"SELECT count(*) FROM {'touched' if only_touched else 'po_line_receipts'}")
     con.execute(
-        """CREATE OR REPLACE TEMP TABLE found AS
+        f"""CREATE OR REPLACE TEMP TABLE found AS
         SELECT po_id, po_line, kind, sku, supplier_id, warehouse, qty_ordered, qty_received, qty_damaged,
                CASE kind WHEN 'short' THEN qty_ordered - qty_received
                          WHEN 'over' THEN qty_received - qty_ordered
                          WHEN 'damaged' THEN qty_ordered - (qty_received - qty_damaged)
                          ELSE 0 END::INTEGER AS qty_gap,
                damage_reasons, expected_at, last_received_at, days_late
-        FROM po_line_receipts
+        FROM po_line_receipts {scope}
         CROSS JOIN (VALUES ('short'), ('over'), ('damaged'), ('late')) AS k(kind)
         WHERE po_status IN ('open', 'received')  -- a closed PO is settled with the supplier
           AND CASE kind
@@ -143,13 +229,13 @@ def reconcile(con: duckdb.DuckDBPyConnection, policy: ReceivingPolicy, now: date
     )
     (resolved,) = one(
         con,
-        """SELECT count(*) FROM receipt_discrepancies d ANTI JOIN found f USING (po_id, po_line, kind)
+        f"""SELECT count(*) FROM receipt_discrepancies d {scope} ANTI JOIN found f USING (po_id, po_line, kind)
         WHERE d.status <> 'resolved'""",
     )
     con.execute("BEGIN")
     # A discrepancy that stops being found is resolved, by what settled it.
     con.execute(
-        """UPDATE receipt_discrepancies d SET status = 'resolved', resolved_at = $now, updated_at = $now,
+        f"""UPDATE receipt_discrepancies d SET status = 'resolved', resolved_at = $now, updated_at = $now,
                resolution = CASE l.po_status WHEN 'closed' THEN 'po_closed' WHEN 'cancelled' THEN 'po_cancelled'
                                  ELSE 'later_receipt' END,
                qty_received = coalesce(l.qty_received, d.qty_received),
@@ -157,7 +243,7 @@ def reconcile(con: duckdb.DuckDBPyConnection, policy: ReceivingPolicy, now: date
                last_received_at = coalesce(l.last_received_at, d.last_received_at)
         FROM (SELECT d2.po_id, d2.po_line, d2.kind, l2.po_status, l2.qty_received, l2.qty_damaged,
                      l2.last_received_at
-              FROM receipt_discrepancies d2 LEFT JOIN po_line_receipts l2 USING (po_id, po_line)
+              FROM receipt_discrepancies d2 {scope} LEFT JOIN po_line_receipts l2 USING (po_id, po_line)
               ANTI JOIN found f USING (po_id, po_line, kind) WHERE d2.status <> 'resolved') l
         WHERE d.po_id = l.po_id AND d.po_line = l.po_line AND d.kind = l.kind""",
         {"now": now},
@@ -178,8 +264,11 @@ def reconcile(con: duckdb.DuckDBPyConnection, policy: ReceivingPolicy, now: date
             resolved_at = EXCLUDED.resolved_at, updated_at = EXCLUDED.updated_at""",
         {"now": now},
     )
+    con.execute("INSERT INTO reconciled SELECT feed, batch_id FROM pending")
+    con.execute("DELETE FROM reconciled_with")
+    con.execute("INSERT INTO reconciled_with VALUES (?, ?)", list(judged_with(con, policy)))
     con.execute("COMMIT")
-    return {"opened": opened, "reopened": reopened, "resolved": resolved}
+    return {"opened": opened, "reopened": reopened, "resolved": resolved, "po_lines_redone": redone}
 
 
 def discrepancy_summary(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
