@@ -168,7 +168,10 @@ def serving(kind: str, source: str) -> Iterator[str]:
         yield url
     finally:
         child.terminate()
-        child.join()
+        child.join(5)
+        if child.is_alive():  # SIGTERM is ignored when the bench was started with it ignored (some job runners)
+            child.kill()
+            child.join()
 
 
 def storefront_writes(url: str) -> int:
