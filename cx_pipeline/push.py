@@ -180,7 +180,7 @@ def execute(
             whole_batch_error = None
         except UpstreamError as exc:
             results, whole_batch_error = {}, str(exc)
-        rows = []
+        rows, pushed_at = [], now()  # one clock reading per batch: it is a warehouse query
         for u in updates:
             r = results.get(u.sku)
             ok = r is not None and r.ok
@@ -198,7 +198,7 @@ def execute(
                     r.quantity_after if r else None,
                     ok,
                     response[:500],
-                    now(),
+                    pushed_at,
                 )
             )
             pushed += ok
