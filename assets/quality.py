@@ -27,7 +27,8 @@ def inspection_lots(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, app_store: AppStoreResource
 ) -> dg.MaterializeResult:
     """The lots (receipt lines) received in the last 60 days, published to the web app for QA to inspect
-    (each run sends only the lots whose receipt or product changed since the last publication)."""
+    (each run sends only the lots whose receipt changed, or whose product's title, category or supplier
+    changed, since the last publication)."""
     with warehouse.connect() as con, app_store.connect() as store:
         now = wms_clock(con)
         since = inspections.lots_published_through(store)
@@ -35,6 +36,7 @@ def inspection_lots(
         published = inspections.publish_lots(
             store, lots, now, through=through, run_id=context.run_id, replace=since is None
         )
+        inspections.products_published(con)
     context.log.info(f"inspection_lots: {published:,} new or changed received lots offered to QA")
     return dg.MaterializeResult(metadata={"lots": published, "window_days": inspections.LOT_WINDOW_DAYS})
 

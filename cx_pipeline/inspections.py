@@ -51,6 +51,12 @@ CREATE TABLE IF NOT EXISTS inspections (
     _batch_id     VARCHAR NOT NULL,
     _loaded_at    TIMESTAMPTZ NOT NULL
 );
+CREATE TABLE IF NOT EXISTS lot_products (  -- each product's fields as the app's list of lots shows them
+    sku         VARCHAR NOT NULL,
+    title       VARCHAR,
+    category    VARCHAR,
+    supplier_id VARCHAR
+);
 CREATE TABLE IF NOT EXISTS inspection_defects (
     inspection_id BIGINT NOT NULL,
     item          VARCHAR NOT NULL,
@@ -165,21 +171,31 @@ def lots_published_through(store: sqlite3.Connection) -> datetime | None:
 def lots_to_publish(
     con: duckdb.DuckDBPyConnection, now: datetime, since: datetime | None = None
 ) -> tuple[Iterator[list[tuple]], datetime | None]:
-    """Receipt lines received within the window, with their product, whose receipt or product landed after
-    `since` (all of them when None); and the time the warehouse's landings reach, to publish `through`.
+    """Receipt lines received within the window, with their product: those whose receipt landed after `since`
+    or whose product now shows other fields in the list (all of them when `since` is None); and the time the
+    warehouse's landings reach, to publish `through`. Call `products_published` once they are.
 
     Rows stream from DuckDB in chunks: a first publication of a large warehouse is millions of lots. The mark
     is the warehouse's own landing clock (`_loaded_at`); a lot that only becomes valid again because its
-    batch's contract was re-run, without a new landing, is not sent until its receipt changes.
+    batch's contract was re-run, without a new landing, is not sent until its receipt changes. Products are
+    compared with `lot_products` rather than by landing time: most product updates (prices, attributes) leave
+    a lot as it was, and re-sending every lot of each would cost more than the rest of the publication.
     """
-    (through,) = one(con, "SELECT greatest((SELECT max(_loaded_at) FROM raw_receipts), "
-                          "(SELECT max(_loaded_at) FROM raw_catalog))")  # fmt: skip
+    (through,) = one(con, "SELECT max(_loaded_at) FROM raw_receipts")
+    if since is not None and one(con, "SELECT NOT EXISTS (SELECT 1 FROM lot_products)")[0]:
+        # published before `lot_products` existed, when every product update re-sent its lots: they show it
+        con.execute("INSERT INTO lot_products SELECT sku, title, category, supplier_id FROM valid_catalog")
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE relabelled AS
+        SELECT sku, title, category, supplier_id FROM valid_catalog
+        EXCEPT SELECT sku, title, category, supplier_id FROM lot_products"""
+    )
     cursor = con.execute(
         """SELECT r.receipt_id, r.line_no, r.sku, c.title, c.category, c.supplier_id, r.warehouse,
                   r.qty_received AS lot_size, strftime(timezone('UTC', r.received_at), '%Y-%m-%dT%H:%M:%S+00:00')
         FROM valid_receipts r JOIN valid_catalog c USING (sku)
         WHERE r.received_at > $now::TIMESTAMPTZ - to_days($days) AND r.qty_received > 0
-          AND ($since::TIMESTAMPTZ IS NULL OR r._loaded_at > $since OR c._loaded_at > $since)
+          AND ($since::TIMESTAMPTZ IS NULL OR r._loaded_at > $since OR r.sku IN (SELECT sku FROM relabelled))
         ORDER BY r.receipt_id, r.line_no  -- the app's key: SQLite appends instead of splitting pages""",
         {"now": now, "days": LOT_WINDOW_DAYS, "since": since},
     )
@@ -189,6 +205,19 @@ def lots_to_publish(
             yield chunk
 
     return chunks(), through
+
+
+def products_published(con: duckdb.DuckDBPyConnection) -> None:
+    """Record the product fields the lots just published show (after `lots_to_publish` and `publish_lots`).
+    Called only once the app's store has them: a publication that stopped half-way compares as before."""
+    con.execute("BEGIN")
+    # a product that left valid_catalog (quarantined) is forgotten, so its lots are sent again once it is back
+    con.execute(
+        """DELETE FROM lot_products p WHERE sku IN (SELECT sku FROM relabelled)
+        OR NOT EXISTS (SELECT 1 FROM valid_catalog c WHERE c.sku = p.sku)"""
+    )
+    con.execute("INSERT INTO lot_products SELECT * FROM relabelled")
+    con.execute("COMMIT")
 
 
 def lot(store: sqlite3.Connection, receipt_id: str, line_no: int) -> Lot | None:

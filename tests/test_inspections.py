@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cx_pipeline import appstore, inspections
+from cx_pipeline import appstore, inspections, warehouse
 from cx_pipeline.inspections import Entry, InspectionError
 from cx_pipeline.rules import RulesError, load_checklists
 
@@ -201,3 +201,46 @@ def test_a_broken_checklists_file_is_reported_whole(tmp_path):
     assert "apparel.Stitching: an item name is lower-case letters" in message
     assert "apparel.sizing: describe what good looks like" in message
     assert "toys: expected a mapping of item -> what good looks like" in message
+
+
+def test_a_run_sends_new_lots_and_the_lots_of_relabelled_products_not_those_of_repriced_ones(tmp_path):
+    def land_product(con, sku: str, title: str, price: float) -> None:
+        con.execute("DELETE FROM raw_catalog WHERE sku = ?", [sku])  # a new version, landed now
+        con.execute(
+            "INSERT INTO raw_catalog VALUES (?, ?, 'home', 'SUP-01', ?, 'EUR', 'active', ?, ?, NULL, 'b', now())",
+            [sku, title, price, RECEIVED - timedelta(days=900), RECEIVED],
+        )
+
+    def land_receipt(con, receipt_id: str, sku: str) -> None:
+        con.execute(
+            "INSERT INTO raw_receipts VALUES (?, 1, 'PO-1', 1, ?, 'WH-EAST', 24, 0, NULL, ?, ?, 'b', now())",
+            [receipt_id, sku, RECEIVED, RECEIVED],
+        )
+
+    def publish(con, store) -> list[tuple[str, str]]:
+        chunks, through = inspections.lots_to_publish(con, datetime.now(UTC), inspections.lots_published_through(store))
+        lots = [lot for chunk in chunks for lot in chunk]
+        inspections.publish_lots(store, [lots], datetime.now(UTC), through=through)
+        inspections.products_published(con)
+        return sorted((lot[0], lot[3]) for lot in lots)
+
+    with warehouse.connect(tmp_path / "w.duckdb") as con, appstore.connect(tmp_path / "app.sqlite") as store:
+        land_product(con, "SKU-A", "Mug", 4.5)
+        land_product(con, "SKU-B", "Bowl", 6.0)
+        land_receipt(con, "RCV-1", "SKU-A")
+        land_receipt(con, "RCV-2", "SKU-B")
+        assert publish(con, store) == [("RCV-1", "Mug"), ("RCV-2", "Bowl")]
+        assert publish(con, store) == []  # nothing changed
+
+        land_product(con, "SKU-A", "Mug", 3.9)  # a new price: its lot shows the same
+        land_product(con, "SKU-B", "Soup bowl", 6.0)  # a new title: its lot must show it
+        land_receipt(con, "RCV-3", "SKU-A")
+        assert publish(con, store) == [("RCV-2", "Soup bowl"), ("RCV-3", "Mug")]
+
+        con.execute(  # SKU-B fails its contract: out of valid_catalog, and its lot with it
+            "INSERT INTO quarantine VALUES ('catalog', 'b', 'expect_not_null', 'SKU-B', '{}', now(), NULL)"
+        )
+        land_receipt(con, "RCV-4", "SKU-B")
+        assert publish(con, store) == []
+        con.execute("UPDATE quarantine SET released_at = now()")  # its next version is good again, unchanged
+        assert publish(con, store) == [("RCV-2", "Soup bowl"), ("RCV-4", "Soup bowl")]
