@@ -15,7 +15,7 @@ from checks.suites import Violation, build_suite, validate
 from cx_pipeline.feeds import FEEDS, Feed
 from cx_pipeline.ingest import copies_sql
 from cx_pipeline.transactions import transaction
-from cx_pipeline.warehouse import one, row_key_sql
+from cx_pipeline.warehouse import names_a_row_of, one, row_key_sql
 
 CONTRACT_CHECK = "data_contract"
 SAMPLE_ROWS = 10
@@ -73,9 +73,8 @@ def landed_batch(con: duckdb.DuckDBPyConnection, feed: Feed) -> Judged:
     """Stage the latest landed batch as `contract_<feed>`: exact duplicates collapsed, a `_known_*` flag per
     reference. The rows as sent stay in `landing_<feed>`."""
     flags = "".join(
-        f", {' OR '.join(f'l.{c} IS NULL' for c in ref.columns)} OR EXISTS (SELECT 1 FROM {ref.table} t WHERE "
-        + " AND ".join(f"t.{tc} = l.{c}" for c, tc in zip(ref.columns, ref.table_columns, strict=True))
-        + f") AS {ref.flag}"
+        f", {' OR '.join(f'l.{c} IS NULL' for c in ref.columns)} OR "
+        f"{names_a_row_of('l', ref.columns, ref.table, ref.table_columns, f'landing_{feed.name}')} AS {ref.flag}"
         for ref in feed.references
     )
     # The landing counted the batch's exact copies; most batches have none, and looking costs a pass.

@@ -22,7 +22,7 @@ from cx_pipeline import appstore, aql, warehouse
 from cx_pipeline.appstore import iso, utc_now
 from cx_pipeline.rules import Checklists
 from cx_pipeline.transactions import transaction
-from cx_pipeline.warehouse import one
+from cx_pipeline.warehouse import names_a_row_of, one
 
 FEED = "inspections"  # its name in ingest_batches and quarantine
 LOT_WINDOW_DAYS = 60  # received lots offered to QA, and accepted in an entry
@@ -513,17 +513,18 @@ def latest_import(con: duckdb.DuckDBPyConnection, checklists: Checklists) -> pd.
     """The latest import, one row per (inspection, item, severity), with the flags the contract checks:
     `_known_lot` (a received receipt line), `_known_item` (on the category's checklist), `_sample_as_planned`
     (the Z1.4 sample size of the lot size) and `_defects_within_sample`."""
+    lot_key = ("receipt_id", "line_no")
+    known_lot = names_a_row_of("i", lot_key, "raw_receipts", lot_key, "inspections")
     con.register("checklist_items", checklist_items(checklists))
     try:
         frame = con.sql(
-            """SELECT i.*, d.item, d.severity, d.defects,
+            f"""SELECT i.*, d.item, d.severity, d.defects,
                       row_number() OVER (ORDER BY i.inspection_id, d.item, d.severity) AS _row,
                       i.inspection_id::VARCHAR AS _row_key,
                       concat_ws('|', i.inspection_id, d.item, d.severity) AS _item_key,
                       to_json(struct_pack(i.inspection_id, i.receipt_id, i.line_no, i.inspector, i.inspected_at,
                                           d.item, d.severity, d.defects))::VARCHAR AS _raw,
-                      EXISTS (SELECT 1 FROM raw_receipts r WHERE r.receipt_id = i.receipt_id
-                              AND r.line_no = i.line_no) AS _known_lot,
+                      {known_lot} AS _known_lot,
                       EXISTS (SELECT 1 FROM checklist_items c WHERE c.category = i.category
                               AND c.item = d.item) AS _known_item,
                       coalesce(d.defects <= i.sample_size, false) AS _defects_within_sample

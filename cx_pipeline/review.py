@@ -22,7 +22,7 @@ from cx_pipeline import appstore, staleness
 from cx_pipeline.appstore import iso, utc_now
 from cx_pipeline.staleness import DECISIONS, REASON_CODES
 from cx_pipeline.transactions import transaction
-from cx_pipeline.warehouse import log_import, one
+from cx_pipeline.warehouse import log_import, names_a_row_of, one
 
 FEED = "review_decisions"  # its name in ingest_batches and quarantine
 MAX_NOTE = 1000
@@ -85,9 +85,10 @@ def import_decisions(store: sqlite3.Connection, con: duckdb.DuckDBPyConnection, 
 def latest_import(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """The decisions of the latest import, with `_known_sku` (the SKU is in the catalog) and the columns the
     contract runner and the quarantine expect (`_row`, `_row_key`, `_raw`, `_batch_id`)."""
+    known = names_a_row_of("d", ("sku",), "raw_catalog", ("sku",), "review_decisions")
     return con.sql(
-        """SELECT d.*, row_number() OVER (ORDER BY decision_id) AS _row, decision_id::VARCHAR AS _row_key,
-                  d.sku IS NULL OR EXISTS (SELECT 1 FROM raw_catalog c WHERE c.sku = d.sku) AS _known_sku
+        f"""SELECT d.*, row_number() OVER (ORDER BY decision_id) AS _row, decision_id::VARCHAR AS _row_key,
+                  d.sku IS NULL OR {known} AS _known_sku
         FROM review_decisions d
         WHERE _batch_id = (SELECT arg_max(batch_id, fetched_at) FROM ingest_batches WHERE feed = 'review_decisions')
         ORDER BY decision_id"""
