@@ -74,7 +74,7 @@ def landed_batch(con: duckdb.DuckDBPyConnection, feed: Feed) -> Judged:
     reference. The rows as sent stay in `landing_<feed>`."""
     flags = "".join(
         f", {' OR '.join(f'l.{c} IS NULL' for c in ref.columns)} OR "
-        f"{names_a_row_of('l', ref.columns, ref.table, ref.table_columns, f'landing_{feed.name}')} AS {ref.flag}"
+        f"{names_a_row_of(con, 'l', ref.columns, ref.table, ref.table_columns, f'landing_{feed.name}')} AS {ref.flag}"
         for ref in feed.references
     )
     # The landing counted the batch's exact copies; most batches have none, and looking costs a pass.

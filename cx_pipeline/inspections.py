@@ -514,7 +514,7 @@ def latest_import(con: duckdb.DuckDBPyConnection, checklists: Checklists) -> pd.
     `_known_lot` (a received receipt line), `_known_item` (on the category's checklist), `_sample_as_planned`
     (the Z1.4 sample size of the lot size) and `_defects_within_sample`."""
     lot_key = ("receipt_id", "line_no")
-    known_lot = names_a_row_of("i", lot_key, "raw_receipts", lot_key, "inspections")
+    known_lot = names_a_row_of(con, "i", lot_key, "raw_receipts", lot_key, "inspections")
     con.register("checklist_items", checklist_items(checklists))
     try:
         frame = con.sql(

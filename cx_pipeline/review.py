@@ -85,7 +85,7 @@ def import_decisions(store: sqlite3.Connection, con: duckdb.DuckDBPyConnection, 
 def latest_import(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """The decisions of the latest import, with `_known_sku` (the SKU is in the catalog) and the columns the
     contract runner and the quarantine expect (`_row`, `_row_key`, `_raw`, `_batch_id`)."""
-    known = names_a_row_of("d", ("sku",), "raw_catalog", ("sku",), "review_decisions")
+    known = names_a_row_of(con, "d", ("sku",), "raw_catalog", ("sku",), "review_decisions")
     return con.sql(
         f"""SELECT d.*, row_number() OVER (ORDER BY decision_id) AS _row, decision_id::VARCHAR AS _row_key,
                   d.sku IS NULL OR {known} AS _known_sku

@@ -49,16 +49,27 @@ def row_key_sql(feed: Feed, alias: str = "") -> str:
     return "concat_ws('|', " + ", ".join(f"{prefix}{k}" for k in feed.keys) + ")"
 
 
-def names_a_row_of(alias: str, columns: tuple[str, ...], table: str, table_columns: tuple[str, ...], among: str) -> str:
+def names_a_row_of(
+    con: duckdb.DuckDBPyConnection,
+    alias: str,
+    columns: tuple[str, ...],
+    table: str,
+    table_columns: tuple[str, ...],
+    among: str,
+) -> str:
     """SQL: `alias`'s `columns` name a row of `table` (by `table_columns`), for rows `alias` of table `among`.
 
-    The table is narrowed to the keys `among` names before the test: the correlated EXISTS this replaces
-    hashed all of it on every run (10 M PO lines to check a batch of 50,000 receipts, 1.4 s; here 0.2 s).
+    The test hashes the smaller side. A correlated EXISTS hashes all of `table`: right for a first load, which
+    is larger, but 1.4 s to check 50,000 receipts against 10 M PO lines, where narrowing the table to the keys
+    the batch names first takes 0.2 s.
     """
-    on = " AND ".join(f"t.{tc} = b.{c}" for c, tc in zip(columns, table_columns, strict=True))
+    pairs = list(zip(columns, table_columns, strict=True))
+    (batch_is_smaller,) = one(con, f"SELECT (SELECT count(*) FROM {among}) < (SELECT count(*) FROM {table})")
+    if not batch_is_smaller:
+        return f"EXISTS (SELECT 1 FROM {table} t WHERE {' AND '.join(f't.{tc} = {alias}.{c}' for c, tc in pairs)})"
     return (
         f"({', '.join(f'{alias}.{c}' for c in columns)}) IN (SELECT ({', '.join(f't.{c}' for c in table_columns)}) "
-        f"FROM {table} t SEMI JOIN {among} b ON {on})"
+        f"FROM {table} t SEMI JOIN {among} b ON {' AND '.join(f't.{tc} = b.{c}' for c, tc in pairs)})"
     )
 
 

@@ -9,7 +9,7 @@ import pytest
 from checks.contracts import min_rows
 from cx_pipeline.feeds import FEEDS
 from cx_pipeline.ingest import land, last_cursor, stage
-from cx_pipeline.warehouse import connect
+from cx_pipeline.warehouse import connect, names_a_row_of
 
 INQUIRIES = FEEDS["inquiries"]
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
@@ -105,3 +105,24 @@ def test_volume_rules(tmp_path):
         land(con, stage(con, on_hand, [rows], as_of=NOW))
         land(con, stage(con, on_hand, [rows[:5]], as_of=NOW))
         assert min_rows(con, on_hand) == 20
+
+
+@pytest.mark.parametrize("table_rows", [1, 1000], ids=["batch larger than the table", "batch smaller"])
+def test_a_reference_is_known_by_its_whole_key_whichever_side_is_hashed(tmp_path, table_rows):
+    with connect(tmp_path / "w.duckdb") as con:
+        con.execute(  # order lines: an order's id repeats, once per line
+            "CREATE TABLE lines AS SELECT 'O-' || (i % 500) AS order_id, i % 3 AS line_no FROM range(?) t(i)",
+            [table_rows],
+        )
+        con.execute(
+            """CREATE TABLE batch AS SELECT * FROM (VALUES ('O-0', 0), ('O-0', 1), ('O-1', 0), ('O-999', 0),
+                   ('O-2', 2), ('O-2', 1)) v(order_id, line_no)"""
+        )
+        order = names_a_row_of(con, "b", ("order_id",), "lines", ("order_id",), "batch")
+        line = names_a_row_of(con, "b", ("order_id", "line_no"), "lines", ("order_id", "line_no"), "batch")
+        found = con.execute(f"SELECT order_id, line_no, {order}, {line} FROM batch b ORDER BY ALL").fetchall()
+    in_table = {(f"O-{i % 500}", i % 3) for i in range(table_rows)}
+    assert found == sorted(
+        (o, n, o in {k for k, _ in in_table}, (o, n) in in_table)
+        for o, n in [("O-0", 0), ("O-0", 1), ("O-1", 0), ("O-999", 0), ("O-2", 2), ("O-2", 1)]
+    )
