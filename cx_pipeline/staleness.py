@@ -178,8 +178,7 @@ SELECT * EXCLUDE (r_registered, r_no_receipt, r_no_order, r_out_of_stock, r_canc
             ELSE 'due' END AS review_state,
        review_state IN ('never_reviewed', 'due', 'material_change') AS in_queue,
        $now::TIMESTAMPTZ AS assessed_at
-FROM scored
-ORDER BY in_queue DESC, score DESC, registered_at, sku
+FROM scored  -- unordered: readers order by QUEUE_ORDER; sorting 1 M wide rows here cost a quarter of the step
 """
 QUEUE_ORDER = "score DESC, registered_at, sku"  # most urgent first; oldest first among equals
 
