@@ -191,9 +191,11 @@ def reconcile(con: duckdb.DuckDBPyConnection, policy: ReceivingPolicy, now: date
     Only the PO lines that changed are redone (see `touched_po_lines`); the rest keep their state.
     """
     only_touched = touched_po_lines(con, policy)
-    build_po_line_receipts(con, policy, now, only_touched)
-    if only_touched and not receipts_accounted(con):
-        only_touched = False
+    if only_touched:
+        build_po_line_receipts(con, policy, now, only_touched=True)
+        only_touched = receipts_accounted(con)
+    if not only_touched:
+        con.execute("DELETE FROM reconciled_with")  # a run that stops before the end redoes everything again
         build_po_line_receipts(con, policy, now)
     scope = TOUCHED if only_touched else ""
     (redone,) = one(con, f"SELECT count(*) FROM {'touched' if only_touched else 'po_line_receipts'}")
