@@ -13,6 +13,7 @@ from datetime import datetime
 import duckdb
 import pandas as pd
 
+from cx_pipeline.transactions import transaction
 from cx_pipeline.warehouse import one
 
 DISCREPANCY_KINDS = ("short", "over", "damaged", "late")
@@ -128,20 +129,22 @@ def judged_with(con: duckdb.DuckDBPyConnection, policy: ReceivingPolicy) -> tupl
     return repr(policy), quarantine
 
 
-def receipts_accounted(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether `po_line_receipts` counts every valid receipt of its PO lines on the line the receipt names.
+def in_step(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether `po_line_receipts` holds one row per valid PO line and counts every valid receipt on the line
+    the receipt names: the check after redoing only the touched lines.
 
-    It guards the redo of touched lines only: a receipt moved to another PO line by a later version touches its
-    new line, not the one it left, which would keep counting it. Each line keeps an XOR of its receipts'
-    hashes; a line counting a receipt it should not (or missing one) breaks the equality.
+    A receipt moved to another PO line by a later version touches its new line, not the one it left, which
+    would keep counting it; each line keeps an XOR of its receipts' hashes, and a line counting a receipt it
+    should not (or missing one) breaks the equality. A line missing altogether breaks the count.
     """
-    kept, valid = one(
+    lines, valid_lines, kept, valid = one(
         con,
-        """SELECT (SELECT bit_xor(receipts_hash) FROM po_line_receipts),
+        """SELECT (SELECT count(*) FROM po_line_receipts), (SELECT count(*) FROM valid_purchase_orders),
+                  (SELECT bit_xor(receipts_hash) FROM po_line_receipts),
                   (SELECT bit_xor(hash(receipt_id, line_no, po_id, po_line))
                    FROM valid_receipts SEMI JOIN po_line_receipts USING (po_id, po_line))""",
     )
-    return kept == valid
+    return lines == valid_lines and kept == valid
 
 
 def build_po_line_receipts(
@@ -154,7 +157,7 @@ def build_po_line_receipts(
         WITH received AS (
             SELECT po_id, po_line, sum(qty_received) AS qty_received, sum(qty_damaged) AS qty_damaged,
                    min(received_at) AS first_received_at, max(received_at) AS last_received_at,
-                   bit_xor(hash(receipt_id, line_no, po_id, po_line)) AS receipts_hash  -- see receipts_accounted
+                   bit_xor(hash(receipt_id, line_no, po_id, po_line)) AS receipts_hash  -- see in_step
             FROM valid_receipts {scope} GROUP BY ALL
         ), reasons AS (  -- apart: a distinct sorted list per line costs 5x the sums, and few lines have damage
             SELECT po_id, po_line, string_agg(DISTINCT damage_reason, ', ' ORDER BY damage_reason) AS damage_reasons
@@ -179,8 +182,11 @@ def build_po_line_receipts(
         "now": now,
     }
     if only_touched:
-        con.execute("DELETE FROM po_line_receipts l USING touched t WHERE l.po_id = t.po_id AND l.po_line = t.po_line")
-        con.execute(f"INSERT INTO po_line_receipts {select}", params)
+        with transaction(con):
+            con.execute(
+                "DELETE FROM po_line_receipts l USING touched t WHERE l.po_id = t.po_id AND l.po_line = t.po_line"
+            )
+            con.execute(f"INSERT INTO po_line_receipts {select}", params)
     else:
         con.execute(f"CREATE OR REPLACE TABLE po_line_receipts AS {select}", params)
 
@@ -193,7 +199,7 @@ def reconcile(con: duckdb.DuckDBPyConnection, policy: ReceivingPolicy, now: date
     only_touched = touched_po_lines(con, policy)
     if only_touched:
         build_po_line_receipts(con, policy, now, only_touched=True)
-        only_touched = receipts_accounted(con)
+        only_touched = in_step(con)
     if not only_touched:
         con.execute("DELETE FROM reconciled_with")  # a run that stops before the end redoes everything again
         build_po_line_receipts(con, policy, now)

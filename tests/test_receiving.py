@@ -167,6 +167,18 @@ def test_a_receipt_moved_to_another_po_line_is_counted_once(con):
     assert found(con) == {(1, "late"): (0, "open"), (2, "late"): (0, "resolved")}
 
 
+def test_a_po_line_missing_from_the_reconciled_state_is_found_and_everything_redone(con):
+    add_po_line(con, 1, 10, -1)  # due tomorrow, nothing received: no receipt names it
+    add_po_line(con, 2, 10, 2)
+    add_receipt(con, "R2", 2, 10)
+    receiving.reconcile(con, receiving.ReceivingPolicy(), NOW)
+    con.execute("DELETE FROM po_line_receipts WHERE po_line = 1")  # as a redo that stopped half-way once left it
+
+    later = NOW + timedelta(days=3)
+    assert receiving.reconcile(con, receiving.ReceivingPolicy(), later)["po_lines_redone"] == 2
+    assert found(con) == {(1, "late"): (0, "open")}
+
+
 def test_a_new_policy_or_a_quarantined_receipt_redoes_every_line(con):
     add_po_line(con, 1, 10, 2)
     add_receipt(con, "R1", 1, 7)
