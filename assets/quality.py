@@ -31,7 +31,7 @@ def inspection_lots(
     changed, since the last publication)."""
     with warehouse.connect() as con, app_store.connect() as store:
         now = wms_clock(con)
-        since = inspections.lots_published_through(store)
+        since = inspections.lots_published_through(store) if inspections.products_recorded(con) else None
         lots, through = inspections.lots_to_publish(con, now, since)
         published = inspections.publish_lots(
             store, lots, now, through=through, run_id=context.run_id, replace=since is None

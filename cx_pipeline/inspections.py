@@ -182,9 +182,6 @@ def lots_to_publish(
     a lot as it was, and re-sending every lot of each would cost more than the rest of the publication.
     """
     (through,) = one(con, "SELECT max(_loaded_at) FROM raw_receipts")
-    if since is not None and one(con, "SELECT NOT EXISTS (SELECT 1 FROM lot_products)")[0]:
-        # published before `lot_products` existed, when every product update re-sent its lots: they show it
-        con.execute("INSERT INTO lot_products SELECT sku, title, category, supplier_id FROM valid_catalog")
     con.execute(
         """CREATE OR REPLACE TEMP TABLE relabelled AS
         SELECT sku, title, category, supplier_id FROM valid_catalog
@@ -205,6 +202,12 @@ def lots_to_publish(
             yield chunk
 
     return chunks(), through
+
+
+def products_recorded(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether `lot_products` says what the app's list shows. When it does not (a warehouse from before it, or
+    one whose catalog was empty), the list is published whole: no change can be told from the ones it shows."""
+    return one(con, "SELECT EXISTS (SELECT 1 FROM lot_products)")[0]
 
 
 def products_published(con: duckdb.DuckDBPyConnection) -> None:

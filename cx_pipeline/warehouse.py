@@ -67,10 +67,10 @@ def names_a_row_of(
     (batch_is_smaller,) = one(con, f"SELECT (SELECT count(*) FROM {among}) < (SELECT count(*) FROM {table})")
     if not batch_is_smaller:
         return f"EXISTS (SELECT 1 FROM {table} t WHERE {' AND '.join(f't.{tc} = {alias}.{c}' for c, tc in pairs)})"
-    return (
-        f"({', '.join(f'{alias}.{c}' for c in columns)}) IN (SELECT ({', '.join(f't.{c}' for c in table_columns)}) "
-        f"FROM {table} t SEMI JOIN {among} b ON {' AND '.join(f't.{tc} = b.{c}' for c, tc in pairs)})"
-    )
+    key = ", ".join(f"{alias}.{c}" for c in columns)
+    on = " AND ".join(f"t.{tc} = b.{c}" for c, tc in pairs)
+    named = f"SELECT ({', '.join(f't.{c}' for c in table_columns)}) FROM {table} t SEMI JOIN {among} b ON {on}"
+    return f"coalesce(({key}) IN ({named}), false)"  # like EXISTS: false, not null, for a null key
 
 
 def feed_ddl(feed: Feed) -> str:

@@ -116,13 +116,12 @@ def test_a_reference_is_known_by_its_whole_key_whichever_side_is_hashed(tmp_path
         )
         con.execute(
             """CREATE TABLE batch AS SELECT * FROM (VALUES ('O-0', 0), ('O-0', 1), ('O-1', 0), ('O-999', 0),
-                   ('O-2', 2), ('O-2', 1)) v(order_id, line_no)"""
+                   ('O-2', 2), ('O-2', 1), (NULL, 1)) v(order_id, line_no)"""
         )
         order = names_a_row_of(con, "b", ("order_id",), "lines", ("order_id",), "batch")
         line = names_a_row_of(con, "b", ("order_id", "line_no"), "lines", ("order_id", "line_no"), "batch")
         found = con.execute(f"SELECT order_id, line_no, {order}, {line} FROM batch b ORDER BY ALL").fetchall()
     in_table = {(f"O-{i % 500}", i % 3) for i in range(table_rows)}
-    assert found == sorted(
-        (o, n, o in {k for k, _ in in_table}, (o, n) in in_table)
-        for o, n in [("O-0", 0), ("O-0", 1), ("O-1", 0), ("O-999", 0), ("O-2", 2), ("O-2", 1)]
-    )
+    sent = [("O-0", 0), ("O-0", 1), ("O-1", 0), ("O-999", 0), ("O-2", 2), ("O-2", 1), (None, 1)]
+    expected = [(o, n, o in {k for k, _ in in_table}, (o, n) in in_table) for o, n in sent]  # a null key: False
+    assert found == sorted(expected, key=lambda row: (row[0] is None, row[0] or "", row[1]))
