@@ -24,6 +24,8 @@ STAMPED = {
     "push_plans": {"plan_id", "planned_at"},
     "quarantine": {"batch_id", "quarantined_at", "released_at"},
     "receipt_confirmations": {"run_id", "confirmed_at"},
+    "reconciled": {"batch_id"},
+    "reconciled_with": {"quarantine"},  # holds the quarantine's latest times
     "receipt_discrepancies": {"opened_at", "updated_at", "notified_at", "resolved_at"},
     "return_risk": {"scored_at"},
     "return_risk_metrics": {"run_id", "scored_at", "train_cutoff", "test_cutoff"},
