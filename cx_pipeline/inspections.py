@@ -213,14 +213,13 @@ def products_recorded(con: duckdb.DuckDBPyConnection) -> bool:
 def products_published(con: duckdb.DuckDBPyConnection) -> None:
     """Record the product fields the lots just published show (after `lots_to_publish` and `publish_lots`).
     Called only once the app's store has them: a publication that stopped half-way compares as before."""
-    con.execute("BEGIN")
-    # a product that left valid_catalog (quarantined) is forgotten, so its lots are sent again once it is back
-    con.execute(
-        """DELETE FROM lot_products p WHERE sku IN (SELECT sku FROM relabelled)
-        OR NOT EXISTS (SELECT 1 FROM valid_catalog c WHERE c.sku = p.sku)"""
-    )
-    con.execute("INSERT INTO lot_products SELECT * FROM relabelled")
-    con.execute("COMMIT")
+    with transaction(con):
+        # a product that left valid_catalog (quarantined) is forgotten, so its lots are sent again once it is back
+        con.execute(
+            """DELETE FROM lot_products p WHERE sku IN (SELECT sku FROM relabelled)
+            OR NOT EXISTS (SELECT 1 FROM valid_catalog c WHERE c.sku = p.sku)"""
+        )
+        con.execute("INSERT INTO lot_products SELECT * FROM relabelled")
 
 
 def lot(store: sqlite3.Connection, receipt_id: str, line_no: int) -> Lot | None:

@@ -90,11 +90,12 @@ def wms_clock(con: duckdb.DuckDBPyConnection) -> datetime:
 TOUCHED = "SEMI JOIN touched USING (po_id, po_line)"  # limits a statement to the PO lines to redo
 
 
-def touched_po_lines(con: duckdb.DuckDBPyConnection, policy: ReceivingPolicy) -> bool:
+def touched_po_lines(con: duckdb.DuckDBPyConnection, judged: tuple[str, str]) -> bool:
     """Create temp table `touched`: the PO lines whose receipt state may have changed since the last
     reconciliation, and temp table `pending`: the batches that brought the changes. Returns False when every
     line must be redone instead: the first time, or when the policy or the quarantine of PO lines or receipts
-    changed (a quarantined row leaves `valid_*` without a new batch).
+    changed since the last reconciliation (`judged`, from `judged_with`; a quarantined row leaves `valid_*`
+    without a new batch).
 
     A line is redone when a batch not yet reconciled touched its PO line or one of its receipts, and while
     nothing has arrived against it: its days late grow with the clock.
@@ -105,8 +106,7 @@ def touched_po_lines(con: duckdb.DuckDBPyConnection, policy: ReceivingPolicy) ->
         UNION SELECT DISTINCT 'receipts', _batch_id FROM raw_receipts
         EXCEPT SELECT feed, batch_id FROM reconciled"""
     )
-    judged = one(con, "SELECT policy, quarantine FROM reconciled_with")
-    if judged != judged_with(con, policy):
+    if one(con, "SELECT policy, quarantine FROM reconciled_with") != judged:
         return False
     con.execute(
         """CREATE OR REPLACE TEMP TABLE touched AS
@@ -196,10 +196,11 @@ def reconcile(con: duckdb.DuckDBPyConnection, policy: ReceivingPolicy, now: date
 
     Only the PO lines that changed are redone (see `touched_po_lines`); the rest keep their state.
     """
-    only_touched = touched_po_lines(con, policy)
+    judged = judged_with(con, policy)
+    only_touched = touched_po_lines(con, judged)
     if only_touched:
         build_po_line_receipts(con, policy, now, only_touched=True)
-        only_touched = in_step(con)
+        only_touched = in_step(con)  # else a receipt moved to another line, or a line went missing
     if not only_touched:
         con.execute("DELETE FROM reconciled_with")  # a run that stops before the end redoes everything again
         build_po_line_receipts(con, policy, now)
@@ -240,42 +241,41 @@ def reconcile(con: duckdb.DuckDBPyConnection, policy: ReceivingPolicy, now: date
         f"""SELECT count(*) FROM receipt_discrepancies d {scope} ANTI JOIN found f USING (po_id, po_line, kind)
         WHERE d.status <> 'resolved'""",
     )
-    con.execute("BEGIN")
-    # A discrepancy that stops being found is resolved, by what settled it.
-    con.execute(
-        f"""UPDATE receipt_discrepancies d SET status = 'resolved', resolved_at = $now, updated_at = $now,
-               resolution = CASE l.po_status WHEN 'closed' THEN 'po_closed' WHEN 'cancelled' THEN 'po_cancelled'
-                                 ELSE 'later_receipt' END,
-               qty_received = coalesce(l.qty_received, d.qty_received),
-               qty_damaged = coalesce(l.qty_damaged, d.qty_damaged),
-               last_received_at = coalesce(l.last_received_at, d.last_received_at)
-        FROM (SELECT d2.po_id, d2.po_line, d2.kind, l2.po_status, l2.qty_received, l2.qty_damaged,
-                     l2.last_received_at
-              FROM receipt_discrepancies d2 {scope} LEFT JOIN po_line_receipts l2 USING (po_id, po_line)
-              ANTI JOIN found f USING (po_id, po_line, kind) WHERE d2.status <> 'resolved') l
-        WHERE d.po_id = l.po_id AND d.po_line = l.po_line AND d.kind = l.kind""",
-        {"now": now},
-    )
-    # Still (or again) wrong: refresh the figures; a resolved one that comes back is open again.
-    con.execute(
-        """INSERT INTO receipt_discrepancies BY NAME
-        SELECT f.*, coalesce(CASE WHEN d.status = 'resolved' THEN NULL ELSE d.status END, 'open') AS status,
-               CASE WHEN d.status = 'resolved' THEN NULL ELSE d.resolution END AS resolution,
-               coalesce(d.opened_at, $now) AS opened_at, d.notified_at,
-               CASE WHEN d.status = 'resolved' THEN NULL ELSE d.resolved_at END AS resolved_at, $now AS updated_at
-        FROM found f LEFT JOIN receipt_discrepancies d USING (po_id, po_line, kind)
-        ON CONFLICT (po_id, po_line, kind) DO UPDATE SET
-            qty_ordered = EXCLUDED.qty_ordered, qty_received = EXCLUDED.qty_received,
-            qty_damaged = EXCLUDED.qty_damaged, qty_gap = EXCLUDED.qty_gap,
-            damage_reasons = EXCLUDED.damage_reasons, last_received_at = EXCLUDED.last_received_at,
-            days_late = EXCLUDED.days_late, status = EXCLUDED.status, resolution = EXCLUDED.resolution,
-            resolved_at = EXCLUDED.resolved_at, updated_at = EXCLUDED.updated_at""",
-        {"now": now},
-    )
-    con.execute("INSERT INTO reconciled SELECT feed, batch_id FROM pending")
-    con.execute("DELETE FROM reconciled_with")
-    con.execute("INSERT INTO reconciled_with VALUES (?, ?)", list(judged_with(con, policy)))
-    con.execute("COMMIT")
+    with transaction(con):
+        # A discrepancy that stops being found is resolved, by what settled it.
+        con.execute(
+            f"""UPDATE receipt_discrepancies d SET status = 'resolved', resolved_at = $now, updated_at = $now,
+                   resolution = CASE l.po_status WHEN 'closed' THEN 'po_closed' WHEN 'cancelled' THEN 'po_cancelled'
+                                     ELSE 'later_receipt' END,
+                   qty_received = coalesce(l.qty_received, d.qty_received),
+                   qty_damaged = coalesce(l.qty_damaged, d.qty_damaged),
+                   last_received_at = coalesce(l.last_received_at, d.last_received_at)
+            FROM (SELECT d2.po_id, d2.po_line, d2.kind, l2.po_status, l2.qty_received, l2.qty_damaged,
+                         l2.last_received_at
+                  FROM receipt_discrepancies d2 {scope} LEFT JOIN po_line_receipts l2 USING (po_id, po_line)
+                  ANTI JOIN found f USING (po_id, po_line, kind) WHERE d2.status <> 'resolved') l
+            WHERE d.po_id = l.po_id AND d.po_line = l.po_line AND d.kind = l.kind""",
+            {"now": now},
+        )
+        # Still (or again) wrong: refresh the figures; a resolved one that comes back is open again.
+        con.execute(
+            """INSERT INTO receipt_discrepancies BY NAME
+            SELECT f.*, coalesce(CASE WHEN d.status = 'resolved' THEN NULL ELSE d.status END, 'open') AS status,
+                   CASE WHEN d.status = 'resolved' THEN NULL ELSE d.resolution END AS resolution,
+                   coalesce(d.opened_at, $now) AS opened_at, d.notified_at,
+                   CASE WHEN d.status = 'resolved' THEN NULL ELSE d.resolved_at END AS resolved_at, $now AS updated_at
+            FROM found f LEFT JOIN receipt_discrepancies d USING (po_id, po_line, kind)
+            ON CONFLICT (po_id, po_line, kind) DO UPDATE SET
+                qty_ordered = EXCLUDED.qty_ordered, qty_received = EXCLUDED.qty_received,
+                qty_damaged = EXCLUDED.qty_damaged, qty_gap = EXCLUDED.qty_gap,
+                damage_reasons = EXCLUDED.damage_reasons, last_received_at = EXCLUDED.last_received_at,
+                days_late = EXCLUDED.days_late, status = EXCLUDED.status, resolution = EXCLUDED.resolution,
+                resolved_at = EXCLUDED.resolved_at, updated_at = EXCLUDED.updated_at""",
+            {"now": now},
+        )
+        con.execute("INSERT INTO reconciled SELECT feed, batch_id FROM pending")
+        con.execute("DELETE FROM reconciled_with")
+        con.execute("INSERT INTO reconciled_with VALUES (?, ?)", list(judged))
     return {"opened": opened, "reopened": reopened, "resolved": resolved, "po_lines_redone": redone}
 
 
