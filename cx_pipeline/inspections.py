@@ -295,7 +295,9 @@ def verdict(found: Lot, entry: Entry, checklists: Checklists) -> dict[str, str]:
     return plan_for(found, checklists).verdict(totals)
 
 
-def _store(store: sqlite3.Connection, lots: pd.DataFrame, defects: pd.DataFrame, checklists: Checklists) -> int:
+def _store(
+    store: sqlite3.Connection, lots: pd.DataFrame, defects: pd.DataFrame, checklists: Checklists, now: datetime
+) -> int:
     """Insert checked lots (one row each: Lot columns, inspected_at, note, inspector, source) and their defects
     (receipt_id, line_no, item, severity, defects) in one transaction, with each lot's sample size and
     verdict; returns the id of the last inspection stored."""
@@ -308,7 +310,6 @@ def _store(store: sqlite3.Connection, lots: pd.DataFrame, defects: pd.DataFrame,
         [lots[s] >= lots["lot_size"].map({k: p.plans[s].reject for k, p in plans.items()}) for s in aql.SEVERITIES],
         axis=1,
     ).any(axis=1)
-    now = datetime.now(UTC)
     lots = lots.assign(
         sample_size=lots["lot_size"].map({k: p.sample_size for k, p in plans.items()}),
         verdict=rejected.map({True: "reject", False: "accept"}),
@@ -335,22 +336,29 @@ def _store(store: sqlite3.Connection, lots: pd.DataFrame, defects: pd.DataFrame,
     return int(lots["id"].iat[-1])
 
 
-def record(store: sqlite3.Connection, entry: Entry, checklists: Checklists, inspector: str) -> int:
-    """Store one lot's results entered in the form; returns the inspection id."""
+def record(
+    store: sqlite3.Connection, entry: Entry, checklists: Checklists, inspector: str, now: datetime | None = None
+) -> int:
+    """Store one lot's results entered in the form; returns the inspection id. `now` is the app's clock."""
+    now = now or datetime.now(UTC)
     found = lot(store, entry.receipt_id, entry.line_no)
-    if problems := check_entry(found, entry, checklists, datetime.now(UTC)):
+    if problems := check_entry(found, entry, checklists, now):
         raise InspectionError(problems)
     lots = pd.DataFrame([vars(found) | {"inspected_at": entry.inspected_at, "note": entry.note.strip()}])
     defects = pd.DataFrame(
         [(found.receipt_id, found.line_no, item, severity, n) for (item, severity), n in entry.defects.items()],
         columns=["receipt_id", "line_no", "item", "severity", "defects"],
     )
-    return _store(store, lots.assign(inspector=inspector, source="form"), defects, checklists)
+    return _store(store, lots.assign(inspector=inspector, source="form"), defects, checklists, now)
 
 
-def import_csv(store: sqlite3.Connection, text: str, checklists: Checklists, inspector: str) -> int:
+def import_csv(
+    store: sqlite3.Connection, text: str, checklists: Checklists, inspector: str, now: datetime | None = None
+) -> int:
     """Store every lot of a CSV file (`receipt_id,line_no,item,critical,major,minor[,inspected_at,note]`, one
-    row per lot and item), or none: any bad row raises InspectionError naming each row and its reason."""
+    row per lot and item), or none: any bad row raises InspectionError naming each row and its reason. `now`
+    is the app's clock (an entry after it is in the future)."""
+    now = now or datetime.now(UTC)
     try:
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
@@ -394,7 +402,6 @@ def import_csv(store: sqlite3.Connection, text: str, checklists: Checklists, ins
     frame["sample_size"] = frame["lot_size"].map(sizes).fillna(0)
     for severity in aql.SEVERITIES:
         bad(known & (frame[severity] > frame["sample_size"]), f"more {severity} defects than units sampled")
-    now = datetime.now(UTC)
     if "inspected_at" in frame:
         when = pd.to_datetime(frame["inspected_at"].replace("", None), utc=True, errors="coerce", format="ISO8601")
         bad(frame["inspected_at"].ne("") & when.isna(), "inspected_at is not an ISO 8601 time")
@@ -429,7 +436,7 @@ def import_csv(store: sqlite3.Connection, text: str, checklists: Checklists, ins
         id_vars=["receipt_id", "line_no", "item"], value_vars=list(aql.SEVERITIES), var_name="severity",
         value_name="defects",
     )  # fmt: skip
-    _store(store, header.assign(inspector=inspector, source="csv"), defects, checklists)
+    _store(store, header.assign(inspector=inspector, source="csv"), defects, checklists, now)
     return len(header)
 
 

@@ -13,7 +13,10 @@ from cx_pipeline.rules import RulesError, load_checklists
 
 CHECKLISTS = load_checklists()
 APPAREL = CHECKLISTS.items("apparel")  # stitching, sizing, colour_match, labelling, packaging
-RECEIVED = datetime.now(UTC) - timedelta(days=2)
+# The app's clock, pinned late in the evening: an entry a few hours after receipt falls on the next day in UTC
+# (the suite once failed every evening because it read the wall clock here).
+NOW = datetime(2026, 11, 18, 23, 30, tzinfo=UTC)
+RECEIVED = NOW - timedelta(days=2)
 
 
 @pytest.fixture
@@ -27,7 +30,7 @@ def store(tmp_path: Path):
             ],
             columns=list(inspections.Lot.__dataclass_fields__),
         )
-        inspections.publish_lots(s, [inspections.lot_tuples(lots)], datetime.now(UTC))
+        inspections.publish_lots(s, [inspections.lot_tuples(lots)], NOW)
         yield s
 
 
@@ -53,7 +56,7 @@ def test_a_form_entry_gets_its_sample_size_and_verdict(store):
     assert inspections.plan_for(lot, CHECKLISTS).sample_size == 80  # 1,000 units: code letter J
     accepted = apparel_entry(sizing=(0, 3, 4), stitching=(0, 2, 3))  # major 5 <= Ac 5, minor 7 <= Ac 7
     assert inspections.verdict(lot, accepted, CHECKLISTS)["lot"] == "accept"
-    inspection_id = inspections.record(store, accepted, CHECKLISTS, "quinn")
+    inspection_id = inspections.record(store, accepted, CHECKLISTS, "quinn", now=NOW)
 
     header, defects = inspections.inspection(store, inspection_id)
     assert (header["sample_size"], header["verdict"], header["inspector"], header["source"]) == (
@@ -75,10 +78,10 @@ def test_an_entry_is_checked_whole_and_nothing_is_stored_when_it_is_wrong(store)
     del entry.defects[("labelling", "major")]
     entry.defects[("power_on", "major")] = 1
     entry.defects[("sizing", "major")] = 81  # more than the 80 units sampled
-    entry.inspected_at = datetime.now(UTC) + timedelta(days=1)
+    entry.inspected_at = NOW + timedelta(days=1)
 
     with pytest.raises(InspectionError) as error:
-        inspections.record(store, entry, CHECKLISTS, "quinn")
+        inspections.record(store, entry, CHECKLISTS, "quinn", now=NOW)
 
     assert error.value.problems == [
         "not on the apparel checklist: power_on",
@@ -88,7 +91,7 @@ def test_an_entry_is_checked_whole_and_nothing_is_stored_when_it_is_wrong(store)
     ]
     assert stored(store) == 0
     with pytest.raises(InspectionError, match="not a received lot QA can inspect"):
-        inspections.record(store, Entry("RCV-9", 1, apparel_entry().defects), CHECKLISTS, "quinn")
+        inspections.record(store, Entry("RCV-9", 1, apparel_entry().defects), CHECKLISTS, "quinn", now=NOW)
 
 
 def csv_rows(*rows: str, header: str = "receipt_id,line_no,item,critical,major,minor,inspected_at,note") -> str:
@@ -100,15 +103,18 @@ def apparel_rows(receipt: str = "RCV-1", line: int = 1, major_sizing: str = "0")
 
 
 def test_a_good_csv_is_imported_whole(store):
-    electronics = [f"RCV-1,2,{item},0,1,0,{(RECEIVED + timedelta(hours=3)):%Y-%m-%dT%H:%M:%SZ},checked"
+    inspected = RECEIVED + timedelta(hours=3)  # the next day in UTC: the day must come from the row, not the clock
+    electronics = [f"RCV-1,2,{item},0,1,0,{inspected:%Y-%m-%dT%H:%M:%SZ},checked"
                    for item in CHECKLISTS.items("electronics")]  # fmt: skip
-    imported = inspections.import_csv(store, csv_rows(*apparel_rows(major_sizing="2"), *electronics), CHECKLISTS, "q")
+    text = csv_rows(*apparel_rows(major_sizing="2"), *electronics)
+    imported = inspections.import_csv(store, text, CHECKLISTS, "q", now=NOW)
     assert imported == 2 and stored(store) == 2
     rows = {r["receipt_id"] + "/" + str(r["line_no"]): r for r in inspections.recent(store)}
     assert (rows["RCV-1/1"]["major"], rows["RCV-1/1"]["verdict"], rows["RCV-1/1"]["source"]) == (2, "accept", "csv")
     # 40 units (D): the major plan moves down to E, 13 units, Ac 1: four major defects reject the lot
     assert (rows["RCV-1/2"]["sample_size"], rows["RCV-1/2"]["major"], rows["RCV-1/2"]["verdict"]) == (13, 4, "reject")
-    assert rows["RCV-1/2"]["note"] == "checked" and rows["RCV-1/2"]["inspected_at"].startswith(f"{RECEIVED:%Y-%m-%d}")
+    assert rows["RCV-1/2"]["note"] == "checked"
+    assert rows["RCV-1/2"]["inspected_at"] == f"{inspected:%Y-%m-%dT%H:%M:%S}+00:00"
 
 
 def test_every_bad_row_is_reported_with_its_number_and_nothing_is_imported(store):
@@ -125,7 +131,7 @@ def test_every_bad_row_is_reported_with_its_number_and_nothing_is_imported(store
         "RCV-2,1,packaging,0,0,0,yesterday,",  # row 14: not a time
     )
     with pytest.raises(InspectionError) as error:
-        inspections.import_csv(store, text, CHECKLISTS, "q")
+        inspections.import_csv(store, text, CHECKLISTS, "q", now=NOW)
     problems = error.value.problems
     assert "row 7: lot RCV-9/1 is not a received lot QA can inspect" in problems
     assert "row 8: item stitching is not on the electronics checklist" in problems
@@ -146,19 +152,19 @@ def test_every_bad_row_is_reported_with_its_number_and_nothing_is_imported(store
 def test_a_file_with_the_wrong_columns_is_refused_before_its_rows(store):
     with pytest.raises(InspectionError) as error:
         inspections.import_csv(
-            store, csv_rows("RCV-1,1,sizing,0", header="receipt_id,line,item,critical"), CHECKLISTS, "q"
+            store, csv_rows("RCV-1,1,sizing,0", header="receipt_id,line,item,critical"), CHECKLISTS, "q", now=NOW
         )
     assert error.value.problems == [
         "missing column 'line_no'", "missing column 'major'", "missing column 'minor'",
         "unknown column 'line' (allowed: receipt_id, line_no, item, critical, major, minor, inspected_at, note)",
     ]  # fmt: skip
     with pytest.raises(InspectionError, match="no rows"):
-        inspections.import_csv(store, csv_rows(), CHECKLISTS, "q")
+        inspections.import_csv(store, csv_rows(), CHECKLISTS, "q", now=NOW)
 
 
 def test_a_later_entry_for_the_same_lot_replaces_the_earlier_one_in_the_lot_list(store):
-    inspections.record(store, apparel_entry(), CHECKLISTS, "quinn")
-    inspections.record(store, apparel_entry(sizing=(1, 0, 0)), CHECKLISTS, "quinn")
+    inspections.record(store, apparel_entry(), CHECKLISTS, "quinn", now=NOW)
+    inspections.record(store, apparel_entry(sizing=(1, 0, 0)), CHECKLISTS, "quinn", now=NOW)
     pending, everything = inspections.lots_page(store), inspections.lots_page(store, pending_only=False)
     total_pending, total = pending.total, everything.total
     pending, everything = pending.rows, everything.rows
@@ -178,10 +184,10 @@ def test_a_full_publication_replaces_the_list_whole_and_one_that_stops_half_way_
             raise ConnectionError("the warehouse went away")
 
     with pytest.raises(ConnectionError):
-        inspections.publish_lots(store, chunks(("RCV-9", 1), fail=True), datetime.now(UTC), replace=True)
+        inspections.publish_lots(store, chunks(("RCV-9", 1), fail=True), NOW, replace=True)
     assert lots_now() == [("RCV-1", 1), ("RCV-1", 2), ("RCV-2", 1)]  # the app kept the list it had
 
-    published = inspections.publish_lots(store, chunks(("RCV-3", 1), ("RCV-3", 2)), datetime.now(UTC), replace=True)
+    published = inspections.publish_lots(store, chunks(("RCV-3", 1), ("RCV-3", 2)), NOW, replace=True)
     assert published == 2 and lots_now() == [("RCV-3", 1), ("RCV-3", 2)]
     tables = {r[0] for r in store.execute("SELECT name FROM sqlite_master WHERE tbl_name LIKE 'inspection_lots%'")}
     assert "inspection_lots_next" not in tables and "inspection_lots_by_time" in tables  # the index came along
@@ -218,9 +224,9 @@ def test_a_run_sends_new_lots_and_the_lots_of_relabelled_products_not_those_of_r
         )
 
     def publish(con, store) -> list[tuple[str, str]]:
-        chunks, through = inspections.lots_to_publish(con, datetime.now(UTC), inspections.lots_published_through(store))
+        chunks, through = inspections.lots_to_publish(con, NOW, inspections.lots_published_through(store))
         lots = [lot for chunk in chunks for lot in chunk]
-        inspections.publish_lots(store, [lots], datetime.now(UTC), through=through)
+        inspections.publish_lots(store, [lots], NOW, through=through)
         inspections.products_published(con)
         return sorted((lot[0], lot[3]) for lot in lots)
 
