@@ -21,10 +21,12 @@ class StockPositionConfig(dg.Config):
 
 class PushPlanConfig(dg.Config):
     """The flip-share guard: stop when more than `max_flip_share` of the listed SKUs would change between in
-    and out of stock in one run, unless `force` (an operator's explicit override for this run)."""
+    and out of stock in one run, unless `force` (an operator's explicit override for this run). A storefront
+    that lists no SKUs at all stops the plan unless `empty_shop_ok` (a new shop, not yet stocked)."""
 
     max_flip_share: float = 0.2
     force: bool = False
+    empty_shop_ok: bool = False
 
 
 class PushConfig(dg.Config):
@@ -68,11 +70,19 @@ def storefront_push_plan(
     warehouse: WarehouseResource,
     storefront: StorefrontResource,
 ) -> dg.MaterializeResult:
-    """The dry-run diff: which SKUs the storefront shows wrongly now, and what each would be set to."""
+    """The dry-run diff: which SKUs the storefront shows wrongly now, and what each would be set to; and what
+    became of the writes of an earlier run that died while pushing."""
     adapter = storefront.client
     current = adapter.read()
     context.log.info(f"storefront_push_plan: the {adapter.name} storefront lists {len(current):,} SKUs")
+    try:
+        push.check_not_empty(current, adapter.name, storefront.url, empty_shop_ok=config.empty_shop_ok)
+    except push.EmptyStorefrontError as exc:
+        raise dg.Failure(description=str(exc)) from None
     with warehouse.connect() as con:
+        now = wms_clock(con)
+        # the read above is the only look at the shop this run takes: it also settles an interrupted push
+        settled = push.settle(con, current, plan_id=context.run_id, now=now)
         row = push.plan(
             con,
             current,
@@ -80,12 +90,23 @@ def storefront_push_plan(
             adapter=adapter.name,
             max_flip_share=config.max_flip_share,
             force=config.force,
-            now=wms_clock(con),
+            now=now,
         )
         diff = push.changes(con, context.run_id)
+    for old in settled.itertuples(index=False):
+        context.log.warning(
+            f"storefront_push_plan: plan {old.interrupted_plan} was interrupted while pushing; of the "
+            f"{old.sent_unanswered:,} SKUs it sent without recording an answer, the storefront shows "
+            f"{old.applied:,} applied and {old.not_applied:,} not applied (this plan writes those again if they "
+            "still differ)"
+        )
     return dg.MaterializeResult(
         metadata={
             "plan_id": context.run_id,
+            "empty_shop": current.empty,
+            "interrupted_plans_settled": markdown(settled, "no interrupted push to settle"),
+            "interrupted_applied": int(settled["applied"].sum()),
+            "interrupted_not_applied": int(settled["not_applied"].sum()),
             "catalog_size": row["catalog_size"],
             "changes": row["changes"],
             "to_out_of_stock": row["to_out_of_stock"],
@@ -154,7 +175,8 @@ def inputs_passed_contracts(warehouse: WarehouseResource) -> dg.AssetCheckResult
 def storefront_status_push(
     context: dg.AssetExecutionContext, config: PushConfig, warehouse: WarehouseResource, storefront: StorefrontResource
 ) -> dg.MaterializeResult:
-    """This run's plan written to the storefront in batches, every SKU's answer in the audit table."""
+    """This run's plan written to the storefront in batches, every SKU in the audit table as sent before the
+    write and with the shop's answer after it."""
     with warehouse.connect() as con:
         plan_id = context.run_id  # a push always goes with the diff planned in the same run
         plan = push.plan_row(con, plan_id)
@@ -168,7 +190,7 @@ def storefront_status_push(
 
         report = push.execute(con, adapter, plan_id, lambda: wms_clock(con), progress)
         audit = con.execute(
-            """SELECT ok, count(*) AS skus FROM push_audit WHERE plan_id = ? GROUP BY ok ORDER BY ok DESC""",
+            "SELECT state, count(*) AS skus FROM push_audit WHERE plan_id = ? GROUP BY state ORDER BY state",
             [plan_id],
         ).df()
     metadata = {

@@ -2,21 +2,25 @@
 
 A plan is one run's diff (`push_plans` + `push_changes`), kept whether or not it is pushed: it is the
 dry-run report. Pushing writes the changes in batches keyed `<plan>-<batch>`, so a retried batch is
-replayed by the shop, not applied twice; every SKU's answer goes to `push_audit`. Anything not pushed (a
-failed batch, a refused SKU, a crash) still differs on the next run's diff, which finishes the job.
+replayed by the shop, not applied twice. Each batch is audited as `sent` (committed) before the write and
+its answer recorded after, so a run that dies in between leaves a trace; the next run's storefront read
+settles it (`settle`). Anything not pushed (a failed batch, a refused SKU, a crash) still differs on the
+next run's diff, which finishes the job.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import urlsplit, urlunsplit
 
 import duckdb
 import pandas as pd
 
 from cx_pipeline.http import UpstreamError
-from cx_pipeline.storefront.base import STATE_COLUMNS, StockUpdate, StorefrontAdapter
+from cx_pipeline.storefront.base import STATE_COLUMNS, StockUpdate, StorefrontAdapter, WriteResult
+from cx_pipeline.transactions import transaction
 
 DDL = """
 CREATE TABLE IF NOT EXISTS push_plans (
@@ -33,7 +37,7 @@ CREATE TABLE IF NOT EXISTS push_plans (
     flip_share     DOUBLE NOT NULL,       -- (to_out_of_stock + back_in_stock) / catalog_size
     max_flip_share DOUBLE NOT NULL,
     forced         BOOLEAN NOT NULL,      -- an operator overrode the flip-share guard for this run
-    status         VARCHAR NOT NULL       -- planned -> pushed | partly_pushed | dry_run
+    status         VARCHAR NOT NULL       -- planned -> pushing -> pushed | partly_pushed | interrupted; dry_run
 );
 CREATE TABLE IF NOT EXISTS push_changes (
     plan_id         VARCHAR NOT NULL,
@@ -57,9 +61,23 @@ CREATE TABLE IF NOT EXISTS push_audit (
     before_quantity INTEGER,
     after_status    VARCHAR,              -- what the shop reports after the write (null when refused)
     after_quantity  INTEGER,
-    ok              BOOLEAN NOT NULL,
+    ok              BOOLEAN NOT NULL,     -- the shop shows what was pushed: state 'ok' or 'applied'
     response        VARCHAR NOT NULL,
-    pushed_at       TIMESTAMPTZ NOT NULL
+    pushed_at       TIMESTAMPTZ NOT NULL  -- when the batch was sent
+);
+-- Added to warehouses that predate the audit-before-write (columns cannot be added NOT NULL here):
+-- sent (no answer yet) -> ok | refused | failed; a sent row whose run died -> applied | not_applied, settled
+-- by a later plan's storefront read (`settled_by`). Older rows only knew `ok`.
+ALTER TABLE push_audit ADD COLUMN IF NOT EXISTS state VARCHAR;
+ALTER TABLE push_audit ADD COLUMN IF NOT EXISTS settled_by VARCHAR;
+UPDATE push_audit SET state = CASE WHEN ok THEN 'ok' ELSE 'failed' END WHERE state IS NULL;
+CREATE TABLE IF NOT EXISTS push_settlements (
+    plan_id         VARCHAR PRIMARY KEY,  -- a plan whose run died while pushing
+    settled_by      VARCHAR NOT NULL,     -- the plan whose storefront read settled it
+    settled_at      TIMESTAMPTZ NOT NULL,
+    sent_unanswered INTEGER NOT NULL,     -- SKUs sent without a recorded answer
+    applied         INTEGER NOT NULL,     -- of those, the shop showed what was sent
+    not_applied     INTEGER NOT NULL
 );
 """
 
@@ -136,7 +154,9 @@ def changes(con: duckdb.DuckDBPyConnection, plan_id: str) -> pd.DataFrame:
 
 
 AUDIT_COLUMNS = ["plan_id", "batch_no", "idempotency_key", "sku", "adapter", "before_status", "before_quantity",
-                 "after_status", "after_quantity", "ok", "response", "pushed_at"]  # fmt: skip
+                 "after_status", "after_quantity", "ok", "response", "pushed_at", "state"]  # fmt: skip
+ANSWER_COLUMNS = ["sku", "state", "ok", "after_status", "after_quantity", "response"]
+NO_ANSWER_YET = "sent; no answer recorded yet"
 
 
 def execute(
@@ -146,9 +166,9 @@ def execute(
     now: Callable[[], datetime],
     progress: Callable[[int, int], None] | None = None,
 ) -> PushReport:
-    """Write the plan's changes batch by batch and audit every SKU. Batches this plan already pushed
-    completely (an earlier attempt of the same run) are skipped. Stops at the first batch that fails as a
-    whole: the shop is down or refusing, and the next run re-plans what is left."""
+    """Write the plan's changes batch by batch and audit every SKU: as sent before the write, then its answer.
+    Batches this plan already pushed completely (an earlier attempt of the same run) are skipped. Stops at the
+    first batch that fails as a whole: the shop is down or refusing, and the next run re-plans what is left."""
     todo = changes(con, plan_id)
     done = {
         b
@@ -158,6 +178,8 @@ def execute(
     }
     size = adapter.batch_size
     batches = [todo.iloc[i : i + size] for i in range(0, len(todo), size)]
+    # committed before the first write: if this run dies from here on, the next run's plan settles this one
+    con.execute("UPDATE push_plans SET status = 'pushing' WHERE plan_id = ?", [plan_id])
     pushed = failed = skipped = completed = 0
     errors: list[str] = []
     for batch_no, batch in enumerate(batches, start=1):
@@ -175,48 +197,170 @@ def execute(
             )
             for r in batch.itertuples(index=False)
         ]
+        record_sent(con, plan_id, batch_no, key, adapter.name, updates, now())
         try:
             results = {r.sku: r for r in adapter.write(updates, key)}
             whole_batch_error = None
         except UpstreamError as exc:
             results, whole_batch_error = {}, str(exc)
-        rows, pushed_at = [], now()  # one clock reading per batch: it is a warehouse query
-        for u in updates:
-            r = results.get(u.sku)
-            ok = r is not None and r.ok
-            response = whole_batch_error or (r.response if r else "no answer for this SKU")
-            rows.append(
-                (
-                    plan_id,
-                    batch_no,
-                    key,
-                    u.sku,
-                    adapter.name,
-                    u.before_status,
-                    u.before_quantity,
-                    r.status_after if r else None,
-                    r.quantity_after if r else None,
-                    ok,
-                    response[:500],
-                    pushed_at,
-                )
-            )
-            pushed += ok
-            if not ok:
-                failed += 1
-                if len(errors) < 20:
-                    errors.append(f"{u.sku}: {response[:200]}")
-        audit = pd.DataFrame(rows, columns=AUDIT_COLUMNS)  # one INSERT, not one per SKU
-        con.register("audit", audit)
-        try:
-            con.execute("INSERT INTO push_audit BY NAME SELECT * FROM audit")
-        finally:
-            con.unregister("audit")
+        answers = answer_rows(updates, results, whole_batch_error)
+        record_answers(con, plan_id, batch_no, answers)
+        ok = int(answers["ok"].sum())
+        pushed, failed = pushed + ok, failed + len(answers) - ok
+        for sku, response in answers.loc[~answers["ok"], ["sku", "response"]].itertuples(index=False):
+            if len(errors) < 20:
+                errors.append(f"{sku}: {response[:200]}")
         if progress:
             progress(batch_no, len(batches))
         if whole_batch_error:
             break
-        completed += all(row[9] for row in rows)
+        completed += ok == len(answers)
     status = "pushed" if completed + skipped == len(batches) else "partly_pushed"
     con.execute("UPDATE push_plans SET status = ? WHERE plan_id = ?", [status, plan_id])
     return PushReport(batches=len(batches), pushed=pushed, failed=failed, skipped_batches=skipped, errors=errors)
+
+
+def record_sent(
+    con: duckdb.DuckDBPyConnection,
+    plan_id: str,
+    batch_no: int,
+    key: str,
+    adapter: str,
+    updates: Sequence[StockUpdate],
+    sent_at: datetime,
+) -> None:
+    """Audit a batch as `sent`, in one committed INSERT, before it is written. A SKU an earlier attempt of the
+    same plan sent without recording an answer keeps its row: the resend carries the same key, so the shop's
+    answer to it is the answer to both."""
+    rows = [
+        (plan_id, batch_no, key, u.sku, adapter, u.before_status, u.before_quantity, None, None, False,
+         NO_ANSWER_YET, sent_at, "sent")
+        for u in updates
+    ]  # fmt: skip
+    con.register("sent_rows", pd.DataFrame(rows, columns=AUDIT_COLUMNS))
+    try:
+        con.execute(
+            """INSERT INTO push_audit BY NAME
+            SELECT * REPLACE (after_status::VARCHAR AS after_status, after_quantity::INTEGER AS after_quantity)
+            FROM sent_rows s
+            WHERE NOT EXISTS (SELECT 1 FROM push_audit a WHERE a.plan_id = s.plan_id AND a.batch_no = s.batch_no
+                                                          AND a.sku = s.sku AND a.state = 'sent')"""
+        )
+    finally:
+        con.unregister("sent_rows")
+
+
+def answer_rows(
+    updates: Sequence[StockUpdate], results: dict[str, WriteResult], whole_batch_error: str | None
+) -> pd.DataFrame:
+    """One row per SKU of a written batch: refused (the shop said no to that SKU), failed (no usable answer)."""
+    rows = []
+    for u in updates:
+        r = results.get(u.sku)
+        if whole_batch_error or r is None:
+            rows.append((u.sku, "failed", False, None, None, whole_batch_error or "no answer for this SKU"))
+        else:
+            rows.append((u.sku, "ok" if r.ok else "refused", r.ok, r.status_after, r.quantity_after, r.response))
+    answers = pd.DataFrame(rows, columns=ANSWER_COLUMNS)
+    answers["response"] = answers["response"].str[:500]
+    return answers
+
+
+def record_answers(con: duckdb.DuckDBPyConnection, plan_id: str, batch_no: int, answers: pd.DataFrame) -> None:
+    """Turn a batch's `sent` rows into its answer, in one UPDATE."""
+    con.register("answers", answers)
+    try:
+        con.execute(
+            """UPDATE push_audit SET state = n.state, ok = n.ok, after_status = n.after_status::VARCHAR,
+                   after_quantity = n.after_quantity::INTEGER, response = n.response
+            FROM answers n
+            WHERE push_audit.plan_id = $plan AND push_audit.batch_no = $batch AND push_audit.sku = n.sku
+              AND push_audit.state = 'sent'""",
+            {"plan": plan_id, "batch": batch_no},
+        )
+    finally:
+        con.unregister("answers")
+
+
+def settle(con: duckdb.DuckDBPyConnection, current: pd.DataFrame, *, plan_id: str, now: datetime) -> pd.DataFrame:
+    """Settle the plans of runs that died while pushing, from the storefront's state `current` read by plan
+    `plan_id`: a SKU sent without a recorded answer is `applied` when the shop shows what was sent (the rule
+    for a write that counts), else `not_applied`; the plan becomes `interrupted`, its counts in
+    `push_settlements`. Returns the settlements `plan_id` made (also those of an earlier attempt of it).
+
+    `current` must have been read after those runs ended: the run queue runs one run at a time, so a plan
+    still `pushing` when another run plans is one whose run died."""
+    found = con.execute(
+        """SELECT plan_id FROM push_plans p
+        WHERE plan_id <> $plan
+          AND (status = 'pushing'
+               OR status = 'planned' AND EXISTS (SELECT 1 FROM push_audit a
+                                                 WHERE a.plan_id = p.plan_id AND a.state = 'sent'))""",
+        {"plan": plan_id},
+    ).df()
+    if not found.empty:
+        con.register("settling", found)
+        con.register("current_state", current[list(STATE_COLUMNS)])
+        try:
+            with transaction(con):
+                con.execute(SETTLE_AUDIT, {"plan": plan_id})
+                con.execute(
+                    """INSERT INTO push_settlements
+                    SELECT i.plan_id, $plan, $now, count(a.sku), count(a.sku) FILTER (a.state = 'applied'),
+                           count(a.sku) FILTER (a.state = 'not_applied')
+                    FROM settling i LEFT JOIN push_audit a ON a.plan_id = i.plan_id AND a.settled_by = $plan
+                    GROUP BY i.plan_id""",
+                    {"plan": plan_id, "now": now},
+                )
+                con.execute("UPDATE push_plans SET status = 'interrupted' WHERE plan_id IN (FROM settling)")
+        finally:
+            con.unregister("settling")
+            con.unregister("current_state")
+    return con.execute(
+        """SELECT plan_id AS interrupted_plan, sent_unanswered, applied, not_applied FROM push_settlements
+        WHERE settled_by = ? ORDER BY plan_id""",
+        [plan_id],
+    ).df()
+
+
+# what was sent is the plan's change; what the shop shows now is the read (a SKU it no longer lists: not applied)
+SETTLE_AUDIT = """
+UPDATE push_audit SET
+    state = CASE WHEN x.applied THEN 'applied' ELSE 'not_applied' END,
+    ok = x.applied,
+    after_status = x.shop_status,
+    after_quantity = x.shop_quantity,
+    response = 'no answer recorded: the run died after sending; the storefront read by plan ' || $plan
+               || CASE WHEN x.applied THEN ' shows what was sent' ELSE ' does not show what was sent' END,
+    settled_by = $plan
+FROM (
+    SELECT c.plan_id, c.sku, s.status AS shop_status, s.quantity AS shop_quantity,
+           coalesce(s.status = c.status AND s.quantity = c.quantity, false) AS applied
+    FROM push_changes c SEMI JOIN settling USING (plan_id) LEFT JOIN current_state s USING (sku)
+) x
+WHERE push_audit.plan_id = x.plan_id AND push_audit.sku = x.sku AND push_audit.state = 'sent'
+"""
+
+
+class EmptyStorefrontError(RuntimeError):
+    """The storefront listed no SKUs at all, and it is not configured as a new, empty shop."""
+
+
+def check_not_empty(current: pd.DataFrame, adapter: str, url: str, *, empty_shop_ok: bool) -> None:
+    """Stop on a storefront read that lists nothing: a wrong URL, channel, location or permission looks just
+    like that, and a plan from it would silently push nothing (or settle a crash as not applied)."""
+    if current.empty and not empty_shop_ok:
+        raise EmptyStorefrontError(
+            f"the {adapter} storefront at {public_url(url)} listed no SKUs at all, so nothing was planned or "
+            "pushed. Check that the adapter points at the right shop (URL, sales channel or location) and that "
+            "its credentials may read products. If this really is a new, empty shop, re-run with "
+            "storefront_push_plan config empty_shop_ok: true."
+        )
+
+
+def public_url(url: str) -> str:
+    """`url` as it may be shown: no user name or password, no query string (where some APIs take a token)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -1,13 +1,17 @@
 """The storefront push: only real changes, batched, audited, guarded, and finished by a re-run after faults."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 import pytest
 
 from assets.resources import StorefrontResource
+from cx_pipeline import push
+from cx_pipeline.simulator import Simulator, build_world
 from cx_pipeline.stock import OverridesError, read_overrides
-from tests.helpers import TOKEN, check_results, materializations
+from tests.helpers import TOKEN, WORLD_NOW, check_results, materializations
 
 BATCH = "/storefront/stock/batch"
 
@@ -72,6 +76,8 @@ def test_a_half_failed_batch_is_audited_and_a_rerun_finishes_it_without_duplicat
     assert not failed.success
     refused = query(warehouse_path, "SELECT count(*) FROM push_audit WHERE NOT ok")[0][0]
     assert refused > 0
+    assert query(warehouse_path, "SELECT DISTINCT state FROM push_audit WHERE NOT ok") == [("refused",)]
+    assert query(warehouse_path, "SELECT status FROM push_plans") == [("partly_pushed",)]
 
     finished = run_all()
     assert finished.success
@@ -114,6 +120,43 @@ def test_a_misconfigured_adapter_fails_at_start_before_any_write(sim, run_all, s
     text = str(failure.event_specific_data.error)
     assert message in text and "wrong-token" not in text
     assert sim.requests[BATCH] == 0
+
+
+@pytest.fixture
+def empty_shop() -> Iterator[Simulator]:
+    """A second simulator whose storefront lists no SKUs at all (the WMS and catalog stay on `sim`)."""
+    world = build_world(seed=7, n_skus=10, now=WORLD_NOW)
+    world.storefront.clear()
+    with Simulator(world=world, token=TOKEN) as shop:
+        yield shop
+
+
+def test_a_storefront_that_lists_nothing_stops_the_plan_unless_it_is_a_new_empty_shop(run_all, empty_shop):
+    storefront = StorefrontResource(url=empty_shop.url, token=TOKEN, backoff_seconds=0.05)
+    stopped = run_all(storefront=storefront)
+    assert not stopped.success
+    failure = next(e for e in stopped.all_events if e.is_failure and e.step_key == "storefront_push_plan")
+    text = failure.event_specific_data.user_failure_data.description
+    assert f"the rest storefront at {empty_shop.url} listed no SKUs at all" in text
+    assert "empty_shop_ok: true" in text and TOKEN not in text
+    assert not {"storefront_push_plan", "storefront_status_push"} & set(materializations(stopped))
+
+    new_shop = run_all(config={"storefront_push_plan": {"empty_shop_ok": True}}, storefront=storefront)
+    assert new_shop.success
+    plan = materializations(new_shop)["storefront_push_plan"]
+    assert plan["empty_shop"] and (plan["catalog_size"], plan["changes"]) == (0, 0) and plan["not_listed"] > 0
+    assert empty_shop.requests[BATCH] == 0
+
+
+def test_the_empty_read_message_names_the_adapter_and_the_shop_but_no_credentials():
+    nothing = pd.DataFrame(columns=["sku", "status", "quantity"])
+    url = "https://admin:s3cret@shop.example.com:3000/admin-api?token=s3cret"
+    with pytest.raises(push.EmptyStorefrontError) as error:
+        push.check_not_empty(nothing, "vendure", url, empty_shop_ok=False)
+    text = str(error.value)
+    assert "the vendure storefront at https://shop.example.com:3000/admin-api listed no SKUs at all" in text
+    assert "s3cret" not in text and "admin:" not in text
+    push.check_not_empty(nothing, "vendure", url, empty_shop_ok=True)  # a new shop: no error
 
 
 def test_dry_run_plans_and_reports_but_writes_nothing(sim, run_all):
