@@ -2,7 +2,8 @@
 
 import dagster as dg
 
-from assets.resources import WAREHOUSE_POOL, UpstreamApiResource, WarehouseResource
+from assets.resources import WAREHOUSE_POOL, ContractsResource, UpstreamApiResource, WarehouseResource
+from cx_pipeline.contracts import judge_pending
 from cx_pipeline.feeds import FEEDS, Feed
 from cx_pipeline.ingest import land, last_cursor
 
@@ -20,7 +21,7 @@ def raw_asset(feed: Feed) -> dg.AssetsDefinition:
         kinds={"duckdb", "python"},
         owners=OWNERS,
         pool=WAREHOUSE_POOL,
-        required_resource_keys={feed.system, "warehouse"},
+        required_resource_keys={feed.system, "warehouse", "contracts"},
         description=f"{feed.name.replace('_', ' ').capitalize()} from the {feed.system.upper()} API "
         f"(`{feed.path}`), pulled {mode} and upserted by {', '.join(feed.keys)}.",
         metadata={"table": feed.table, "natural_key": ", ".join(feed.keys)},
@@ -29,12 +30,20 @@ def raw_asset(feed: Feed) -> dg.AssetsDefinition:
         # The upstream client is chosen per feed, so resources are looked up by key, not by parameter.
         api: UpstreamApiResource = getattr(context.resources, feed.system)
         warehouse: WarehouseResource = context.resources.warehouse
+        contracts: ContractsResource = context.resources.contracts
 
         def progress(pages: int, rows: int) -> None:
             if pages % PROGRESS_EVERY_PAGES == 0:
                 context.log.info(f"{feed.table}: {rows:,} rows in {pages} pages so far")
 
         with warehouse.connect() as con:
+            # A run that stopped between landing and the contract left a batch unjudged (and hidden from
+            # valid_*): judge it now, before this pull replaces the landing it sits in.
+            if pending := judge_pending(con, feed, contracts.policy):
+                context.log.warning(
+                    f"{feed.table}: judged a batch an earlier run landed but never judged: {pending.outcome}, "
+                    f"{pending.quarantined} rows quarantined"
+                )
             since = last_cursor(con, feed)
             context.log.info(f"{feed.table}: pulling {feed.path} " + (f"since {since}" if since else "in full"))
             batch = api.pull(con, feed, since, progress)

@@ -14,6 +14,7 @@ import duckdb
 from pydantic import PrivateAttr
 
 from cx_pipeline import appstore, warehouse
+from cx_pipeline.contracts import ContractPolicy
 from cx_pipeline.feeds import Feed
 from cx_pipeline.http import ApiClient
 from cx_pipeline.ingest import Batch, ProgressFn, fetch
@@ -187,6 +188,19 @@ class StorefrontResource(dg.ConfigurableResource):
             self._adapter.close()
 
 
+class ContractsResource(dg.ConfigurableResource):
+    """Where the data contracts stop holding only what bad rows touch and block everything downstream, and
+    how long a SKU may stay held before the run fails (see `cx_pipeline.contracts`)."""
+
+    max_bad_row_share: float = ContractPolicy.max_bad_row_share
+    min_snapshot_coverage: float = ContractPolicy.min_snapshot_coverage
+    max_held_runs: int = 2  # a SKU held this many stock-position runs in a row fails the run
+
+    @property
+    def policy(self) -> ContractPolicy:
+        return ContractPolicy(self.max_bad_row_share, self.min_snapshot_coverage)
+
+
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:
     """Every resource, configured by the CX_* environment variables documented in the README."""
 
@@ -208,6 +222,13 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
             wait_seconds=float(os.environ.get("CX_WAREHOUSE_WAIT_SECONDS", warehouse.DEFAULT_WAIT_SECONDS)),
         ),
         "app_store": AppStoreResource(path=dg.EnvVar("CX_APP_DB")),
+        "contracts": ContractsResource(
+            max_bad_row_share=float(os.environ.get("CX_MAX_BAD_ROW_SHARE", ContractPolicy.max_bad_row_share)),
+            min_snapshot_coverage=float(
+                os.environ.get("CX_MIN_SNAPSHOT_COVERAGE", ContractPolicy.min_snapshot_coverage)
+            ),
+            max_held_runs=int(os.environ.get("CX_MAX_HELD_RUNS", 2)),
+        ),
         **{system: api(cls, system.upper()) for system, cls in UPSTREAM.items()},
         "notifications": api(NotificationResource, "NOTIFY"),
         "storefront": storefront,

@@ -41,6 +41,7 @@ import requests
 from assets.resources import (
     UPSTREAM,
     AppStoreResource,
+    ContractsResource,
     NotificationResource,
     StorefrontResource,
     WarehouseResource,
@@ -62,7 +63,7 @@ FROM landing_receipts r JOIN landing_catalog c USING (sku) GROUP BY ALL
 SAMPLE_SECONDS = 0.05
 TOKEN = "bench"
 WRITES = "/storefront/stock/batch"
-WORLD_VERSION = 3  # bump when scale_world changes, so cached worlds are regenerated
+WORLD_VERSION = 4  # bump when scale_world changes, so cached worlds are regenerated
 
 
 def sql_string(path: Path) -> str:
@@ -327,6 +328,7 @@ def scale_runs(size: Size, workdir: Path, progress: Progress = print) -> list[Re
     with serving("shop", str(files.shop)) as shop:
         outward = {
             "app_store": AppStoreResource(path=str(run_dir / "app.sqlite")),
+            "contracts": ContractsResource(),
             "notifications": NotificationResource(base_url=shop, token=TOKEN),
             "storefront": StorefrontResource(url=shop, token=TOKEN, batch_size=batch_size),
         }

@@ -1,9 +1,9 @@
 """The contract of QA's inspection results imported from the web app (blocking, like the feeds')."""
 
 from checks.contracts import app_store_contract
-from checks.suites import inspections_suite
 from cx_pipeline import inspections
 from cx_pipeline.rules import load_checklists
+from cx_pipeline.suites import inspections_suite
 
 quality_checks = [
     app_store_contract(

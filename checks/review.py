@@ -1,8 +1,8 @@
 """The contract of the merchandisers' decisions imported from the review app (blocking, like the feeds')."""
 
 from checks.contracts import app_store_contract
-from checks.suites import review_decisions_suite
 from cx_pipeline import review
+from cx_pipeline.suites import review_decisions_suite
 
 review_checks = [
     app_store_contract(

@@ -36,6 +36,7 @@ class Batch:
     pages: int
     as_of: datetime | None
     updated_since: datetime | None
+    time_zone: str | None = None  # the source's zone, for timestamps sent without one
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class LandingStats:
     rows_duplicate: int
     cursor: datetime | None
     preview: pd.DataFrame  # a few of the new or changed rows, for people reading the run
+    keys_absent: int = 0  # a snapshot's: keys of the previous snapshot it no longer lists
 
 
 def last_cursor(con: duckdb.DuckDBPyConnection, feed: Feed) -> datetime | None:
@@ -69,9 +71,10 @@ def fetch(
     updated_since: datetime | None,
     page_size: int = 1000,
     progress: ProgressFn | None = None,
+    time_zone: str | None = None,
 ) -> Batch:
     """Read every page of `feed` changed since `updated_since` (inclusive; None reads everything) into
-    `landing_<feed>`."""
+    `landing_<feed>`. `time_zone` is the source's, for timestamps it sends without a zone."""
     params: dict[str, Any] = {"limit": page_size}
     if feed.incremental and updated_since is not None:
         params["updated_since"] = updated_since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -86,7 +89,7 @@ def fetch(
             if progress:
                 progress(seen["pages"], seen["rows"])
 
-    batch = stage(con, feed, pages(), updated_since)
+    batch = stage(con, feed, pages(), updated_since, time_zone=time_zone)
     as_of = seen["as_of"]
     return replace(batch, as_of=pd.to_datetime(as_of, utc=True).to_pydatetime() if as_of else None)
 
@@ -130,9 +133,17 @@ def texts(feed: Feed) -> dict[str, str]:
     return {c: "JSON" if t == "JSON" else "VARCHAR" for c, t in feed.columns.items()}
 
 
-def typed_columns(feed: Feed) -> str:
-    """SQL for the feed's columns, typed from `v`, the row parsed once by `json_transform(_raw, ...)`."""
-    return ", ".join(f"{typed_sql(c, t)} AS {c}" for c, t in feed.columns.items())
+def typed_columns(feed: Feed, time_zone: str | None = None) -> str:
+    """SQL for the feed's columns, typed from `v`, the row parsed once by `json_transform(_raw, ...)`, then
+    `_unparsed`: the columns whose value was sent but is not a valid value of their type (null when none)."""
+    typed = ", ".join(f"{typed_sql(c, t, time_zone)} AS {c}" for c, t in feed.columns.items())
+    # a typed column's alias is visible to later expressions of the same SELECT (DuckDB's lateral aliases)
+    failed = ", ".join(
+        f"CASE WHEN v.{c} IS NOT NULL AND {c} IS NULL THEN '{c}' END"
+        for c, t in feed.columns.items()
+        if t not in ("VARCHAR", "JSON")
+    )
+    return f"{typed}, nullif(concat_ws(', ', {failed}), '') AS _unparsed" if failed else f"{typed}, NULL AS _unparsed"
 
 
 def parsed(feed: Feed) -> str:
@@ -140,16 +151,36 @@ def parsed(feed: Feed) -> str:
     return f"json_transform(_raw, '{orjson.dumps(texts(feed)).decode()}') AS v"
 
 
-def typed_sql(column: str, sql_type: str) -> str:
-    """SQL typing `column` from `v`, the row's fields as texts; a value that does not parse becomes null.
+# A timestamp names its zone after its time: Z, an offset (+01, +0100, +01:00) or a name (UTC, Europe/Berlin).
+# (A bare date's "-16" is no offset: the offset must follow the time's minutes or seconds.)
+HAS_ZONE = r":\d\d(\.\d+)?(\s*[Zz]|\s*[+-]\d\d(:?\d\d)?|\s*(UTC|GMT|[A-Za-z_]+/[A-Za-z_]+))$"
 
-    Nothing is lost by that: `_raw` keeps the row as sent, so the contract can quarantine it verbatim.
+
+def typed_sql(column: str, sql_type: str, time_zone: str | None = None) -> str:
+    """SQL typing `column` from `v`, the row's fields as texts; a value that is not exactly a value of the type
+    becomes null (and is named in `_unparsed`), never a nearby one.
+
+    Nothing is lost by that: `_raw` keeps the row as sent, so the contract can quarantine it verbatim. An
+    integer must be whole (5.7 is not 6) and a decimal must fit its scale (9.999 is not 10.00). A timestamp
+    must name its zone; one without is read in `time_zone`, the source's configured zone, and is not a
+    timestamp at all when none is configured (taking it as UTC would move it by hours without a word).
     """
     value = f"v.{column}"
     if sql_type in ("JSON", "VARCHAR"):
         return value
     if sql_type == "DATE":  # a date may come as a full timestamp with an offset: its day in UTC
         return f"coalesce(TRY_CAST(TRY_CAST({value} AS TIMESTAMPTZ) AS DATE), TRY_CAST({value} AS DATE))"
+    if sql_type == "TIMESTAMPTZ":
+        zoned = f"CASE WHEN regexp_matches(trim({value}), '{HAS_ZONE}') THEN TRY_CAST({value} AS TIMESTAMPTZ) END"
+        if time_zone:
+            return f"coalesce({zoned}, timezone('{time_zone}', TRY_CAST({value} AS TIMESTAMP)))"
+        return zoned
+    if sql_type in ("INTEGER", "BIGINT", "SMALLINT"):
+        number = f"TRY_CAST({value} AS DOUBLE)"
+        return f"CASE WHEN {number} = trunc({number}) THEN TRY_CAST({number} AS {sql_type}) END"
+    if sql_type.startswith("DECIMAL"):
+        exact = f"TRY_CAST({value} AS DECIMAL(38,10))"
+        return f"CASE WHEN {exact} = TRY_CAST({value} AS {sql_type}) THEN TRY_CAST({value} AS {sql_type}) END"
     return f"TRY_CAST({value} AS {sql_type})"
 
 
@@ -175,6 +206,7 @@ def stage(
     pages: Iterable[list[dict[str, Any]]],
     updated_since: datetime | None = None,
     as_of: datetime | None = None,
+    time_zone: str | None = None,
 ) -> Batch:
     """Stage pages of records as `landing_<feed>`, one row per record (per line for nested feeds).
 
@@ -183,7 +215,7 @@ def stage(
     fails half way leaves the previous landing as it was.
     """
     batch_id = f"{feed.name}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-    rows_of_page = f"""SELECT {typed_columns(feed)}, _row, _raw, $batch AS _batch_id
+    rows_of_page = f"""SELECT {typed_columns(feed, time_zone)}, _row, _raw, $batch AS _batch_id
         FROM (SELECT _row, _raw, {parsed(feed)}
               FROM (SELECT $first + generate_subscripts(data, 1) - 1 AS _row, unnest(data) AS _raw
                     FROM (SELECT CAST($rows::JSON AS JSON[]) AS data)))"""
@@ -212,7 +244,7 @@ def stage(
             if len(pending) >= STAGE_ROWS:  # a few pages per statement: fewer round trips, bounded memory
                 store()
         store()
-    return Batch(feed, batch_id, rows, page_count, as_of, updated_since)
+    return Batch(feed, batch_id, rows, page_count, as_of, updated_since, time_zone)
 
 
 def copies_sql(feed: Feed) -> str:
@@ -282,6 +314,7 @@ def land(con: duckdb.DuckDBPyConnection, batch: Batch, run_id: str | None = None
                 f"AND row_key IN (SELECT {row_key_sql(feed, 'l')} FROM {changed_rows})",
                 [feed.name],
             )
+        keys_previous, keys_absent = absent_from_snapshot(con, batch, new) if not feed.incremental else (None, 0)
         cursor = None
         if feed.incremental:
             # Never past the source's own clock: one corrupt far-future timestamp must not skip real rows.
@@ -292,7 +325,10 @@ def land(con: duckdb.DuckDBPyConnection, batch: Batch, run_id: str | None = None
             )
             cursor = max(filter(None, [newest, batch.updated_since]), default=None)
         con.execute(
-            "INSERT INTO ingest_batches VALUES (?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            """INSERT INTO ingest_batches (batch_id, feed, run_id, fetched_at, as_of, updated_since, cursor, pages,
+                rows_fetched, rows_new, rows_updated, rows_unchanged, rows_duplicate, source_time_zone,
+                keys_previous, keys_absent)
+            VALUES (?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [
                 batch_id,
                 feed.name,
@@ -306,10 +342,51 @@ def land(con: duckdb.DuckDBPyConnection, batch: Batch, run_id: str | None = None
                 changed - new,
                 incoming - changed,
                 duplicate,
+                batch.time_zone,
+                keys_previous,
+                keys_absent,
             ],
         )
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    return LandingStats(batch_id, batch.rows, new, changed - new, incoming - changed, duplicate, cursor, preview)
+    return LandingStats(
+        batch_id, batch.rows, new, changed - new, incoming - changed, duplicate, cursor, preview, keys_absent
+    )
+
+
+def absent_from_snapshot(con: duckdb.DuckDBPyConnection, batch: Batch, new_keys: int) -> tuple[int, int]:
+    """Note in `snapshot_absent` every key of `raw_<feed>` that this full snapshot no longer lists; return how
+    many keys the previous snapshot listed and how many of those this one left out.
+
+    A full snapshot replaces the previous one, so an absent key is no longer current: its last values stay in
+    the raw table (to show what it was) but `valid_<feed>` hides it and what it feeds is held, never read as
+    the old value nor as zero. A key that comes back is current again. Called inside `land`'s transaction,
+    after the upsert (which added the batch's `new_keys` to the raw table).
+    """
+    feed = batch.feed
+    key = row_key_sql(feed, "r")
+    row = f"to_json(struct_pack({', '.join(f'r.{c}' for c in feed.columns)}))"
+    join_on = " AND ".join(f"l.{k} = r.{k}" for k in feed.keys)
+    (listed_before,) = one(
+        con,
+        f"""SELECT count(*) FROM {feed.table} r
+        ANTI JOIN (SELECT row_key FROM snapshot_absent WHERE feed = ?) a ON a.row_key = {key}""",
+        [feed.name],
+    )
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE absent_now AS
+        SELECT {key} AS row_key, {row} AS row_data FROM {feed.table} r ANTI JOIN landing_{feed.name} l ON {join_on}
+    """)
+    con.execute(
+        "DELETE FROM snapshot_absent WHERE feed = ? AND row_key NOT IN (SELECT row_key FROM absent_now)", [feed.name]
+    )
+    (newly_absent,) = one(
+        con,
+        """INSERT INTO snapshot_absent
+        SELECT ?, row_key, row_data, ?, now() FROM absent_now
+        WHERE row_key NOT IN (SELECT row_key FROM snapshot_absent WHERE feed = ?)""",
+        [feed.name, batch.batch_id, feed.name],
+    )
+    return listed_before - new_keys, newly_absent

@@ -2,8 +2,9 @@
 
 sellable = on hand - in QC - damaged - reserved by open orders - safety buffer; at or below the floor the
 storefront shows 0 (out of stock). Products that are not active show out of stock whatever the shelf holds.
-A SKU with a quarantined input row (on hand, open orders, catalog) is `held`: its figures would be built on
-data that broke its contract, so it is left as the storefront has it until the source sends a good row.
+A SKU with a quarantined input row (on hand, open orders, catalog), or whose stock row the latest on-hand
+snapshot no longer lists, is `held`: its figures would be built on data that broke its contract (or on no data),
+so it is left as the storefront has it until the source sends a good row; `stock_holds` counts the runs.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ CREATE TABLE IF NOT EXISTS stock_status_since (
 );
 -- the run that changed the status from an earlier one (null: the status was first seen, not a change)
 ALTER TABLE stock_status_since ADD COLUMN IF NOT EXISTS changed_run VARCHAR;
+CREATE TABLE IF NOT EXISTS stock_holds (  -- SKUs held now, and for how many stock-position runs in a row
+    sku      VARCHAR PRIMARY KEY,
+    held_by  VARCHAR NOT NULL,
+    since    TIMESTAMPTZ NOT NULL,
+    runs     INTEGER NOT NULL,
+    last_run VARCHAR
+);
 """
 
 
@@ -101,10 +109,14 @@ def build_stock_position(
                 SELECT sku, sum(on_hand) AS on_hand, sum(in_qc) AS in_qc, sum(damaged) AS damaged,
                        sum(reserved) AS reserved
                 FROM stock_by_warehouse GROUP BY sku
-            ), held AS (
-                SELECT row_data->>'sku' AS sku, string_agg(DISTINCT feed, ', ' ORDER BY feed) AS held_by
-                FROM quarantine WHERE released_at IS NULL AND feed IN ('on_hand', 'open_orders', 'catalog')
-                GROUP BY ALL
+            ), held AS (  -- a quarantined input row, or a stock row the latest snapshot no longer lists
+                SELECT sku, string_agg(DISTINCT why, ', ' ORDER BY why) AS held_by FROM (
+                    SELECT row_data->>'sku' AS sku, feed AS why FROM quarantine
+                    WHERE released_at IS NULL AND feed IN ('on_hand', 'open_orders', 'catalog')
+                    UNION ALL
+                    SELECT row_data->>'sku', 'on_hand (absent from the latest snapshot)' FROM snapshot_absent
+                    WHERE feed = 'on_hand'
+                ) GROUP BY sku
             ), figures AS (
                 SELECT c.sku, c.status AS product_status,
                        coalesce(s.on_hand, 0)::INTEGER AS on_hand, coalesce(s.in_qc, 0)::INTEGER AS in_qc,
@@ -131,8 +143,23 @@ def build_stock_position(
             WHERE stock_status_since.publish_status <> excluded.publish_status""",
             {"now": now, "run": run_id},
         )
+        # a hold counts once per run, however often the run rebuilds the position
+        con.execute("DELETE FROM stock_holds WHERE sku NOT IN (SELECT sku FROM stock_position WHERE held)")
+        con.execute(
+            """INSERT INTO stock_holds SELECT sku, held_by, $now, 1, $run FROM stock_position WHERE held
+            ON CONFLICT (sku) DO UPDATE SET held_by = excluded.held_by, last_run = $run,
+                runs = stock_holds.runs + (stock_holds.last_run IS DISTINCT FROM $run)::INTEGER""",
+            {"now": now, "run": run_id},
+        )
     finally:
         con.unregister("overrides")
+
+
+def long_holds(con: duckdb.DuckDBPyConnection, max_runs: int) -> pd.DataFrame:
+    """SKUs held for `max_runs` stock-position runs in a row or more: a hold must never go unnoticed."""
+    return con.execute(
+        "SELECT sku, held_by, runs, since FROM stock_holds WHERE runs >= ? ORDER BY runs DESC, sku", [max_runs]
+    ).df()
 
 
 def position_summary(con: duckdb.DuckDBPyConnection) -> dict[str, int]:

@@ -38,7 +38,18 @@ CREATE TABLE IF NOT EXISTS quarantine (
     row_key        VARCHAR,             -- natural key joined with '|', null when the key itself is missing
     row_data       JSON NOT NULL,       -- the record exactly as the source sent it
     quarantined_at TIMESTAMPTZ NOT NULL,
-    released_at    TIMESTAMPTZ          -- set when the source sends a newer version of the row
+    released_at    TIMESTAMPTZ          -- when a newer version landed, or the row passed when judged again
+);
+ALTER TABLE ingest_batches ADD COLUMN IF NOT EXISTS source_time_zone VARCHAR;  -- for timestamps sent without one
+ALTER TABLE ingest_batches ADD COLUMN IF NOT EXISTS keys_previous INTEGER;  -- a snapshot's: keys the last one listed
+ALTER TABLE ingest_batches ADD COLUMN IF NOT EXISTS keys_absent INTEGER;    -- ... that this one no longer lists
+ALTER TABLE ingest_batches ADD COLUMN IF NOT EXISTS verdict VARCHAR;  -- the contract's: passed, rows_held, blocked
+CREATE TABLE IF NOT EXISTS snapshot_absent (  -- keys of a full snapshot feed that its latest snapshot left out
+    feed         VARCHAR NOT NULL,
+    row_key      VARCHAR NOT NULL,
+    row_data     JSON NOT NULL,         -- the key's last values, as landed
+    batch_id     VARCHAR NOT NULL,      -- the first snapshot without it
+    absent_since TIMESTAMPTZ NOT NULL
 );
 """
 
@@ -75,6 +86,14 @@ def names_a_row_of(
 
 def feed_ddl(feed: Feed) -> str:
     columns = ",\n    ".join(f"{name} {sql_type}" for name, sql_type in feed.columns.items())
+    absent = (
+        ""
+        if feed.incremental
+        else f"""
+ANTI JOIN (  -- keys the latest snapshot no longer lists
+    SELECT row_key FROM snapshot_absent WHERE feed = '{feed.name}'
+) a ON a.row_key = {row_key_sql(feed, "r")}"""
+    )
     return f"""
 CREATE TABLE IF NOT EXISTS {feed.table} (
     {columns},
@@ -84,7 +103,10 @@ CREATE TABLE IF NOT EXISTS {feed.table} (
 CREATE OR REPLACE VIEW valid_{feed.name} AS
 SELECT r.* FROM {feed.table} r ANTI JOIN (
     SELECT row_key FROM quarantine WHERE feed = '{feed.name}' AND released_at IS NULL AND row_key IS NOT NULL
-) q ON q.row_key = {row_key_sql(feed, "r")};
+) q ON q.row_key = {row_key_sql(feed, "r")}
+ANTI JOIN (  -- rows of a batch its contract has not judged yet (a run that stopped in between)
+    SELECT batch_id FROM ingest_batches WHERE feed = '{feed.name}' AND judged_at IS NULL
+) u ON u.batch_id = r._batch_id{absent};
 """
 
 
@@ -113,6 +135,10 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
     from cx_pipeline import inspections, notices, push, receiving, returns, review, stock
 
     con.execute(META_DDL)
+    if not one(con, "SELECT 1 FROM duckdb_columns() WHERE table_name = 'ingest_batches' AND column_name = 'judged_at'"):
+        # Batches landed before contracts recorded their judgement were judged in their own run.
+        con.execute("ALTER TABLE ingest_batches ADD COLUMN judged_at TIMESTAMPTZ")
+        con.execute("UPDATE ingest_batches SET judged_at = fetched_at")
     for feed in FEEDS.values():
         con.execute(feed_ddl(feed))
     for ddl in (receiving.DDL, notices.DDL, push.DDL, stock.DDL, review.DDL, inspections.DDL, returns.DDL):

@@ -15,6 +15,7 @@ import requests
 from assets.resources import (
     UPSTREAM,
     AppStoreResource,
+    ContractsResource,
     NotificationResource,
     StorefrontResource,
     WarehouseResource,
@@ -33,6 +34,7 @@ def resources(sim: Simulator, warehouse_path: Path, **api: object) -> dict[str, 
     return {
         "warehouse": WarehouseResource(path=str(warehouse_path)),
         "app_store": AppStoreResource(path=str(warehouse_path.with_name("app.sqlite"))),
+        "contracts": ContractsResource(),
         **{system: cls(**settings) for system, cls in UPSTREAM.items()},
         "notifications": NotificationResource(**settings),
         "storefront": StorefrontResource(url=sim.url, token=TOKEN, backoff_seconds=0.05),

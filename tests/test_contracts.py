@@ -1,5 +1,5 @@
-"""Data contracts: every kind of bad feed fails its blocking check, names the offending rows, quarantines
-them and keeps everything downstream from running."""
+"""Data contracts: every kind of bad row fails its check, is named and quarantined as sent, and holds only what
+it touches; a structural failure (volume, coverage, too many bad rows) keeps everything downstream from running."""
 
 from datetime import UTC, datetime
 
@@ -8,12 +8,15 @@ import duckdb
 import pandas as pd
 import pytest
 
-from checks.contracts import landed_batch, quarantine
-from checks.suites import build_suite, validate
+from assets.ingest import raw_assets
+from assets.resources import ContractsResource
+from checks.contracts import contract_checks
+from cx_pipeline.contracts import landed_batch, quarantine
 from cx_pipeline.feeds import FEEDS
 from cx_pipeline.ingest import stage
+from cx_pipeline.suites import build_suite, validate
 from cx_pipeline.warehouse import connect
-from tests.helpers import check_results, materializations
+from tests.helpers import check_results, materializations, resources
 
 NOW = datetime(2026, 11, 20, tzinfo=UTC)
 
@@ -30,6 +33,15 @@ def quarantined(path, feed: str) -> pd.DataFrame:
             "WHERE feed = ? AND released_at IS NULL",
             [feed],
         ).df()
+
+
+def run_contracts(sim, warehouse_path, contracts: ContractsResource, *extra) -> dg.ExecuteInProcessResult:
+    """Every raw feed and its contract (plus `extra`), under the given contract policy."""
+    return dg.materialize(
+        [*raw_assets, *contract_checks, *extra],
+        resources={**resources(sim, warehouse_path), "contracts": contracts},
+        raise_on_error=False,
+    )
 
 
 BAD_FEEDS = [
@@ -60,25 +72,38 @@ BAD_FEEDS = [
 
 
 @pytest.mark.parametrize(("path", "field", "value", "feed", "expectation"), BAD_FEEDS)
-def test_a_bad_feed_fails_its_contract_and_blocks_downstream(
+def test_a_bad_row_is_named_and_quarantined_and_holds_only_what_it_touches(
     sim, run_pipeline, warehouse_path, path, field, value, feed, expectation
 ):
     sim.faults.add(path, "corrupt", times=1, field=field, value=value, rows=3)
 
-    result = run_pipeline(extra=(downstream_probe,))
+    # a share above the first loads' (the small world's inquiries are ~100 rows): this is about rows, not share
+    result = run_contracts(sim, warehouse_path, ContractsResource(max_bad_row_share=0.2), downstream_probe)
 
     check = check_results(result)[f"raw_{feed}"]
-    assert not check.passed
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN  # a warning: it blocks nothing
     broken = [k for k in check.metadata if k.startswith(expectation)]
     assert broken, list(check.metadata)
     assert "offending rows" in check.metadata[broken[0]].value  # count and sample of rows as sent
-    assert "downstream_probe" not in materializations(result)
+    assert check.metadata["outcome"].value == "rows_held"
+    assert "downstream_probe" in materializations(result)
     rows = quarantined(warehouse_path, feed)
     assert len(rows[rows.expectation.str.startswith(expectation)]) == 3
     if value is not None:
         assert rows.row_data.str.contains(str(value)).all()
     other_checks = {k: c.passed for k, c in check_results(result).items() if k != f"raw_{feed}"}
     assert all(other_checks.values()), other_checks
+
+
+def test_more_bad_rows_than_the_allowed_share_block_everything_downstream(sim, warehouse_path):
+    sim.faults.add("/wms/receipts", "corrupt", times=1, field="qty_received", value=-5, rows=3)
+    result = run_contracts(sim, warehouse_path, ContractsResource(max_bad_row_share=0.0), downstream_probe)
+
+    check = check_results(result)["raw_receipts"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert "max_bad_row_share" in check.metadata["blocked_because"].value
+    assert "downstream_probe" not in materializations(result)
+    assert len(quarantined(warehouse_path, "receipts")) == 3
 
 
 def test_quarantined_rows_stay_visible_but_out_of_the_valid_view(sim, run_pipeline, warehouse_path):
@@ -101,7 +126,7 @@ def test_judging_a_batch_again_replaces_its_verdict(sim, run_pipeline, warehouse
 
     with connect(warehouse_path) as con:  # what a re-run of the check does
         judged = landed_batch(con, feed)
-        suite = build_suite(feed, datetime.now(UTC), min_rows=0)
+        suite = build_suite(feed, NOW, min_rows=0)
         quarantine(con, feed.name, judged, validate(con, judged.table, suite))
 
     assert len(quarantined(warehouse_path, "receipts")) == 3
@@ -150,13 +175,15 @@ def test_conflicting_copies_of_a_key_break_uniqueness(tmp_path):
             "updated_at": pd.to_datetime(["2026-11-01T00:00:00Z"] * 3, utc=True),
             "_known_sku": [True] * 3,
             "_known_order_id": [True] * 3,
+            "_key_format": [True] * 3,
+            "_unparsed": [None] * 3,
         }
     )
 
     with connect(tmp_path / "w.duckdb") as con:
         con.register("frame", frame)
         con.execute("CREATE TABLE batch AS SELECT * FROM frame")
-        violations = validate(con, "batch", build_suite(feed, datetime.now(UTC), min_rows=1))
+        violations = validate(con, "batch", build_suite(feed, NOW, min_rows=1))
 
     assert [(v.expectation.split("(")[0], v.row_index) for v in violations] == [
         ("expect_column_values_to_be_unique", [0, 1])

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 import pytest
 
-from checks.contracts import min_rows
+from cx_pipeline.contracts import min_rows
 from cx_pipeline.feeds import FEEDS
 from cx_pipeline.ingest import land, last_cursor, stage
 from cx_pipeline.warehouse import connect, names_a_row_of
@@ -62,10 +62,13 @@ def test_the_cursor_never_passes_the_source_clock(tmp_path):
 def test_a_newer_version_releases_a_quarantined_row(tmp_path):
     with connect(tmp_path / "w.duckdb") as con:
         landed(con, [inquiry(1)])
+        con.execute("UPDATE ingest_batches SET judged_at = now()")  # as its contract would
         con.execute("INSERT INTO quarantine VALUES ('inquiries', 'b', 'x', 'INQ-1', '{}', now(), NULL)")
         assert con.execute("SELECT count(*) FROM valid_inquiries").fetchall() == [(0,)]
 
         landed(con, [inquiry(1, reason="other", hours_ago=0.5)])
+        assert con.execute("SELECT count(*) FROM valid_inquiries").fetchall() == [(0,)]  # not judged yet
+        con.execute("UPDATE ingest_batches SET judged_at = now()")
 
         assert con.execute("SELECT count(*) FROM valid_inquiries").fetchall() == [(1,)]
 

@@ -41,7 +41,7 @@ def _fetch_before_release(self: SqlAlchemyExecutionEngine, query: object) -> obj
 
 
 if not hasattr(SqlAlchemyExecutionEngine, "_execute_query_with_recovery"):  # the private method the fix wraps
-    raise ImportError("this Great Expectations release changed its SQL engine; checks/suites.py needs a look")
+    raise ImportError("this Great Expectations release changed its SQL engine; cx_pipeline/suites.py needs a look")
 SqlAlchemyExecutionEngine.execute_query = _fetch_before_release
 
 
@@ -59,14 +59,18 @@ def build_suite(feed: Feed, now: datetime, min_rows: int) -> gx.ExpectationSuite
     """The contract of one landed batch of `feed`.
 
     `now` is the source's clock when the batch was read; `min_rows` comes from the volume history.
-    Reference columns (`_known_*`) are computed in SQL before validation, since a set of every SKU
-    would be slow to check in pandas.
+    Flag columns are computed in SQL before validation (see `cx_pipeline.contracts.staged`): `_known_*` per
+    reference, since a set of every SKU would be slow to check in pandas; `_key_format` (keys are short and
+    printable); `_unparsed` (the columns whose value is not a value of their type, e.g. 5.7 for an integer).
     """
     expectations: list[gxe.Expectation] = [gxe.ExpectTableRowCountToBeBetween(min_value=min_rows)]
     # The key as one column (`_row_key`): on SQL, GX names the rows of a single column's duplicates but only
     # counts those of a compound key, and every offending row must be quarantined.
     expectations.append(gxe.ExpectColumnValuesToBeUnique(column="_row_key"))
     expectations += [gxe.ExpectColumnValuesToNotBeNull(column=c) for c in feed.columns if c not in feed.nullable]
+    # every value sent is exactly a value of its column's type: a whole number, a timestamp with its zone...
+    expectations.append(gxe.ExpectColumnValuesToBeNull(column="_unparsed"))
+    expectations.append(gxe.ExpectColumnValuesToBeInSet(column="_key_format", value_set=[True]))
     expectations += [gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in feed.quantities]
     expectations += [
         gxe.ExpectColumnValuesToBeBetween(column=c, max_value=now + CLOCK_SKEW) for c in feed.past_timestamps
