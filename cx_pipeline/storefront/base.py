@@ -29,7 +29,11 @@ class StockUpdate:
 
 @dataclass(frozen=True)
 class WriteResult:
-    """What the shop answered for one SKU of a batch. `response` is short and human-readable."""
+    """What the shop answered for one SKU of a batch. `response` is short and human-readable.
+
+    `status_after` / `quantity_after` are what a customer sees after the write, read back from the shop's
+    customer-facing view (not the write's own echo): the push counts a write only when they match what was
+    pushed, and audits a mismatch as an error for that SKU with the adapter's `response` saying why."""
 
     sku: str
     ok: bool
@@ -59,6 +63,13 @@ class StorefrontAdapter(ABC):
 
     @abstractmethod
     def write(self, updates: Sequence[StockUpdate], key: str) -> list[WriteResult]: ...
+
+    @property
+    def warnings(self) -> list[str]:
+        """What `check` and `read` found that a person should know and that is not an error (an item the shop
+        sells whatever its stock, a location no warehouse maps to...): logged and shown in the plan's
+        metadata. Adapters append to it."""
+        return self.__dict__.setdefault("_warnings", [])
 
     def close(self) -> None:  # noqa: B027 - adapters without a session have nothing to close
         pass
