@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -25,6 +25,9 @@ class StockUpdate:
     quantity: int
     before_status: str | None
     before_quantity: int | None
+    # `quantity` split over the pipeline's warehouses (each warehouse's sellable units, scaled down to the
+    # total): adapters with stock locations write each mapped location its share. Empty: not known.
+    by_warehouse: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
