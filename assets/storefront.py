@@ -94,6 +94,14 @@ def storefront_push_plan(
             now=now,
         )
         diff = push.changes(con, context.run_id)
+        unlisted = push.unlisted(con, current) if row["not_listed"] else []
+    if unlisted:
+        context.log.warning(
+            f"storefront_push_plan: {row['not_listed']:,} catalog SKUs are not listed by the {adapter.name} "
+            f"storefront, so nothing can be pushed for them (e.g. {', '.join(unlisted)})"
+        )
+    for warning in adapter.warnings:
+        context.log.warning(f"storefront_push_plan: {warning}")
     for old in settled.itertuples(index=False):
         context.log.warning(
             f"storefront_push_plan: plan {old.interrupted_plan} was interrupted while pushing; of the "
@@ -115,6 +123,8 @@ def storefront_push_plan(
             "quantity_only": row["quantity_only"],
             "held": row["held"],
             "not_listed": row["not_listed"],
+            "not_listed_sample": ", ".join(unlisted) or "every catalog SKU is listed",
+            "storefront_warnings": dg.MetadataValue.md("\n".join(f"- {w}" for w in adapter.warnings) or "none"),
             "flip_share": float(row["flip_share"]),
             "forced": row["forced"],
             "diff": markdown(diff, "the storefront already shows the right state"),
@@ -136,7 +146,8 @@ def flip_share_within_limit(
         passed=within or bool(row["forced"]),
         severity=dg.AssetCheckSeverity.ERROR,
         description=(
-            f"{flips:,} of {row['catalog_size']:,} listed SKUs would flip ({share:.1%}; limit {limit:.0%})"
+            f"{flips:,} of the {row['catalog_size']:,} catalog SKUs the shop lists would flip "
+            f"({share:.1%}; limit {limit:.0%})"
             + (
                 ""
                 if within
@@ -199,12 +210,14 @@ def storefront_status_push(
             "SELECT state, count(*) AS skus FROM push_audit WHERE plan_id = ? GROUP BY state ORDER BY state",
             [plan_id],
         ).df()
+    mismatches = int(audit.loc[audit["state"] == "mismatch", "skus"].sum())
     metadata = {
         "plan_id": plan_id,
         "adapter": adapter.name,
         "batches": report.batches,
         "pushed": report.pushed,
         "failed": report.failed,
+        "customer_view_mismatches": mismatches,
         "batches_done_earlier": report.skipped_batches,
         "audit": markdown(audit),
     }

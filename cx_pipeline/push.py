@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS push_plans (
     plan_id        VARCHAR PRIMARY KEY,   -- the run that planned it
     planned_at     TIMESTAMPTZ NOT NULL,
     adapter        VARCHAR NOT NULL,
-    catalog_size   INTEGER NOT NULL,      -- SKUs the storefront lists
+    catalog_size   INTEGER NOT NULL,      -- catalog SKUs the storefront lists
     changes        INTEGER NOT NULL,
     to_out_of_stock INTEGER NOT NULL,
     back_in_stock  INTEGER NOT NULL,
@@ -119,15 +119,19 @@ def plan(
                                   OR s.quantity IS DISTINCT FROM p.publish_quantity)""",
             {"plan": plan_id},
         )
+        # the catalog SKUs the shop lists: what the flip share is measured against (SKUs only the shop has,
+        # and catalog SKUs it does not list, would each skew it)
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE listed AS SELECT sku FROM stock_position SEMI JOIN current_state USING (sku)"
+        )
         con.execute(
             """INSERT INTO push_plans
-            SELECT $plan, $now, $adapter, (SELECT count(*) FROM current_state), count(*),
+            SELECT $plan, $now, $adapter, (SELECT count(*) FROM listed), count(*),
                    count(*) FILTER (change = 'to_out_of_stock'), count(*) FILTER (change = 'back_in_stock'),
                    count(*) FILTER (change = 'quantity'),
                    (SELECT count(*) FROM stock_position p JOIN current_state USING (sku) WHERE p.held),
                    (SELECT count(*) FROM stock_position p ANTI JOIN current_state USING (sku)),
-                   coalesce(count(*) FILTER (change <> 'quantity')
-                            / nullif((SELECT count(*) FROM current_state), 0), 0),
+                   coalesce(count(*) FILTER (change <> 'quantity') / nullif((SELECT count(*) FROM listed), 0), 0),
                    $max_share, $force, 'planned'
             FROM push_changes WHERE plan_id = $plan""",
             {"plan": plan_id, "now": now, "adapter": adapter, "max_share": max_flip_share, "force": force},
@@ -136,6 +140,46 @@ def plan(
     finally:
         con.unregister("current_state")
     return plan_row(con, plan_id)
+
+
+def unlisted(con: duckdb.DuckDBPyConnection, current: pd.DataFrame, limit: int = 10) -> list[str]:
+    """A sample of the catalog SKUs the storefront does not list (the plan counts them): nothing can be pushed
+    for them, and a shop listing none of the catalog is a misconfiguration, not a quiet run."""
+    con.register("current_state", current[list(STATE_COLUMNS)])
+    try:
+        rows = con.execute(
+            "SELECT sku FROM stock_position ANTI JOIN current_state USING (sku) ORDER BY sku LIMIT ?", [limit]
+        ).fetchall()
+    finally:
+        con.unregister("current_state")
+    return [sku for (sku,) in rows]
+
+
+# Each warehouse's sellable units scaled down to the pushed quantity (largest remainder, so the shares add up).
+SPLIT_BY_WAREHOUSE = """
+WITH units AS (
+    SELECT c.sku, c.quantity, w.warehouse, greatest(w.available, 0) AS units,
+           sum(greatest(w.available, 0)) OVER (PARTITION BY c.sku) AS total
+    FROM push_changes c JOIN stock_by_warehouse w USING (sku) WHERE c.plan_id = $plan
+), shares AS (
+    SELECT *, CASE WHEN total > 0 THEN quantity * units / total ELSE 0 END AS exact FROM units
+), whole AS (
+    SELECT *, floor(exact)::INTEGER AS base,
+           row_number() OVER (PARTITION BY sku ORDER BY exact - floor(exact) DESC, warehouse) AS rank
+    FROM shares
+)
+SELECT sku, warehouse, base + (rank <= quantity - sum(base) OVER (PARTITION BY sku))::INTEGER AS units
+FROM whole ORDER BY sku, warehouse
+"""
+
+
+def split_by_warehouse(con: duckdb.DuckDBPyConnection, plan_id: str) -> dict[str, dict[str, int]]:
+    """Each change's quantity over the pipeline's warehouses, for adapters that write per stock location."""
+    split = con.execute(SPLIT_BY_WAREHOUSE, {"plan": plan_id}).df()
+    return {
+        sku: dict(zip(group["warehouse"], group["units"].astype(int), strict=True))
+        for sku, group in split.groupby("sku", sort=False)
+    }
 
 
 def plan_row(con: duckdb.DuckDBPyConnection, plan_id: str) -> dict[str, object]:
@@ -157,6 +201,7 @@ AUDIT_COLUMNS = ["plan_id", "batch_no", "idempotency_key", "sku", "adapter", "be
                  "after_status", "after_quantity", "ok", "response", "pushed_at", "state"]  # fmt: skip
 ANSWER_COLUMNS = ["sku", "state", "ok", "after_status", "after_quantity", "response"]
 NO_ANSWER_YET = "sent; no answer recorded yet"
+MAX_UNANSWERED_BATCHES = 3  # batches in a row where no SKU went through: the shop is down
 
 
 def execute(
@@ -178,9 +223,10 @@ def execute(
     }
     size = adapter.batch_size
     batches = [todo.iloc[i : i + size] for i in range(0, len(todo), size)]
+    by_warehouse = split_by_warehouse(con, plan_id)
     # committed before the first write: if this run dies from here on, the next run's plan settles this one
     con.execute("UPDATE push_plans SET status = 'pushing' WHERE plan_id = ?", [plan_id])
-    pushed = failed = skipped = completed = 0
+    pushed = failed = skipped = completed = unanswered = 0
     errors: list[str] = []
     for batch_no, batch in enumerate(batches, start=1):
         if batch_no in done:
@@ -194,6 +240,7 @@ def execute(
                 int(r.quantity),
                 r.before_status,
                 None if pd.isna(r.before_quantity) else int(r.before_quantity),
+                by_warehouse.get(r.sku, {}),
             )
             for r in batch.itertuples(index=False)
         ]
@@ -212,7 +259,10 @@ def execute(
                 errors.append(f"{sku}: {response[:200]}")
         if progress:
             progress(batch_no, len(batches))
-        if whole_batch_error:
+        # batches in a row where not one SKU went through: the shop is down or refusing everything; stop
+        # instead of waiting out batch after batch (the next run finishes)
+        unanswered = unanswered + 1 if ok == 0 else 0
+        if whole_batch_error or unanswered >= MAX_UNANSWERED_BATCHES:
             break
         completed += ok == len(answers)
     status = "pushed" if completed + skipped == len(batches) else "partly_pushed"
@@ -253,17 +303,35 @@ def record_sent(
 def answer_rows(
     updates: Sequence[StockUpdate], results: dict[str, WriteResult], whole_batch_error: str | None
 ) -> pd.DataFrame:
-    """One row per SKU of a written batch: refused (the shop said no to that SKU), failed (no usable answer)."""
+    """One row per SKU of a written batch: ok (a customer now sees what was pushed), refused (the shop said no
+    to that SKU), mismatch (the shop took the write but customers see something else), failed (no usable
+    answer)."""
     rows = []
     for u in updates:
         r = results.get(u.sku)
         if whole_batch_error or r is None:
             rows.append((u.sku, "failed", False, None, None, whole_batch_error or "no answer for this SKU"))
+        elif r.ok and (seen := customer_view_differs(u, r)):
+            rows.append((u.sku, "mismatch", False, r.status_after, r.quantity_after, seen))
         else:
             rows.append((u.sku, "ok" if r.ok else "refused", r.ok, r.status_after, r.quantity_after, r.response))
     answers = pd.DataFrame(rows, columns=ANSWER_COLUMNS)
     answers["response"] = answers["response"].str[:500]
     return answers
+
+
+def customer_view_differs(update: StockUpdate, result: WriteResult) -> str | None:
+    """Why a write the shop accepted does not count: what a customer sees after it is not what was pushed."""
+    quantity_differs = result.quantity_after is not None and result.quantity_after != update.quantity
+    if result.status_after == update.status and not quantity_differs:
+        return None
+    seen = f"{result.status_after or 'nothing'}" + (
+        f" with {result.quantity_after} for sale" if result.quantity_after is not None else ""
+    )
+    return (
+        f"the shop accepted the write but shows customers {seen}, not {update.status} with {update.quantity} "
+        f"for sale" + (f" ({result.response})" if result.response else "")
+    )
 
 
 def record_answers(con: duckdb.DuckDBPyConnection, plan_id: str, batch_no: int, answers: pd.DataFrame) -> None:

@@ -25,6 +25,11 @@ CREATE TABLE IF NOT EXISTS stock_status_since (
 );
 -- the run that changed the status from an earlier one (null: the status was first seen, not a change)
 ALTER TABLE stock_status_since ADD COLUMN IF NOT EXISTS changed_run VARCHAR;
+-- rebuilt by every stock position; here so a push planned without one (a test, a first run) finds it empty
+CREATE TABLE IF NOT EXISTS stock_by_warehouse (
+    sku VARCHAR, warehouse VARCHAR, on_hand INTEGER, in_qc INTEGER, damaged INTEGER, reserved INTEGER,
+    available INTEGER
+);
 CREATE TABLE IF NOT EXISTS stock_holds (  -- SKUs held now, and for how many stock-position runs in a row
     sku      VARCHAR PRIMARY KEY,
     held_by  VARCHAR NOT NULL,

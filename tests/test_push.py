@@ -62,8 +62,9 @@ def test_too_many_flips_stop_the_push_until_an_operator_forces_it(sim, run_all, 
     assert forced.success and materializations(forced)["storefront_status_push"]["pushed"] > 0
 
 
-def test_nothing_is_pushed_from_inputs_that_broke_their_contract(sim, run_all):
-    sim.faults.add("/wms/on_hand", "corrupt", field="on_hand", value=-3, rows=5)
+def test_nothing_is_pushed_from_inputs_that_broke_their_contract_structurally(sim, run_all):
+    # 30 of the 600 stock rows (5 %): above max_bad_row_share, so not a few held SKUs but a broken feed
+    sim.faults.add("/wms/on_hand", "corrupt", field="on_hand", value=-3, rows=30)
     result = run_all()
     assert not check_results(result)["raw_on_hand"].passed
     assert "storefront_status_push" not in materializations(result)
