@@ -13,7 +13,7 @@ import dagster as dg
 import duckdb
 from pydantic import PrivateAttr
 
-from cx_pipeline import appstore, warehouse
+from cx_pipeline import appstore, http, warehouse
 from cx_pipeline.contracts import ContractPolicy
 from cx_pipeline.feeds import Feed
 from cx_pipeline.http import ApiClient
@@ -55,7 +55,8 @@ class AppStoreResource(dg.ConfigurableResource):
 
 
 class UpstreamApiResource(dg.ConfigurableResource):
-    """An upstream JSON API: base URL, bearer token (from an env var, never logged), timeouts and retries."""
+    """An upstream JSON API: base URL, bearer token (from an env var, never logged), timeouts and retries,
+    and the limits that make every pull end."""
 
     base_url: str
     token: str
@@ -64,6 +65,11 @@ class UpstreamApiResource(dg.ConfigurableResource):
     read_timeout_seconds: float = 30.0
     retries: int = 5
     backoff_seconds: float = 0.5
+    max_pages: int = 0  # per pull; 0 derives it from the feed's largest pull so far (`page_cap`)
+    max_retry_after_seconds: float = http.MAX_RETRY_AFTER_SECONDS  # a longer Retry-After fails at once
+    request_deadline_seconds: float = http.REQUEST_DEADLINE_SECONDS  # one request: retries and body included
+    pull_deadline_seconds: float = http.PULL_DEADLINE_SECONDS  # one pull of a feed, every page
+    follow_cross_origin_redirects: bool = False  # if on: followed with a warning, never with the token
 
     _client: ApiClient | None = PrivateAttr(default=None)
 
@@ -79,6 +85,10 @@ class UpstreamApiResource(dg.ConfigurableResource):
                 read_timeout=self.read_timeout_seconds,
                 retries=self.retries,
                 backoff_factor=self.backoff_seconds,
+                max_retry_after=self.max_retry_after_seconds,
+                request_deadline=self.request_deadline_seconds,
+                pull_deadline=self.pull_deadline_seconds,
+                follow_cross_origin_redirects=self.follow_cross_origin_redirects,
             )
         return self._client
 
@@ -86,7 +96,14 @@ class UpstreamApiResource(dg.ConfigurableResource):
         self, con: duckdb.DuckDBPyConnection, feed: Feed, since: datetime | None, progress: ProgressFn | None = None
     ) -> Batch:
         """Stage `feed`'s rows changed since `since` (all of them when None) in `landing_<feed>`."""
-        return fetch(con, self.client, feed, since, page_size=self.page_size, progress=progress)
+        client = self.client.with_max_pages(self.max_pages or self.page_cap(con, feed))
+        return fetch(con, client, feed, since, page_size=self.page_size, progress=progress)
+
+    def page_cap(self, con: duckdb.DuckDBPyConnection, feed: Feed) -> int:
+        """The pages a pull of `feed` may take when `max_pages` is unset: ten times its largest pull so far,
+        and never fewer than a first load needs (see `http.page_cap`)."""
+        (largest,) = warehouse.one(con, "SELECT max(pages) FROM ingest_batches WHERE feed = ?", [feed.name])
+        return http.page_cap(largest, self.page_size)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         _ = self.client  # fail at start, before any write, on a malformed URL or a missing token

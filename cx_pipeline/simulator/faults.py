@@ -22,10 +22,16 @@ FAULT_KINDS: dict[str, dict[str, Any]] = {
         "value": None,
         "rows": 3,
     },  # set `field` (dotted: lines.qty) in the first n rows
+    "trickle": {"bytes": 16, "interval": 0.5},  # the body in pieces of `bytes`, one every `interval` seconds
+    "cursor_loop": {"to": "self"},  # next_cursor repeats the cursor asked for ("self") or goes back to page 1
+    "redirect": {"to": None, "status": 307},  # redirect to the same path and query at origin `to` (None: here)
+    "echo": {"status": 500},  # a debug error page quoting the request line and headers, credentials included
 }
-DATA_FAULTS = frozenset({"duplicate", "empty", "corrupt"})  # they alter GET pages only
+DATA_FAULTS = frozenset({"duplicate", "empty", "corrupt", "cursor_loop"})  # they alter GET pages only
+ROW_FAULTS = frozenset({"duplicate", "corrupt"})  # they edit a page's rows
 WRITE_FAULTS = frozenset({"partial"})  # they alter how a write is applied
-ANSWER_FAULTS = ("drop", "error", "throttle")  # they replace the answer; the first one queued wins
+ANSWER_FAULTS = ("drop", "error", "throttle", "redirect", "echo")  # they replace the answer; the first queued wins
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
 @dataclass
@@ -62,6 +68,7 @@ class FaultBook:
             raise ValueError(f"fault {kind!r} takes no parameter {', '.join(sorted(unknown))}")
         if kind == "corrupt" and not params.get("field"):
             raise ValueError("fault 'corrupt' needs a field")
+        check_params(kind, {**FAULT_KINDS[kind], **params})
         fault = Fault(path, kind, times, {**FAULT_KINDS[kind], **params})
         with self._lock:
             self._faults.append(fault)
@@ -87,6 +94,19 @@ class FaultBook:
     def active(self) -> list[dict[str, Any]]:
         with self._lock:
             return [f.as_dict() for f in self._faults]
+
+
+def check_params(kind: str, params: dict[str, Any]) -> None:
+    """Refuse parameters a fault cannot work with (raises ValueError), before it is queued."""
+    if kind == "trickle" and not (int(params["bytes"]) >= 1 and float(params["interval"]) >= 0):
+        raise ValueError("fault 'trickle' needs bytes >= 1 and interval >= 0")
+    if kind == "cursor_loop" and params["to"] not in ("self", "start"):
+        raise ValueError("fault 'cursor_loop' takes to='self' (repeat the cursor) or to='start' (back to page 1)")
+    if kind == "redirect":
+        if params["status"] not in REDIRECT_STATUSES:
+            raise ValueError(f"fault 'redirect' needs a redirect status, one of {sorted(REDIRECT_STATUSES)}")
+        if params["to"] is not None and not str(params["to"]).startswith(("http://", "https://")):
+            raise ValueError("fault 'redirect' takes to=<an origin such as http://127.0.0.1:8766>, or none for here")
 
 
 def apply_data_faults(rows: list[dict[str, Any]], faults: list[Fault]) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ import gc
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -46,6 +46,14 @@ def decode_cursor(feed: str, cursor: str, clock: int) -> tuple[int, int]:
     if name != feed or not isinstance(at, int) or not isinstance(position, int) or at > clock or position < 0:
         raise BadRequest("invalid cursor")
     return at, position
+
+
+def looped(page: Page, feed: str, cursor: str | None, to: str) -> Page:
+    """`page` with a next_cursor that loops (fault `cursor_loop`): the cursor it was asked with again ("self"),
+    or a fresh cursor to the first page at the same clock ("start"), which then repeats its own successor."""
+    if to == "self":
+        return replace(page, next_cursor=cursor) if cursor else page
+    return replace(page, next_cursor=encode_cursor(feed, page.as_of, 0))
 
 
 def iso(seconds: np.ndarray, date_only: bool = False) -> np.ndarray:

@@ -24,11 +24,13 @@ from cx_pipeline.simulator.api import Api, Response, iso
 from cx_pipeline.simulator.faults import (
     ANSWER_FAULTS,
     DATA_FAULTS,
+    ROW_FAULTS,
     WRITE_FAULTS,
     Fault,
     FaultBook,
     apply_data_faults,
 )
+from cx_pipeline.simulator.paging import looped
 from cx_pipeline.simulator.world import World, build_world
 
 log = logging.getLogger(__name__)
@@ -166,15 +168,23 @@ class _Handler(BaseHTTPRequestHandler):
         if answer is not None and answer.kind == "drop":
             self.drop()
             return
+        if answer is not None and answer.kind == "echo":
+            self.echo(int(answer.params["status"]))
+            return
         if answer is not None:
             status = 429 if answer.kind == "throttle" else int(answer.params["status"])
             headers = {"Retry-After": str(answer.params["retry_after"])} if answer.kind == "throttle" else {}
+            if answer.kind == "redirect":  # the same path and query, here or at another origin
+                headers = {"Location": (answer.params["to"] or "").rstrip("/") + self.path}
             self.send(Response(status, {"error": f"injected fault: {answer.kind}"}, headers=headers))
             return
         query = dict(parse_qsl(url.query))
         headers = {k.lower(): v for k, v in self.headers.items()}
         headers["x-sim-faults"] = ",".join(f.kind for f in faults if f.kind in WRITE_FAULTS)
         response = sim.api.handle(method, path, query, body, headers)
+        loop = next((f for f in faults if f.kind == "cursor_loop"), None)
+        if loop is not None and response.page is not None:
+            response.page = looped(response.page, path, query.get("cursor"), loop.params["to"])
         self.send(response, faults)
 
     def authorised(self, token: str) -> bool:
@@ -203,6 +213,31 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_WR)
             return
+        trickle = next((f for f in faults if f.kind == "trickle"), None)
+        if trickle is not None:
+            self.trickle(payload, int(trickle.params["bytes"]), float(trickle.params["interval"]))
+            return
+        self.wfile.write(payload)
+
+    def trickle(self, payload: bytes, size: int, interval: float) -> None:
+        """Send `payload` a few bytes at a time: every read succeeds, so only an overall deadline ends it."""
+        for start in range(0, len(payload), size):
+            if start:
+                time.sleep(interval)
+            try:
+                self.wfile.write(payload[start : start + size])
+            except OSError:  # the client gave up and hung up
+                self.close_connection = True
+                return
+
+    def echo(self, status: int) -> None:
+        """A debug error page quoting the request as received, credentials included (fault `echo`)."""
+        lines = [self.requestline, *(f"{name}: {value}" for name, value in self.headers.items())]
+        payload = ("Internal error while serving:\r\n" + "\r\n".join(lines)).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
         self.wfile.write(payload)
 
     def drop(self) -> None:
@@ -217,7 +252,7 @@ def page_body(response: Response, faults: list[Fault]) -> bytes:
     rows, cursor = page.rows, page.next_cursor
     if any(f.kind == "empty" for f in faults):
         rows, cursor = [], None
-    elif faults:
+    elif any(f.kind in ROW_FAULTS for f in faults):
         rows = [orjson.dumps(r) for r in apply_data_faults([orjson.loads(r) for r in rows], faults)]
     tail = orjson.dumps({"next_cursor": cursor, "as_of": iso_seconds(page.as_of)})
     return b'{"data":[' + b",".join(rows) + b"]," + tail[1:]
