@@ -1,7 +1,9 @@
 """A real Vendure 3 server for the Vendure adapter's tests: installed from npm, started on 127.0.0.1.
 
 `npm ci` runs on first use (about 20 s) into tests/vendure/node_modules; the server starts in a few
-seconds with an in-memory SQLite database, so every test module gets a clean shop.
+seconds with an in-memory SQLite database, so every test module gets a clean shop. The helpers set up, through
+the admin API, what the adapter must cope with: stock locations, global settings, paid orders that allocate
+stock, disabled, deleted and duplicated variants, administrators with restricted roles.
 """
 
 import os
@@ -49,6 +51,8 @@ class VendureServer:
         self.shop_url = f"http://127.0.0.1:{self.port}/shop-api"
         self._process: subprocess.Popen[str] | None = None
         self._token: str | None = None
+        self._products = 0
+        self._shipping_method: str | None = None
 
     def __enter__(self) -> Self:
         ensure_installed()
@@ -103,24 +107,137 @@ class VendureServer:
 
     def create_products(self, stock: dict[str, int]) -> dict[str, str]:
         """One enabled product with one variant per SKU (price 9.99, inventory tracked); sku -> variant id."""
-        ids = {}
-        for sku, on_hand in stock.items():
-            product = self.admin(
-                """mutation($name: String!, $slug: String!) { createProduct(input: {enabled: true,
-                translations: [{languageCode: en, name: $name, slug: $slug, description: ""}]}) { id } }""",
-                name=f"Product {sku}",
-                slug=sku.lower(),
-            )["createProduct"]["id"]
-            variant = self.admin(
-                """mutation($product: ID!, $sku: String!, $stock: Int!) { createProductVariants(input: [{
-                productId: $product, sku: $sku, price: 999, stockOnHand: $stock, trackInventory: TRUE,
-                translations: [{languageCode: en, name: $sku}]}]) { id } }""",
-                product=product,
-                sku=sku,
-                stock=on_hand,
-            )["createProductVariants"][0]["id"]
-            ids[sku] = variant
-        return ids
+        return {sku: self.create_variant(sku, on_hand) for sku, on_hand in stock.items()}
+
+    def create_variant(self, sku: str, on_hand: int, **fields: Any) -> str:
+        """A new enabled product with one variant (tracked unless `fields` say otherwise); its variant id.
+
+        A SKU that exists already gets a second product and variant: Vendure does not keep SKUs unique."""
+        self._products += 1
+        product = self.admin(
+            """mutation($name: String!, $slug: String!) { createProduct(input: {enabled: true,
+            translations: [{languageCode: en, name: $name, slug: $slug, description: ""}]}) { id } }""",
+            name=f"Product {sku}",
+            slug=f"{sku.lower()}-{self._products}",
+        )["createProduct"]["id"]
+        variant = {"productId": product, "sku": sku, "price": 999, "stockOnHand": on_hand, "trackInventory": "TRUE"}
+        return self.admin(
+            """mutation($input: CreateProductVariantInput!) { createProductVariants(input: [$input]) { id } }""",
+            input={**variant, **fields, "translations": [{"languageCode": "en", "name": sku}]},
+        )["createProductVariants"][0]["id"]
+
+    def update_variant(self, variant_id: str, **fields: Any) -> None:
+        """Set fields of a variant (enabled, trackInventory, stockLevels...) as an administrator would."""
+        self.admin(
+            "mutation($input: UpdateProductVariantInput!) { updateProductVariants(input: [$input]) { id } }",
+            input={"id": variant_id, **fields},
+        )
+
+    def variant_ids(self, sku: str) -> list[str]:
+        """The ids of the variants with this SKU, oldest first."""
+        items = self.admin(
+            """query($sku: String!) { productVariants(options: {filter: {sku: {eq: $sku}}, sort: {id: ASC}}) {
+            items { id } } }""",
+            sku=sku,
+        )["productVariants"]["items"]
+        return [x["id"] for x in items]
+
+    def delete_variant(self, variant_id: str) -> None:
+        self.admin("mutation($id: ID!) { deleteProductVariant(id: $id) { result } }", id=variant_id)
+
+    def variant(self, variant_id: str) -> dict[str, Any]:
+        """A variant's trackInventory and stock per location name: {name: (on hand, allocated)}."""
+        data = self.admin(
+            """query($id: ID!) { productVariant(id: $id) { trackInventory
+            stockLevels { stockOnHand stockAllocated stockLocation { name } } } }""",
+            id=variant_id,
+        )["productVariant"]
+        levels = {x["stockLocation"]["name"]: (x["stockOnHand"], x["stockAllocated"]) for x in data["stockLevels"]}
+        return {"trackInventory": data["trackInventory"], "levels": levels}
+
+    def set_global_settings(self, **settings: Any) -> None:
+        """trackInventory / outOfStockThreshold for the whole shop."""
+        self.admin(
+            "mutation($input: UpdateGlobalSettingsInput!) { updateGlobalSettings(input: $input) { __typename } }",
+            input=settings,
+        )
+
+    def create_stock_location(self, name: str) -> str:
+        return self.admin("mutation($name: String!) { createStockLocation(input: {name: $name}) { id } }", name=name)[
+            "createStockLocation"
+        ]["id"]
+
+    def stock_locations(self) -> dict[str, str]:
+        """name -> id of every stock location."""
+        items = self.admin("{ stockLocations { items { id name } } }")["stockLocations"]["items"]
+        return {x["name"]: x["id"] for x in items}
+
+    def create_administrator(self, email: str, password: str, permissions: list[str]) -> None:
+        """An administrator of the default channel whose one role grants `permissions`."""
+        role = self.admin(
+            """mutation($code: String!, $permissions: [Permission!]!) { createRole(input: {code: $code,
+            description: $code, permissions: $permissions, channelIds: [1]}) { id } }""",
+            code=f"role-{email.split('@')[0]}",
+            permissions=permissions,
+        )["createRole"]["id"]
+        self.admin(
+            """mutation($email: String!, $password: String!, $role: ID!) { createAdministrator(input: {firstName: "A",
+            lastName: "B", emailAddress: $email, password: $password, roleIds: [$role]}) { id } }""",
+            email=email,
+            password=password,
+            role=role,
+        )
+
+    def place_order(self, variant_id: str, quantity: int) -> None:
+        """An order paid in full (a draft order with a manual payment), so Vendure allocates its units."""
+        if self._shipping_method is None:
+            self._shipping_method = self.admin(
+                """mutation { createShippingMethod(input: {code: "standard", fulfillmentHandler: "manual-fulfillment",
+                checker: {code: "default-shipping-eligibility-checker",
+                    arguments: [{name: "orderMinimum", value: "0"}]},
+                calculator: {code: "default-shipping-calculator", arguments: [{name: "rate", value: "0"},
+                    {name: "includesTax", value: "auto"}, {name: "taxRate", value: "0"}]},
+                translations: [{languageCode: en, name: "Standard", description: ""}]}) { id } }"""
+            )["createShippingMethod"]["id"]
+        order = self.admin("mutation { createDraftOrder { id } }")["createDraftOrder"]["id"]
+        steps = [
+            (
+                """mutation($o: ID!, $v: ID!, $q: Int!) { addItemToDraftOrder(orderId: $o,
+             input: {productVariantId: $v, quantity: $q}) { __typename ... on ErrorResult { message } } }""",
+                {"v": variant_id, "q": quantity},
+            ),
+            (
+                """mutation($o: ID!) { setCustomerForDraftOrder(orderId: $o, input: {firstName: "C", lastName: "D",
+             emailAddress: "customer@example.com"}) { __typename ... on ErrorResult { message } } }""",
+                {},
+            ),
+            (
+                """mutation($o: ID!) { setDraftOrderShippingAddress(orderId: $o,
+             input: {streetLine1: "Street 1", countryCode: "DE"}) { id } }""",
+                {},
+            ),
+            (
+                """mutation($o: ID!, $m: ID!) { setDraftOrderShippingMethod(orderId: $o, shippingMethodId: $m) {
+             __typename ... on ErrorResult { message } } }""",
+                {"m": self._shipping_method},
+            ),
+            (
+                """mutation($o: ID!) { transitionOrderToState(id: $o, state: "ArrangingPayment") {
+             __typename ... on OrderStateTransitionError { message transitionError } } }""",
+                {},
+            ),
+            (
+                """mutation($o: ID!) { addManualPaymentToOrder(input: {orderId: $o, method: "manual", metadata: {}}) {
+             __typename ... on Order { state } ... on ErrorResult { message } } }""",
+                {},
+            ),
+        ]
+        for query, variables in steps:
+            answer = next(iter(self.admin(query, o=order, **variables).values()))
+            if "message" in answer:
+                raise RuntimeError(f"placing an order failed: {answer}")
+        if answer.get("state") != "PaymentSettled":
+            raise RuntimeError(f"the order was not paid: {answer}")
 
     def shop_stock_levels(self) -> dict[str, str]:
         """What the shop API (what customers see, no login) reports per SKU: IN_STOCK, OUT_OF_STOCK..."""
