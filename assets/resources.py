@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
+import zoneinfo
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -70,6 +72,9 @@ class UpstreamApiResource(dg.ConfigurableResource):
     request_deadline_seconds: float = http.REQUEST_DEADLINE_SECONDS  # one request: retries and body included
     pull_deadline_seconds: float = http.PULL_DEADLINE_SECONDS  # one pull of a feed, every page
     follow_cross_origin_redirects: bool = False  # if on: followed with a warning, never with the token
+    # the zone of timestamps the source sends without one (e.g. Europe/Berlin); "": such a timestamp breaks
+    # the contract instead of being taken as UTC
+    source_time_zone: str = ""
 
     _client: ApiClient | None = PrivateAttr(default=None)
 
@@ -97,7 +102,8 @@ class UpstreamApiResource(dg.ConfigurableResource):
     ) -> Batch:
         """Stage `feed`'s rows changed since `since` (all of them when None) in `landing_<feed>`."""
         client = self.client.with_max_pages(self.max_pages or self.page_cap(con, feed))
-        return fetch(con, client, feed, since, page_size=self.page_size, progress=progress)
+        zone = self.source_time_zone or None
+        return fetch(con, client, feed, since, page_size=self.page_size, progress=progress, time_zone=zone)
 
     def page_cap(self, con: duckdb.DuckDBPyConnection, feed: Feed) -> int:
         """The pages a pull of `feed` may take when `max_pages` is unset: ten times its largest pull so far,
@@ -107,6 +113,16 @@ class UpstreamApiResource(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         _ = self.client  # fail at start, before any write, on a malformed URL or a missing token
+        if self.source_time_zone:
+            try:
+                zoneinfo.ZoneInfo(self.source_time_zone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+                raise dg.DagsterInvalidConfigError(
+                    f"{type(self).__name__}: source_time_zone {self.source_time_zone!r} is not a time zone name "
+                    "(use an IANA name such as Europe/Berlin, or leave it empty)",
+                    [],
+                    self.source_time_zone,
+                ) from exc
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         if self._client is not None:
@@ -148,6 +164,9 @@ class StorefrontResource(dg.ConfigurableResource):
     rest: `url` + `token` (the simulator's REST storefront). vendure: `url` = the admin API
     (`.../admin-api`), `username` + `password`. shopify: `url` = the shop (`https://<shop>.myshopify.com`),
     `token` = an Admin API access token, `location_id` = the location whose `available` quantity is set.
+    vendure: `locations` maps the pipeline's warehouses to the shop's stock locations (by name); a location
+    it leaves out is reported, or emptied when `zero_unmapped_locations`; `enable_tracking` lets a write turn
+    on inventory tracking for an item the shop sells whatever its stock (else such an item is reported).
     """
 
     adapter: str = "rest"
@@ -156,6 +175,9 @@ class StorefrontResource(dg.ConfigurableResource):
     username: str = ""
     password: str = ""
     location_id: str = ""
+    locations: dict[str, str] = {}  # noqa: RUF012 - pydantic copies field defaults
+    zero_unmapped_locations: bool = False
+    enable_tracking: bool = False
     batch_size: int = 100
     connect_timeout_seconds: float = 5.0
     read_timeout_seconds: float = 30.0
@@ -179,7 +201,16 @@ class StorefrontResource(dg.ConfigurableResource):
         if self.adapter == "vendure":
             from cx_pipeline.storefront.vendure import VendureStorefront
 
-            return VendureStorefront(self.url, self.username, self.password, batch_size=self.batch_size, **http)
+            return VendureStorefront(
+                self.url,
+                self.username,
+                self.password,
+                batch_size=self.batch_size,
+                locations=self.locations or None,
+                zero_unmapped_locations=self.zero_unmapped_locations,
+                enable_tracking=self.enable_tracking,
+                **http,
+            )
         if self.adapter == "shopify":
             from cx_pipeline.storefront.shopify import ShopifyStorefront
 
@@ -222,7 +253,11 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
     """Every resource, configured by the CX_* environment variables documented in the README."""
 
     def api(cls: type[UpstreamApiResource], system: str) -> UpstreamApiResource:
-        return cls(base_url=dg.EnvVar(f"CX_{system}_URL"), token=dg.EnvVar(f"CX_{system}_TOKEN"))
+        return cls(
+            base_url=dg.EnvVar(f"CX_{system}_URL"),
+            token=dg.EnvVar(f"CX_{system}_TOKEN"),
+            source_time_zone=os.environ.get(f"CX_{system}_TIME_ZONE", ""),
+        )
 
     # Only the settings the chosen adapter needs are read, so the others may stay unset.
     kind = os.environ.get("CX_STOREFRONT_ADAPTER", "rest")
@@ -231,6 +266,9 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
         adapter=kind,
         url=dg.EnvVar("CX_STOREFRONT_URL"),
         **{field: dg.EnvVar(f"CX_STOREFRONT_{field.upper()}") for field in needs.get(kind, ())},
+        locations=env_json("CX_STOREFRONT_LOCATIONS"),
+        zero_unmapped_locations=env_flag("CX_STOREFRONT_ZERO_UNMAPPED_LOCATIONS"),
+        enable_tracking=env_flag("CX_STOREFRONT_ENABLE_TRACKING"),
     )
     return {
         "warehouse": WarehouseResource(
@@ -250,3 +288,20 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
         "notifications": api(NotificationResource, "NOTIFY"),
         "storefront": storefront,
     }
+
+
+def env_flag(name: str) -> bool:
+    """A yes/no setting: 1, true, yes or on (any case) is yes; unset is no."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def env_json(name: str) -> dict[str, str]:
+    """A mapping setting given as a JSON object, e.g. {"WH-EAST": "Main warehouse"}; unset is empty."""
+    text = os.environ.get(name, "").strip()
+    try:
+        value = json.loads(text) if text else {}
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{name} must be a JSON object such as {{\"WH-EAST\": \"Main warehouse\"}}: {exc}") from exc
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ValueError(f"{name} must be a JSON object of warehouse name to shop location name, got {text!r}")
+    return value

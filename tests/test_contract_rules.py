@@ -11,12 +11,14 @@ import duckdb
 import pytest
 
 from assets.ingest import raw_assets
+from assets.resources import WmsResource
+from checks.contracts import contract_checks
 from cx_pipeline import stock
 from cx_pipeline.contracts import BLOCKED, PASSED, ROWS_HELD, ContractPolicy, judge, judge_pending, rejudge_quarantine
 from cx_pipeline.feeds import FEEDS
 from cx_pipeline.ingest import land, stage
 from cx_pipeline.warehouse import connect
-from tests.helpers import check_results, materializations, resources
+from tests.helpers import TOKEN, check_results, materializations, resources
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
 POLICY = ContractPolicy()
@@ -253,3 +255,24 @@ def test_one_bad_stock_row_holds_its_sku_and_every_other_sku_is_pushed(sim, run_
     failure = next(e for e in second.all_events if e.event_type_value == "STEP_FAILURE")
     assert failure.step_key == "storefront_status_push"
     assert f"{sku} (on_hand, 2 runs)" in str(failure.event_specific_data.error)
+
+
+def test_the_sources_zone_is_a_setting_of_its_resource_and_a_wrong_name_fails_at_start(sim, warehouse_path):
+    sim.faults.add("/wms/receipts", "corrupt", times=1, field="received_at", value="2026-11-15 08:00:00", rows=3)
+    def wms(zone: str) -> WmsResource:
+        return WmsResource(base_url=sim.url, token=TOKEN, backoff_seconds=0.05, source_time_zone=zone)
+
+    berlin = {**resources(sim, warehouse_path), "wms": wms("Europe/Berlin")}
+
+    result = dg.materialize([*raw_assets, *contract_checks], resources=berlin, raise_on_error=False)
+
+    assert check_results(result)["raw_receipts"].passed, check_results(result)["raw_receipts"].metadata
+    with duckdb.connect(str(warehouse_path), read_only=True) as con:
+        moved = con.execute("SELECT count(*) FROM valid_receipts WHERE received_at = '2026-11-15 07:00:00+00'")
+        assert moved.fetchone() == (3,)  # 08:00 in Berlin
+    wrong = {"wms": wms("Europe/Atlantis")}
+    with (
+        pytest.raises(dg.DagsterInvalidConfigError, match="'Europe/Atlantis' is not a time zone name"),
+        dg.build_resources(wrong),
+    ):
+        pass

@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 import requests
 
-from cx_pipeline.http import ApiClient, UpstreamError
+from cx_pipeline.http import ApiClient, UpstreamError, register_secret
 from cx_pipeline.storefront.base import (
     STATE_COLUMNS,
     STOCK_STATUSES,
@@ -170,6 +170,7 @@ class VendureStorefront(StorefrontAdapter):
     ) -> None:
         if not username or not password:
             raise StorefrontConfigError("Vendure: a username and password are required")
+        register_secret(password)  # an error quoting the login request must not show it
         http = {
             "connect_timeout": connect_timeout,
             "read_timeout": read_timeout,
