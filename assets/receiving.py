@@ -115,7 +115,8 @@ def delay_notices(
     warehouse: WarehouseResource,
     notifications: NotificationResource,
 ) -> dg.MaterializeResult:
-    """One notice per late order and cause, with a new delivery date where one can be computed, sent once."""
+    """At most one notice per late order and run, naming what is late, why, and the new delivery date (or
+    plainly that none is known yet); an update only when that date moves later; each sent once."""
     policy = allocation.AllocationPolicy(config.qc_hours, config.transit_days)
     with warehouse.connect() as con:
         now = receiving.wms_clock(con)
@@ -123,7 +124,13 @@ def delay_notices(
         delayed = allocation.delayed_lines(con)
         due = notices.due_notices(con, delayed)
         (late_lines,) = con.execute(f"SELECT count(*) FROM {delayed}").fetchall()[0]
-        preview = due[["notice_key", "customer_id", "skus", "promised_at", "new_eta"]]
+        preview = due[["notice_key", "customer_id", "cause", "skus", "promised_at", "previous_eta", "new_eta"]]
+        counts = {
+            "first_notices": int((due["revision"] == 1).sum()),
+            "updates": int((due["revision"] > 1).sum()),
+            "with_new_date": int(due["new_eta"].notna().sum()),
+            "without_date_yet": int(due["new_eta"].isna().sum()),
+        }
         if config.dry_run:
             context.log.info(f"delay_notices (dry run): {len(due)} notices would be sent")
             return dg.MaterializeResult(
@@ -131,6 +138,7 @@ def delay_notices(
                     "dry_run": True,
                     "late_order_lines": late_lines,
                     "would_send": len(due),
+                    **counts,
                     "would_send_preview": markdown(preview),
                 }
             )
@@ -157,6 +165,7 @@ def delay_notices(
         metadata={
             "late_order_lines": late_lines,
             "planned": planned,
+            **counts,
             "sent": report.sent,
             "already_sent": report.already_sent,
             "discrepancies_now_customers_notified": notified,

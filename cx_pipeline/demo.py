@@ -144,7 +144,12 @@ def print_summary(warehouse_path: Path, checks: list[Any], success: bool, elapse
             "SELECT kind, count(*) FROM receipt_discrepancies WHERE status <> 'resolved' GROUP BY kind ORDER BY kind"
         ).fetchall()
         notices = warehouse.one(
-            con, "SELECT count(*) FILTER (status = 'sent'), count(*) FILTER (status = 'planned') FROM notice_ledger"
+            con,
+            """SELECT count(*) FILTER (status = 'sent'), count(*) FILTER (status = 'planned'),
+                      count(DISTINCT order_id) FILTER (status = 'sent'),
+                      count(*) FILTER (status = 'sent' AND revision > 1), count(new_eta) FILTER (status = 'sent'),
+                      (SELECT count(*) FROM receipt_discrepancies WHERE status = 'customers_notified')
+            FROM notice_ledger""",
         )
         notice_causes = con.execute(
             "SELECT cause, count(*) FROM notice_ledger WHERE status = 'sent' GROUP BY cause ORDER BY cause"
@@ -164,7 +169,12 @@ def print_summary(warehouse_path: Path, checks: list[Any], success: bool, elapse
     print(f"Open customer orders: {orders[0]:,}")
     print("Inquiries by reason: " + ", ".join(f"{reason} {n:,}" for reason, n in inquiries))
     print("\nReceipt discrepancies (PO lines) by kind: " + _counts(discrepancies))
-    print(f"Delay notices: {notices[0]:,} sent to customers ({_counts(notice_causes)}); {notices[1]:,} still to send")
+    print(
+        f"Delay notices: {notices[0]:,} sent to customers about {notices[2]:,} orders ({notices[3]:,} updates); "
+        f"{notices[4]:,} with a new delivery date, {notices[0] - notices[4]:,} saying none is known yet; "
+        f"by cause: {_counts(notice_causes)}; {notices[1]:,} still to send. Receipt discrepancies whose delayed "
+        f"customers were told: {notices[5]:,}"
+    )
     if plan:
         print(
             f"Storefront ({plan[0]}): {plan[1]:,} changes planned of {plan[2]:,} listed SKUs: {plan[3]:,} to out of "

@@ -97,8 +97,12 @@ def test_a_discrepancy_goes_open_then_customers_notified_then_resolved_by_a_late
 
     con.execute(
         """INSERT INTO notice_ledger (notice_key, order_id, customer_id, cause, skus, message, status, planned_at)
-        VALUES ('delay:O1:short_delivery', 'O1', 'C1', 'short_delivery', ['SKU-2'], 'late', 'sent', ?)""",
+        VALUES ('delay:O1:1', 'O1', 'C1', 'short_delivery', ['SKU-2'], 'late', 'sent', ?)""",
         [NOW],
+    )
+    con.execute(  # the order line the notice named waits for the short PO line
+        """INSERT INTO notice_lines (notice_key, order_id, line_no, sku, warehouse, cause, po_id, po_line)
+        VALUES ('delay:O1:1', 'O1', 1, 'SKU-2', 'WH-EAST', 'short_delivery', 'PO-1', 2)"""
     )
     assert notices.mark_discrepancies_notified(con, NOW) == 1
     receiving.reconcile(con, receiving.ReceivingPolicy(), NOW + timedelta(hours=3))
