@@ -1,22 +1,40 @@
 """A local Shopify Admin GraphQL API (contract of version 2026-01, 2026-04 also accepted) for tests and demos.
 
-Served by a stdlib `ThreadingHTTPServer` on 127.0.0.1 at `POST /admin/api/<version>/graphql.json`, with the
-`X-Shopify-Access-Token` check, calculated-cost throttling (a leaky bucket reported in `extensions.cost`), and
-a shop of product variants, each with one inventory item and an `available` quantity per location.
+Served by a stdlib `ThreadingHTTPServer` on 127.0.0.1. It implements, from Shopify's published documents (links
+in docs/simulator.md), what `ShopifyStorefront` relies on, errors and rate limits included:
 
-It is deliberately **not a GraphQL engine**. It recognises the three operations `ShopifyStorefront` sends by
-the root field named in the query text, and answers that field with the fixed selection the adapter asks for:
+- `POST /admin/api/<version>/graphql.json` with the `X-Shopify-Access-Token` check (401 with Shopify's
+  `[API] Invalid API key or access token ...` body for an unknown or expired token);
+- `POST /admin/oauth/access_token`, the OAuth client-credentials grant of Dev Dashboard apps: `grant_type=
+  client_credentials`, `client_id`, `client_secret` (form or JSON) -> `{access_token, scope, expires_in}`; tokens
+  expire after `token_lifetime` seconds (Shopify: 86399) on the injectable `clock`; a wrong client is
+  `{"error": "invalid_client", "error_description": ...}`;
+- access scopes: `currentAppInstallation { accessScopes { handle } }` lists the granted handles, and a field the
+  app lacks the scope for answers `ACCESS_DENIED` (a `write_` scope implies its `read_`);
+- calculated-cost throttling: a leaky bucket reported in `extensions.cost`, `THROTTLED` when it runs dry,
+  `MAX_COST_EXCEEDED` above 1000 points;
+- a shop of product variants, each with an inventory item (`tracked` or not), an `inventoryPolicy` (DENY /
+  CONTINUE) and an `available` quantity per location; locations may be inactive or not fulfil online orders.
+  What a customer sees is derived as Shopify documents it: `sellableOnlineQuantity` counts the units at active
+  locations that fulfil online orders, and `availableForSale` is true when those are positive, or whatever the
+  stock when the item is untracked or the policy is CONTINUE.
 
-- a query on `shop` (with `location(id: $locationId)`): the connection check;
-- a query on `productVariants(first:, after:, query:)`, each node `sku` and `inventoryItem { id
-  inventoryLevel(locationId:) { quantities(names: ["available"]) { name quantity } } }`, `pageInfo` cursors;
+It is deliberately **not a GraphQL engine**. It recognises the operations `ShopifyStorefront` sends by the root
+field named in the query text and answers that field with the fixed selection the adapter asks for:
+
+- `shop { name }` with `currentAppInstallation { accessScopes { handle } }`: the check;
+- `location(id:)` and `locations(first:, after:, includeInactive:)`: `id name isActive fulfillsOnlineOrders`;
+- `productVariants(first:, after:, query:)` and `nodes(ids:)`: each variant's `id sku availableForSale
+  inventoryPolicy sellableOnlineQuantity inventoryItem { id tracked inventoryLevels(first: $levels) { nodes
+  { location {...} quantities(names: ["available"]) { name quantity } } pageInfo { hasNextPage } } }`;
   `query` understands only `sku:X OR sku:"Y"` terms (exact match);
 - the mutation `inventorySetQuantities(input:) @idempotent(key:)` on the `available` quantity, with
-  `changeFromQuantity` compare-and-swap (and 2026-01's legacy `compareQuantity`/`ignoreCompareQuantity`).
+  `changeFromQuantity` compare-and-swap (and 2026-01's legacy `compareQuantity`/`ignoreCompareQuantity`);
+- the mutation `inventoryItemUpdate(id:, input: {tracked:})`.
 
 Any other operation gets a GraphQL error in Shopify's format. Faults: `fail_next` (5xx, optionally after the
-mutation was applied, as when an answer is lost) and `throttle_next` (a THROTTLED answer). `answers` and
-`adjustment_groups` record what was answered and applied. See docs/simulator.md.
+mutation was applied, as when an answer is lost) and `throttle_next` (a THROTTLED answer). `answers`,
+`adjustment_groups` and `tokens_issued` record what happened. See docs/simulator.md.
 """
 
 from __future__ import annotations
@@ -24,25 +42,34 @@ from __future__ import annotations
 import base64
 import hmac
 import re
+import secrets
 import socket
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import parse_qs
 
 import orjson
 
 API_VERSIONS = ("2026-01", "2026-04")
 DEFAULT_LOCATION = "gid://shopify/Location/1"
 INVALID_TOKEN = "[API] Invalid API key or access token (unrecognized login or wrong password)"
+TOKEN_PATH = "/admin/oauth/access_token"
+TOKEN_LIFETIME = 86399  # "expires_in — Seconds until expiration. Always 86399 (24 hours)."
+# What a Dev Dashboard app needs to read variants and set inventory per location (write_ implies read_).
+DEFAULT_SCOPES = ("read_products", "write_inventory", "read_locations")
 MUTATION_COST = 10  # every mutation costs 10 points
-NODE_COST = 3  # variant + inventoryItem + inventoryLevel, per connection node
+VARIANT_COST = 4  # variant + inventoryItem + the levels connection's own cost, per variant
+LEVEL_COST = 3  # inventory level + location + quantities, per requested level
 MAX_QUERY_COST = 1000  # single-query limit
 MAX_INPUT_ARRAY = 250  # "input arguments that accept an array have a maximum size of 250"
+MAX_FIRST = 250  # connections return at most 250 nodes a page
 # fmt: off
 REASONS = frozenset({  # the documented reasons for an inventory change
     "correction", "cycle_count_available", "damaged", "movement_canceled", "movement_created", "movement_received",
@@ -66,6 +93,15 @@ USER_ERRORS = {  # InventorySetQuantitiesUserErrorCode -> the documented message
     "ITEM_NOT_STOCKED_AT_LOCATION": "The specified inventory item is not stocked at the location.",
     "NO_DUPLICATE_INVENTORY_ITEM_ID_GROUP_ID_PAIR": "The combination of inventoryItemId and locationId must be unique.",
 }
+# OAuth 2.0 token-endpoint errors (RFC 6749 5.2), the shape Shopify's /admin/oauth/access_token answers.
+OAUTH_ERRORS = {
+    "invalid_request": "The request is missing a required parameter, includes an unsupported parameter value, "
+    "or is otherwise malformed.",
+    "invalid_client": "Client authentication failed due to unknown client, no client authentication included, "
+    "or unsupported authentication method.",
+    "unsupported_grant_type": "The authorization grant type is not supported by the authorization server.",
+}
+ACCESS_SCOPES_DOC = "https://shopify.dev/api/usage/access-scopes"
 _PATH = re.compile(r"^/admin/api/([^/]+)/graphql\.json$")
 _IDEMPOTENT = re.compile(r'@idempotent\s*\(\s*key\s*:\s*(?:\$(\w+)|"((?:[^"\\]|\\.)*)")\s*\)')
 _SKU_TERM = re.compile(r'sku:(?:"((?:[^"\\]|\\.)*)"|(\S+))')
@@ -76,6 +112,17 @@ class Variant:
     sku: str
     item_id: str
     available: dict[str, int]  # location gid -> available quantity; a missing location = not stocked there
+    variant_id: str = ""
+    policy: str = "DENY"  # ProductVariant.inventoryPolicy: CONTINUE sells when out of stock
+    tracked: bool = True  # InventoryItem.tracked: untracked items sell whatever their quantity
+
+
+@dataclass
+class Location:
+    id: str
+    name: str
+    active: bool = True
+    fulfills_online_orders: bool = True
 
 
 @dataclass(frozen=True)
@@ -94,12 +141,26 @@ class _Fault:
     after_apply: bool = False
 
 
+@dataclass
+class _Token:
+    expires_at: float
+    scopes: tuple[str, ...] = field(default_factory=tuple)
+
+
 class GraphQLError(Exception):
     """A top-level `errors` answer (HTTP 200, no data), as Shopify gives for invalid requests."""
 
     def __init__(self, message: str, code: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class AccessDenied(Exception):
+    """A field the app has no access scope for: Shopify answers it null with an ACCESS_DENIED error."""
+
+    def __init__(self, field_name: str, scope: str) -> None:
+        super().__init__(f"Access denied for {field_name} field. Required access: `{scope}` access scope.")
+        self.field_name, self.scope = field_name, scope
 
 
 class Bucket:
@@ -130,7 +191,12 @@ class Bucket:
 
 class ShopifySimulator:
     """A shop on 127.0.0.1. `variants` maps SKU ("" = a variant without SKU) to its available quantity at
-    `gid://shopify/Location/1`; inventory items are `gid://shopify/InventoryItem/1`... in that order."""
+    `gid://shopify/Location/1`; inventory items are `gid://shopify/InventoryItem/1`... and variants
+    `gid://shopify/ProductVariant/1`... in that order, all tracked with policy DENY.
+
+    `token` is a static Admin API token (an admin-created custom app's); `client_id` + `client_secret` enable the
+    client-credentials grant, whose tokens expire `token_lifetime` seconds after they were issued by `clock`.
+    `scopes` are the access scopes the app was granted."""
 
     def __init__(
         self,
@@ -140,19 +206,31 @@ class ShopifySimulator:
         shop_name: str = "cx-demo-shop",
         bucket_size: float = 2000,
         restore_rate: float = 100,
+        scopes: Iterable[str] = DEFAULT_SCOPES,
+        client_id: str = "",
+        client_secret: str = "",
+        token_lifetime: float = TOKEN_LIFETIME,
+        clock: Callable[[], float] = time.monotonic,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         self.token, self.shop_name, self.host, self.port = token, shop_name, host, port
-        self.locations = {DEFAULT_LOCATION: "Main warehouse"}
+        self.scopes = tuple(scopes)
+        self.client_id, self.client_secret = client_id, client_secret
+        self.token_lifetime, self.clock = token_lifetime, clock
+        self.locations = {DEFAULT_LOCATION: Location(DEFAULT_LOCATION, "Main warehouse")}
         self.variants = [
-            Variant(sku, f"gid://shopify/InventoryItem/{n}", {DEFAULT_LOCATION: qty})
+            Variant(
+                sku, f"gid://shopify/InventoryItem/{n}", {DEFAULT_LOCATION: qty}, f"gid://shopify/ProductVariant/{n}"
+            )
             for n, (sku, qty) in enumerate((variants or {}).items(), start=1)
         ]
         self.bucket = Bucket(bucket_size, restore_rate)
         self.answers: list[Answer] = []
         self.requests: Counter[str] = Counter()
         self.adjustment_groups: list[dict[str, Any]] = []
+        self.tokens_issued = 0
+        self._tokens: dict[str, _Token] = {}  # client-credentials tokens -> when they expire
         self._replays: dict[str, tuple[bytes, dict[str, Any]]] = {}  # idempotency key -> (parameters, payload)
         self._faults: deque[_Fault] = deque()
         self._lock = threading.Lock()  # one request at a time touches the shop, the bucket and the records
@@ -193,18 +271,52 @@ class ShopifySimulator:
     ) -> None:
         self.stop()
 
-    def __repr__(self) -> str:  # never shows the token
+    def __repr__(self) -> str:  # never shows a token or the client secret
         return f"ShopifySimulator(url={self.url if self._server else None!r}, variants={len(self.variants)})"
 
     # -- test hooks --------------------------------------------------------------------------------------
 
+    def variant(self, sku: str) -> Variant:
+        return next(v for v in self.variants if v.sku == sku)
+
     def available(self, sku: str, location: str = DEFAULT_LOCATION) -> int | None:
-        return self._by_sku(sku).available.get(location)
+        return self.variant(sku).available.get(location)
 
     def set_available(self, sku: str, quantity: int, location: str = DEFAULT_LOCATION) -> None:
-        """Change a quantity behind the client's back (a sale, a merchant's edit)."""
+        """Change a quantity behind the client's back (a sale, a merchant's edit); stocks the item there if needed."""
         with self._lock:
-            self._by_sku(sku).available[location] = quantity
+            self.variant(sku).available[location] = quantity
+
+    def unstock(self, sku: str, location: str = DEFAULT_LOCATION) -> None:
+        with self._lock:
+            self.variant(sku).available.pop(location, None)
+
+    def set_policy(self, sku: str, policy: str) -> None:
+        """The merchant's "Continue selling when out of stock" (CONTINUE) or not (DENY)."""
+        with self._lock:
+            self.variant(sku).policy = policy
+
+    def set_tracked(self, sku: str, tracked: bool) -> None:
+        """The merchant's "Track quantity"."""
+        with self._lock:
+            self.variant(sku).tracked = tracked
+
+    def add_location(
+        self, location_id: str, name: str, *, active: bool = True, fulfills_online_orders: bool = True
+    ) -> None:
+        with self._lock:
+            self.locations[location_id] = Location(location_id, name, active, fulfills_online_orders)
+
+    def expire_tokens(self) -> None:
+        """Let every client-credentials token issued so far expire now (without moving the clock)."""
+        with self._lock:
+            for token in self._tokens.values():
+                token.expires_at = float("-inf")
+
+    def issued_tokens(self) -> list[str]:
+        """Every client-credentials token issued, for tests that check none of them leaks."""
+        with self._lock:
+            return list(self._tokens)
 
     def fail_next(self, times: int = 1, status: int = 503, after_apply: bool = False) -> None:
         """Answer the next `times` requests with `status`; `after_apply`: run the operation first (lost answer)."""
@@ -221,19 +333,32 @@ class ShopifySimulator:
         """How many THROTTLED answers were given."""
         return sum(a.code == "THROTTLED" for a in self.answers)
 
-    def _by_sku(self, sku: str) -> Variant:
-        return next(v for v in self.variants if v.sku == sku)
+    # -- what a customer sees ----------------------------------------------------------------------------
+
+    def sellable(self, variant: Variant) -> int:
+        """`sellableOnlineQuantity`: the units at active locations that fulfil online orders (never below 0)."""
+        online = sum(
+            qty
+            for loc, qty in variant.available.items()
+            if (where := self.locations.get(loc)) is not None and where.active and where.fulfills_online_orders
+        )
+        return max(online, 0)
+
+    def available_for_sale(self, variant: Variant) -> bool:
+        """`availableForSale`: sellable units, or always when Shopify does not stop selling at zero."""
+        return not variant.tracked or variant.policy == "CONTINUE" or self.sellable(variant) > 0
 
     # -- request handling --------------------------------------------------------------------------------
 
     def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
         """Answer one HTTP request: (status, JSON body)."""
         with self._lock:
+            if path == TOKEN_PATH and method == "POST":
+                return self._token_request(headers, body)
             match = _PATH.match(path)
             if method != "POST" or match is None or match.group(1) not in API_VERSIONS:
                 return self._record("-", 404, {"errors": "Not Found"})
-            given = headers.get("x-shopify-access-token", "")
-            if not hmac.compare_digest(given.encode(), self.token.encode()):
+            if not self._authorized(headers.get("x-shopify-access-token", "")):
                 return self._record("-", 401, {"errors": INVALID_TOKEN})
             try:
                 request = orjson.loads(body)
@@ -252,6 +377,39 @@ class ShopifySimulator:
                 return self._record(operation, fault.status, {"errors": HTTPStatus(fault.status).phrase})
             return status, answer
 
+    def _authorized(self, given: str) -> bool:
+        if self.token and hmac.compare_digest(given.encode(), self.token.encode()):
+            return True
+        issued = self._tokens.get(given)
+        return issued is not None and self.clock() < issued.expires_at
+
+    def _token_request(self, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        """The client-credentials grant: a new token for this app's client id and secret, or an OAuth error."""
+        self.requests["access_token"] += 1
+        if self._faults and self._faults[0].kind == "status":  # a token endpoint is never THROTTLED
+            fault = self._faults.popleft()
+            return self._record("access_token", fault.status, {"errors": HTTPStatus(fault.status).phrase})
+        form = _form(headers.get("content-type", ""), body)
+        if not all(form.get(k) for k in ("grant_type", "client_id", "client_secret")):
+            return self._oauth_error(400, "invalid_request")
+        if form["grant_type"] != "client_credentials":
+            return self._oauth_error(400, "unsupported_grant_type")
+        known = bool(self.client_id) and hmac.compare_digest(form["client_id"].encode(), self.client_id.encode())
+        if not known or not hmac.compare_digest(form["client_secret"].encode(), self.client_secret.encode()):
+            return self._oauth_error(400, "invalid_client")
+        token = secrets.token_hex(16)  # the documented example is 32 hex digits
+        self._tokens[token] = _Token(self.clock() + self.token_lifetime, self.scopes)
+        self.tokens_issued += 1
+        answer = {"access_token": token, "scope": ",".join(self.scopes), "expires_in": int(self.token_lifetime)}
+        return self._record("access_token", 200, answer)
+
+    def _oauth_error(self, status: int, error: str) -> tuple[int, Any]:
+        return self._record("access_token", status, {"error": error, "error_description": OAUTH_ERRORS[error]})
+
+    def _granted(self, scope: str) -> bool:
+        # Shopify: a write_ scope includes its read_ scope, and accessScopes lists only what was granted.
+        return scope in self.scopes or (scope.startswith("read_") and f"write_{scope[5:]}" in self.scopes)
+
     def _execute(self, operation: str, query: str, variables: dict[str, Any], version: str) -> tuple[int, Any]:
         try:
             requested = _requested_cost(operation, variables)
@@ -264,38 +422,76 @@ class ShopifySimulator:
                 return self._record(operation, 200, self._throttled_body(requested))
             try:
                 data, actual = self._resolve(operation, query, variables, version)
-            except GraphQLError:
+            except (GraphQLError, AccessDenied):
                 self.bucket.give(requested)  # a request refused before execution costs nothing
                 raise
             self.bucket.give(requested - actual)  # the difference to the actual cost is refunded
         except GraphQLError as exc:
             return self._record(operation, 200, {"errors": [{"message": str(exc), "extensions": {"code": exc.code}}]})
+        except AccessDenied as exc:
+            error = {
+                "message": str(exc),
+                "path": [operation],
+                "extensions": {
+                    "code": "ACCESS_DENIED",
+                    "documentation": ACCESS_SCOPES_DOC,
+                    "requiredAccess": f"`{exc.scope}` access scope.",
+                },
+            }
+            cost = {"requestedQueryCost": requested, "actualQueryCost": 0, "throttleStatus": self.bucket.status()}
+            return self._record(
+                operation, 200, {"data": {operation: None}, "errors": [error], "extensions": {"cost": cost}}
+            )
         cost = {"requestedQueryCost": requested, "actualQueryCost": actual, "throttleStatus": self.bucket.status()}
         return self._record(operation, 200, {"data": data, "extensions": {"cost": cost}})
 
+    def _require(self, field_name: str, *scopes: str) -> None:
+        """AccessDenied unless one of `scopes` is granted."""
+        if not any(self._granted(s) for s in scopes):
+            raise AccessDenied(field_name, scopes[0])
+
     def _resolve(self, operation: str, query: str, variables: dict[str, Any], version: str) -> tuple[Any, int]:
         if operation == "shop":
-            location_id = variables.get("locationId")
-            location = (
-                {"id": location_id, "name": self.locations[location_id], "isActive": True}
-                if location_id in self.locations
-                else None
-            )
-            return {"shop": {"name": self.shop_name}, "location": location}, 2
-        if operation == "productVariants":
-            return self._variants(variables)
+            data: dict[str, Any] = {"shop": {"name": self.shop_name}}
+            if "currentAppInstallation" in query:  # needs no scope: an app may always ask what it was granted
+                data["currentAppInstallation"] = {"accessScopes": [{"handle": s} for s in self.scopes]}
+            return data, 2
+        if operation == "location":
+            # Since 2024-10 a Location needs read_locations, read_inventory or read_markets_home.
+            self._require("location", "read_locations", "read_inventory", "read_markets_home")
+            where = self.locations.get(variables.get("id") or variables.get("locationId"))
+            return {"location": _location(where) if where else None}, 2
+        if operation == "locations":
+            self._require("locations", "read_locations")
+            return self._locations(variables)
+        if operation in ("productVariants", "nodes"):
+            self._require(operation, "read_products")
+            self._require("inventoryLevels", "read_inventory")
+            return self._variants(variables) if operation == "productVariants" else self._nodes(variables)
         if operation == "inventorySetQuantities":
+            self._require(operation, "write_inventory")
             return {"inventorySetQuantities": self._set_quantities(query, variables, version)}, MUTATION_COST
+        if operation == "inventoryItemUpdate":
+            self._require(operation, "write_inventory")
+            return {"inventoryItemUpdate": self._item_update(variables)}, MUTATION_COST
         raise GraphQLError(
-            "This Shopify simulator answers only the shop/location check, productVariants and "
-            "inventorySetQuantities operations of ShopifyStorefront.",
+            "This Shopify simulator answers only the operations ShopifyStorefront sends: the shop check, location, "
+            "locations, productVariants, nodes, inventorySetQuantities and inventoryItemUpdate.",
             "undefinedField",
         )
 
+    def _locations(self, variables: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        first = _first(variables.get("first"))
+        everything = list(self.locations.values())
+        matching = everything if variables.get("includeInactive") else [loc for loc in everything if loc.active]
+        start = _decode_cursor(variables["after"]) if variables.get("after") else 0
+        page = matching[start : start + first]
+        end = start + len(page)
+        page_info = {"hasNextPage": end < len(matching), "endCursor": _encode_cursor(end) if page else None}
+        return {"locations": {"nodes": [_location(loc) for loc in page], "pageInfo": page_info}}, 2 + len(page)
+
     def _variants(self, variables: dict[str, Any]) -> tuple[dict[str, Any], int]:
-        first, after, location_id = variables.get("first"), variables.get("after"), variables.get("locationId")
-        if not isinstance(first, int) or first < 1:
-            raise GraphQLError("Variable $first of type Int! was provided invalid value", "INVALID_VARIABLE")
+        first, levels = _first(variables.get("first")), _first(variables.get("levels"), "levels")
         matching = self.variants
         if variables.get("query"):
             terms = _SKU_TERM.findall(variables["query"])
@@ -303,25 +499,61 @@ class ShopifySimulator:
                 raise GraphQLError("This simulator's productVariants query understands only sku: terms", "BAD_QUERY")
             wanted = {quoted.replace('\\"', '"') or bare for quoted, bare in terms}
             matching = [v for v in self.variants if v.sku in wanted]
-        start = _decode_cursor(after) if after else 0
+        start = _decode_cursor(variables["after"]) if variables.get("after") else 0
         page = matching[start : start + first]
-        nodes = [
-            {
-                "sku": v.sku,
-                "inventoryItem": {
-                    "id": v.item_id,
-                    "inventoryLevel": (
-                        {"quantities": [{"name": "available", "quantity": v.available[location_id]}]}
-                        if location_id in v.available
-                        else None
-                    ),
-                },
-            }
-            for v in page
-        ]
+        nodes = [self._variant_node(v, levels) for v in page]
         end = start + len(page)
         page_info = {"hasNextPage": end < len(matching), "endCursor": _encode_cursor(end) if page else None}
-        return {"productVariants": {"nodes": nodes, "pageInfo": page_info}}, 2 + NODE_COST * len(page)
+        return {"productVariants": {"nodes": nodes, "pageInfo": page_info}}, 2 + _nodes_cost(nodes)
+
+    def _nodes(self, variables: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        ids, levels = variables.get("ids"), _first(variables.get("levels"), "levels")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise GraphQLError("Variable $ids of type [ID!]! was provided invalid value", "INVALID_VARIABLE")
+        if len(ids) > MAX_INPUT_ARRAY:
+            raise GraphQLError(
+                f"The input array size of {len(ids)} is greater than the maximum allowed of {MAX_INPUT_ARRAY}.",
+                "MAX_INPUT_SIZE_EXCEEDED",
+            )
+        by_id = {v.variant_id: v for v in self.variants}
+        nodes = [self._variant_node(by_id[i], levels) if i in by_id else None for i in ids]
+        return {"nodes": nodes}, _nodes_cost([n for n in nodes if n is not None])
+
+    def _variant_node(self, v: Variant, levels: int) -> dict[str, Any]:
+        stocked = list(v.available.items())
+        return {
+            "id": v.variant_id,
+            "sku": v.sku,
+            "availableForSale": self.available_for_sale(v),
+            "inventoryPolicy": v.policy,
+            "sellableOnlineQuantity": self.sellable(v),
+            "inventoryItem": {
+                "id": v.item_id,
+                "tracked": v.tracked,
+                "inventoryLevels": {
+                    "nodes": [
+                        {
+                            "location": _location(self.locations[loc]),
+                            "quantities": [{"name": "available", "quantity": qty}],
+                        }
+                        for loc, qty in stocked[:levels]
+                    ],
+                    "pageInfo": {"hasNextPage": len(stocked) > levels},
+                },
+            },
+        }
+
+    def _item_update(self, variables: dict[str, Any]) -> dict[str, Any]:
+        item_id, data = variables.get("id"), variables.get("input")
+        variant = next((v for v in self.variants if v.item_id == item_id), None)
+        if variant is None:
+            return {
+                "inventoryItem": None,
+                "userErrors": [{"field": ["id"], "message": "Inventory item does not exist"}],
+            }
+        if isinstance(data, dict) and isinstance(data.get("tracked"), bool):
+            variant.tracked = data["tracked"]
+        return {"inventoryItem": {"id": variant.item_id, "tracked": variant.tracked}, "userErrors": []}
 
     def _set_quantities(self, query: str, variables: dict[str, Any], version: str) -> dict[str, Any]:
         key = _idempotency_key(query, variables)
@@ -447,26 +679,76 @@ class ShopifySimulator:
     def _record(self, operation: str, status: int, body: Any) -> tuple[int, Any]:
         errors = body.get("errors") if isinstance(body, dict) else None
         code = errors[0].get("extensions", {}).get("code") if isinstance(errors, list) and errors else None
+        if isinstance(body, dict) and isinstance(body.get("error"), str):
+            code = body["error"]  # an OAuth error
         self.answers.append(Answer(operation, status, code))
         return status, body
 
 
 def _operation(query: str) -> str:
-    """The root field the query is about: enough to tell the adapter's three operations apart."""
+    """The root field the query is about: enough to tell the adapter's operations apart."""
     if re.match(r"\s*mutation\b", query):
-        return "inventorySetQuantities" if re.search(r"\binventorySetQuantities\s*\(", query) else "mutation"
-    if re.search(r"\bproductVariants\s*\(", query):
-        return "productVariants"
+        for name in ("inventorySetQuantities", "inventoryItemUpdate"):
+            if re.search(rf"\b{name}\s*\(", query):
+                return name
+        return "mutation"
+    for name in ("productVariants", "nodes", "locations", "location"):
+        if re.search(rf"\b{name}\s*\(", query):
+            return name
     return "shop" if re.search(r"\bshop\s*\{", query) else "query"
 
 
 def _requested_cost(operation: str, variables: dict[str, Any]) -> int:
-    if operation == "inventorySetQuantities":
+    """The cost Shopify calculates before running a query: connections count the nodes they may return."""
+    if operation in ("inventorySetQuantities", "inventoryItemUpdate"):
         return MUTATION_COST
+    levels = _positive(variables.get("levels"))
+    per_variant = VARIANT_COST + LEVEL_COST * levels
     if operation == "productVariants":
-        first = variables.get("first")
-        return 2 + NODE_COST * (first if isinstance(first, int) and first > 0 else 0)
+        return 2 + per_variant * _positive(variables.get("first"))
+    if operation == "nodes":
+        ids = variables.get("ids")
+        return per_variant * (len(ids) if isinstance(ids, list) else 0)
+    if operation == "locations":
+        return 2 + _positive(variables.get("first"))
     return 2
+
+
+def _nodes_cost(nodes: list[dict[str, Any]]) -> int:
+    """The actual cost of the variant nodes returned: each with the levels it really has."""
+    return sum(VARIANT_COST + LEVEL_COST * len(n["inventoryItem"]["inventoryLevels"]["nodes"]) for n in nodes)
+
+
+def _positive(value: Any) -> int:
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+def _first(value: Any, name: str = "first") -> int:
+    if not isinstance(value, int) or not 1 <= value <= MAX_FIRST:
+        raise GraphQLError(
+            f"Variable ${name} of type Int! was provided invalid value (1..{MAX_FIRST})", "INVALID_VARIABLE"
+        )
+    return value
+
+
+def _location(where: Location) -> dict[str, Any]:
+    return {
+        "id": where.id,
+        "name": where.name,
+        "isActive": where.active,
+        "fulfillsOnlineOrders": where.fulfills_online_orders,
+    }
+
+
+def _form(content_type: str, body: bytes) -> dict[str, str]:
+    """The token request's parameters, sent as a form (Shopify's examples) or as JSON (its libraries)."""
+    try:
+        if "json" in content_type:
+            parsed = orjson.loads(body)
+            return {str(k): str(v) for k, v in parsed.items()} if isinstance(parsed, dict) else {}
+        return {k: v[0] for k, v in parse_qs(body.decode(), keep_blank_values=True).items()}
+    except (orjson.JSONDecodeError, UnicodeDecodeError, ValueError):
+        return {}
 
 
 def _idempotency_key(query: str, variables: dict[str, Any]) -> str | None:
