@@ -164,9 +164,12 @@ class StorefrontResource(dg.ConfigurableResource):
     rest: `url` + `token` (the simulator's REST storefront). vendure: `url` = the admin API
     (`.../admin-api`), `username` + `password`. shopify: `url` = the shop (`https://<shop>.myshopify.com`),
     `token` = an Admin API access token, `location_id` = the location whose `available` quantity is set.
-    vendure: `locations` maps the pipeline's warehouses to the shop's stock locations (by name); a location
-    it leaves out is reported, or emptied when `zero_unmapped_locations`; `enable_tracking` lets a write turn
-    on inventory tracking for an item the shop sells whatever its stock (else such an item is reported).
+    shopify may use `client_id` + `client_secret` (a custom app's client-credentials grant: short-lived tokens,
+    renewed by the adapter) instead of `token`.
+    vendure and shopify: `locations` maps the pipeline's warehouses to the shop's stock locations (Vendure:
+    by name; Shopify: by id or name); a location it leaves out is reported, or emptied when
+    `zero_unmapped_locations`; `enable_tracking` lets a write turn on inventory tracking for an item the shop
+    sells whatever its stock (else such an item is reported, and not pushed out of stock).
     """
 
     adapter: str = "rest"
@@ -175,6 +178,8 @@ class StorefrontResource(dg.ConfigurableResource):
     username: str = ""
     password: str = ""
     location_id: str = ""
+    client_id: str = ""
+    client_secret: str = ""
     locations: dict[str, str] = {}  # noqa: RUF012 - pydantic copies field defaults
     zero_unmapped_locations: bool = False
     enable_tracking: bool = False
@@ -214,7 +219,18 @@ class StorefrontResource(dg.ConfigurableResource):
         if self.adapter == "shopify":
             from cx_pipeline.storefront.shopify import ShopifyStorefront
 
-            return ShopifyStorefront(self.url, self.token, self.location_id, batch_size=self.batch_size, **http)
+            return ShopifyStorefront(
+                self.url,
+                self.token,
+                self.location_id,
+                client_id=self.client_id,
+                client_secret=self.client_secret,
+                locations=self.locations or None,
+                zero_unmapped_locations=self.zero_unmapped_locations,
+                enable_tracking=self.enable_tracking,
+                batch_size=self.batch_size,
+                **http,
+            )
         raise StorefrontConfigError(
             f"storefront adapter {self.adapter!r} is unknown; choose one of {', '.join(ADAPTERS)}"
         )
@@ -261,7 +277,8 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
 
     # Only the settings the chosen adapter needs are read, so the others may stay unset.
     kind = os.environ.get("CX_STOREFRONT_ADAPTER", "rest")
-    needs = {"rest": ("token",), "vendure": ("username", "password"), "shopify": ("token", "location_id")}
+    shopify_auth = ("client_id", "client_secret") if os.environ.get("CX_STOREFRONT_CLIENT_ID") else ("token",)
+    needs = {"rest": ("token",), "vendure": ("username", "password"), "shopify": (*shopify_auth, "location_id")}
     storefront = StorefrontResource(
         adapter=kind,
         url=dg.EnvVar("CX_STOREFRONT_URL"),
