@@ -17,7 +17,7 @@ MULTIPROCESS = {"execution": {"config": {"multiprocess": {"max_concurrent": 2}}}
 # it): these differ between any two runs, whatever the executor. Everything else must be equal.
 STAMPED_EVERYWHERE = {"_batch_id", "_loaded_at"}
 STAMPED = {
-    "ingest_batches": {"batch_id", "run_id", "fetched_at", "as_of"},
+    "ingest_batches": {"batch_id", "run_id", "fetched_at", "as_of", "judged_at"},
     "notice_ledger": {"run_id", "planned_at", "sent_at", "notification_id"},
     "push_audit": {"plan_id", "idempotency_key", "pushed_at"},
     "push_changes": {"plan_id"},
@@ -27,6 +27,8 @@ STAMPED = {
     "reconciled": {"batch_id"},
     "reconciled_with": {"quarantine"},  # holds the quarantine's latest times
     "receipt_discrepancies": {"opened_at", "updated_at", "notified_at", "resolved_at"},
+    "snapshot_absent": {"batch_id", "absent_since"},
+    "stock_holds": {"since", "last_run"},
     "return_risk": {"scored_at"},
     "return_risk_metrics": {"run_id", "scored_at", "train_cutoff", "test_cutoff"},
     "stale_products": {"out_of_stock_since", "last_mismatch_at", "assessed_at"},
