@@ -115,6 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     return manage_users(args)
 
 
+def simulator_exports(url: str, token: str) -> list[str]:
+    """The `export` lines that point every system the job talks to (feeds, notifications, the storefront) at
+    the simulator: the same settings as `.env.example`."""
+    systems = ("WMS", "CATALOG", "OMS", "HELPDESK", "NOTIFY")
+    return [f"export CX_{system}_URL={url} CX_{system}_TOKEN={token}" for system in systems] + [
+        f"export CX_STOREFRONT_ADAPTER=rest CX_STOREFRONT_URL={url} CX_STOREFRONT_TOKEN={token}"
+    ]
+
+
 def simulate_world(args: argparse.Namespace) -> int:
     from cx_pipeline.simulator import Simulator, build_world
 
@@ -123,8 +132,9 @@ def simulate_world(args: argparse.Namespace) -> int:
     )
     sim.start()
     print(f"Demo world (seed {args.seed}, {args.skus:,} SKUs) on {sim.url}. Point the pipeline at it with:")
-    for system in ("WMS", "CATALOG", "OMS", "HELPDESK"):
-        print(f"  export CX_{system}_URL={sim.url} CX_{system}_TOKEN=<the --token value>")
+    for line in simulator_exports(sim.url, args.token):
+        print(f"  {line}")
+    print("(or `cp .env.example .env` when it runs on the default port), then: dagster dev -w workspace.yaml")
     print("Ctrl-C stops it.", flush=True)
     try:
         sim.serve_forever()

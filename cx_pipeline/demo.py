@@ -184,11 +184,15 @@ def print_summary(warehouse_path: Path, checks: list[Any], success: bool, elapse
     print_quality(warehouse_path)
     print(f"\nWarehouse: {warehouse_path}")
     print(
-        f"Explore:   duckdb {warehouse_path}   (raw_*, valid_*, receipt_discrepancies, notice_ledger, "
-        "stock_position, push_changes, push_audit, stale_products, inspections, inspection_dhu, return_risk, "
-        "inquiry_kpis)"
+        "Explore:   python -c \"import duckdb; duckdb.connect('"
+        f"{warehouse_path}', read_only=True).sql('SHOW TABLES').show()\"\n"
+        "           (raw_*, valid_*, quarantine, receipt_discrepancies, notice_ledger, stock_position, push_changes, "
+        "push_audit, stale_products, inspections, inspection_dhu, return_risk, inquiry_kpis)"
     )
-    print("Dagster UI: cx-pipeline simulate  and, in another shell,  dagster dev -w workspace.yaml")
+    print(
+        "Dagster UI: cp .env.example .env; cx-pipeline simulate  and, in another shell,  dagster dev -w "
+        "workspace.yaml"
+    )
 
 
 def print_review_queue(warehouse_path: Path) -> None:

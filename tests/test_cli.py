@@ -35,3 +35,26 @@ def test_simulate_serves_the_world_until_stopped():
         assert page.status_code == 200
         assert len(page.json()["data"]) > 0
         assert requests.get(f"{url}/catalog/products", timeout=10).status_code == 401
+
+
+def test_simulate_says_how_to_point_every_system_the_job_talks_to_at_it():
+    process = subprocess.Popen(
+        [CLI, "simulate", "--port", "0", "--skus", "100", "--token", "t0ken"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line.strip())
+            if line.startswith("Ctrl-C"):
+                break
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    url = re.search(r"on (http://127\.0\.0\.1:\d+)", lines[0]).group(1)
+    exports = " ".join(line for line in lines if line.startswith("export "))
+    for system in ("WMS", "CATALOG", "OMS", "HELPDESK", "NOTIFY", "STOREFRONT"):
+        assert f"CX_{system}_URL={url} CX_{system}_TOKEN=t0ken" in exports
+    assert "CX_STOREFRONT_ADAPTER=rest" in exports
