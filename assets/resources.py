@@ -277,8 +277,10 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
 
     # Only the settings the chosen adapter needs are read, so the others may stay unset.
     kind = os.environ.get("CX_STOREFRONT_ADAPTER", "rest")
-    shopify_auth = ("client_id", "client_secret") if os.environ.get("CX_STOREFRONT_CLIENT_ID") else ("token",)
-    needs = {"rest": ("token",), "vendure": ("username", "password"), "shopify": (*shopify_auth, "location_id")}
+    shopify = ("client_id", "client_secret") if os.environ.get("CX_STOREFRONT_CLIENT_ID") else ("token",)
+    if not os.environ.get("CX_STOREFRONT_LOCATIONS"):  # a location mapping names the locations itself
+        shopify += ("location_id",)
+    needs = {"rest": ("token",), "vendure": ("username", "password"), "shopify": shopify}
     storefront = StorefrontResource(
         adapter=kind,
         url=dg.EnvVar("CX_STOREFRONT_URL"),

@@ -255,27 +255,38 @@ def judge_pending(con: duckdb.DuckDBPyConnection, feed: Feed, policy: ContractPo
 
 
 def rejudge_quarantine(con: duckdb.DuckDBPyConnection, feed: Feed) -> int:
-    """Judge every open quarantined row of `feed` again, as sent, against the current references and the
-    source's current clock and zone setting; release those that pass (a receipt that came before its purchase
-    order, a row stamped "in the future" by a source clock that was wrong). Returns the rows released."""
-    if not one(con, "SELECT 1 FROM quarantine WHERE feed = ? AND released_at IS NULL LIMIT 1", [feed.name]):
-        return 0
-    as_of, time_zone = one(
+    """Judge the open quarantined rows of `feed`'s earlier batches again, as sent, against the current
+    references and the source's current clock and zone setting; release those that pass (a receipt that came
+    before its purchase order, a row stamped "in the future" by a source clock that was wrong), and land them
+    as now typed. Returns the rows released.
+
+    Conflicting copies of a key stay quarantined (judging one copy alone would release whichever came last),
+    and the latest batch was just judged under these very references and clock.
+    """
+    latest = one(
         con,
-        "SELECT as_of, source_time_zone FROM ingest_batches WHERE feed = ? ORDER BY fetched_at DESC LIMIT 1",
+        "SELECT batch_id, as_of, source_time_zone FROM ingest_batches WHERE feed = ? ORDER BY fetched_at DESC LIMIT 1",
         [feed.name],
-    ) or (None, None)
+    )
+    if latest is None:
+        return 0
+    batch_id, as_of, time_zone = latest
     table = f"rejudge_{feed.name}"
-    # one row per key, as last sent: a key quarantined in two batches is one row now
-    con.execute(
+    # one row per key, as last sent (a key quarantined in two batches is one row now)
+    (rows,) = one(
+        con,
         f"""CREATE OR REPLACE TEMP TABLE {table}_sent AS
         SELECT row_number() OVER (ORDER BY row_key) - 1 AS _row, row_key AS _row_key, row_data AS _raw,
                batch_id AS _batch_id
         FROM (SELECT row_key, arg_max(row_data, quarantined_at) AS row_data,
                      arg_max(batch_id, quarantined_at) AS batch_id
-              FROM quarantine WHERE feed = ? AND released_at IS NULL AND row_key IS NOT NULL GROUP BY row_key)""",
-        [feed.name],
+              FROM quarantine WHERE feed = $feed AND released_at IS NULL AND row_key IS NOT NULL
+              GROUP BY row_key
+              HAVING NOT bool_or(batch_id = $batch OR expectation LIKE 'expect_column_values_to_be_unique%'))""",
+        {"feed": feed.name, "batch": batch_id},
     )  # fmt: skip
+    if not rows:
+        return 0
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE {table}_typed AS
         SELECT {typed_columns(feed, time_zone)}, _row, _row_key, _batch_id
@@ -284,16 +295,25 @@ def rejudge_quarantine(con: duckdb.DuckDBPyConnection, feed: Feed) -> int:
     con.execute(
         f"CREATE OR REPLACE TABLE {table} AS SELECT l.* {flags_sql(con, feed, f'{table}_typed')} FROM {table}_typed l"
     )
-    (rows,) = one(con, f"SELECT count(*) FROM {table}")
     violations = validate(con, table, build_suite(feed, as_of or datetime.now(UTC), min_rows=0))
-    failing = {row for v in violations for row in v.row_index}
-    (released,) = one(
-        con,
-        f"""UPDATE quarantine SET released_at = now()
-        WHERE feed = ? AND released_at IS NULL
-          AND row_key IN (SELECT _row_key FROM {table} WHERE _row NOT IN (SELECT unnest(?::BIGINT[])))""",
-        [feed.name, sorted(failing)],
-    ) if rows else (0,)  # fmt: skip
+    if any(not v.row_index for v in violations):  # the suite could not judge rows (an error): release nothing
+        con.execute(f"DROP TABLE {table}")
+        return 0
+    failing = sorted({row for v in violations for row in v.row_index})
+    columns = ", ".join(feed.columns)
+    same_key = " AND ".join(f"r.{k} = p.{k}" for k in feed.keys)
+    with transaction(con):
+        con.execute(f"CREATE OR REPLACE TEMP TABLE passing AS SELECT * FROM {table} WHERE _row NOT IN "
+                    "(SELECT unnest(?::BIGINT[]))", [failing])  # fmt: skip
+        # the raw table gets each released row as typed now (a zone configured since it was landed)
+        con.execute(f"DELETE FROM {feed.table} r USING passing p WHERE {same_key}")
+        con.execute(f"INSERT INTO {feed.table} SELECT {columns}, _batch_id, now() FROM passing")
+        (released,) = one(
+            con,
+            """UPDATE quarantine SET released_at = now()
+            WHERE feed = ? AND released_at IS NULL AND row_key IN (SELECT _row_key FROM passing)""",
+            [feed.name],
+        )
     con.execute(f"DROP TABLE {table}")
     return released
 

@@ -19,7 +19,13 @@ import duckdb
 import pandas as pd
 
 from cx_pipeline.http import UpstreamError
-from cx_pipeline.storefront.base import STATE_COLUMNS, StockUpdate, StorefrontAdapter, WriteResult
+from cx_pipeline.storefront.base import (
+    STATE_COLUMNS,
+    StockUpdate,
+    StorefrontAdapter,
+    StorefrontConfigError,
+    WriteResult,
+)
 from cx_pipeline.transactions import transaction
 
 DDL = """
@@ -169,17 +175,17 @@ WITH units AS (
     FROM shares
 )
 SELECT sku, warehouse, base + (rank <= quantity - sum(base) OVER (PARTITION BY sku))::INTEGER AS units
-FROM whole ORDER BY sku, warehouse
+FROM whole
 """
 
 
 def split_by_warehouse(con: duckdb.DuckDBPyConnection, plan_id: str) -> dict[str, dict[str, int]]:
     """Each change's quantity over the pipeline's warehouses, for adapters that write per stock location."""
-    split = con.execute(SPLIT_BY_WAREHOUSE, {"plan": plan_id}).df()
-    return {
-        sku: dict(zip(group["warehouse"], group["units"].astype(int), strict=True))
-        for sku, group in split.groupby("sku", sort=False)
-    }
+    rows = con.execute(
+        f"SELECT sku, list(warehouse ORDER BY warehouse), list(units ORDER BY warehouse) FROM ({SPLIT_BY_WAREHOUSE}) "
+        "GROUP BY sku", {"plan": plan_id}
+    ).fetchall()
+    return {sku: dict(zip(warehouses, units, strict=True)) for sku, warehouses, units in rows}
 
 
 def plan_row(con: duckdb.DuckDBPyConnection, plan_id: str) -> dict[str, object]:
@@ -223,7 +229,7 @@ def execute(
     }
     size = adapter.batch_size
     batches = [todo.iloc[i : i + size] for i in range(0, len(todo), size)]
-    by_warehouse = split_by_warehouse(con, plan_id)
+    by_warehouse = split_by_warehouse(con, plan_id) if adapter.writes_per_location else {}
     # committed before the first write: if this run dies from here on, the next run's plan settles this one
     con.execute("UPDATE push_plans SET status = 'pushing' WHERE plan_id = ?", [plan_id])
     pushed = failed = skipped = completed = unanswered = 0
@@ -248,7 +254,7 @@ def execute(
         try:
             results = {r.sku: r for r in adapter.write(updates, key)}
             whole_batch_error = None
-        except UpstreamError as exc:
+        except (UpstreamError, StorefrontConfigError) as exc:  # down, or its login no longer works
             results, whole_batch_error = {}, str(exc)
         answers = answer_rows(updates, results, whole_batch_error)
         record_answers(con, plan_id, batch_no, answers)
@@ -311,7 +317,8 @@ def answer_rows(
         r = results.get(u.sku)
         if whole_batch_error or r is None:
             rows.append((u.sku, "failed", False, None, None, whole_batch_error or "no answer for this SKU"))
-        elif r.ok and (seen := customer_view_differs(u, r)):
+        elif r.status_after is not None and (seen := customer_view_differs(u, r)):
+            # whether the shop took the write or refused it, customers see something else than was pushed
             rows.append((u.sku, "mismatch", False, r.status_after, r.quantity_after, seen))
         else:
             rows.append((u.sku, "ok" if r.ok else "refused", r.ok, r.status_after, r.quantity_after, r.response))
@@ -325,12 +332,13 @@ def customer_view_differs(update: StockUpdate, result: WriteResult) -> str | Non
     quantity_differs = result.quantity_after is not None and result.quantity_after != update.quantity
     if result.status_after == update.status and not quantity_differs:
         return None
-    seen = f"{result.status_after or 'nothing'}" + (
+    seen = f"{result.status_after}" + (
         f" with {result.quantity_after} for sale" if result.quantity_after is not None else ""
     )
+    taken = "accepted the write but" if result.ok else "refused the write and"
     return (
-        f"the shop accepted the write but shows customers {seen}, not {update.status} with {update.quantity} "
-        f"for sale" + (f" ({result.response})" if result.response else "")
+        f"the shop {taken} shows customers {seen}, not {update.status} with {update.quantity} for sale"
+        + (f" ({result.response})" if result.response and result.response != "ok" else "")
     )
 
 

@@ -114,13 +114,24 @@ def build_stock_position(
                 SELECT sku, sum(on_hand) AS on_hand, sum(in_qc) AS in_qc, sum(damaged) AS damaged,
                        sum(reserved) AS reserved
                 FROM stock_by_warehouse GROUP BY sku
-            ), held AS (  -- a quarantined input row, or a stock row the latest snapshot no longer lists
+            ), unjudged AS (
+                SELECT batch_id FROM ingest_batches WHERE judged_at IS NULL
+            ), held AS (  -- every reason an input row of the SKU is hidden from valid_*: its figures are unknown
                 SELECT sku, string_agg(DISTINCT why, ', ' ORDER BY why) AS held_by FROM (
                     SELECT row_data->>'sku' AS sku, feed AS why FROM quarantine
                     WHERE released_at IS NULL AND feed IN ('on_hand', 'open_orders', 'catalog')
                     UNION ALL
                     SELECT row_data->>'sku', 'on_hand (absent from the latest snapshot)' FROM snapshot_absent
                     WHERE feed = 'on_hand'
+                    UNION ALL
+                    SELECT sku, 'catalog (batch not judged yet)' FROM raw_catalog
+                    SEMI JOIN unjudged ON _batch_id = batch_id
+                    UNION ALL
+                    SELECT sku, 'on_hand (batch not judged yet)' FROM raw_on_hand
+                    SEMI JOIN unjudged ON _batch_id = batch_id
+                    UNION ALL
+                    SELECT sku, 'open_orders (batch not judged yet)' FROM raw_open_orders
+                    SEMI JOIN unjudged ON _batch_id = batch_id
                 ) GROUP BY sku
             ), figures AS (
                 SELECT c.sku, c.status AS product_status,
@@ -129,9 +140,10 @@ def build_stock_position(
                        coalesce(o.safety_buffer, $buffer)::INTEGER AS safety_buffer,
                        coalesce(o.floor, $floor)::INTEGER AS floor, o.sku IS NOT NULL AS overridden,
                        h.held_by
-                FROM valid_catalog c
+                FROM raw_catalog c  -- a product hidden from valid_catalog is held, so it is here (and says why)
                 LEFT JOIN stock s USING (sku)
                 LEFT JOIN overrides o USING (sku) LEFT JOIN held h USING (sku)
+                WHERE h.sku IS NOT NULL OR c.sku IN (SELECT sku FROM valid_catalog)
             )
             SELECT *, on_hand - in_qc - damaged - reserved - safety_buffer AS available,
                    CASE WHEN product_status <> 'active' OR available <= floor THEN 0 ELSE available END

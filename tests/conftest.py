@@ -22,6 +22,13 @@ from tests.helpers import TOKEN, WORLD_NOW, resources
 SMALL_WORLD_SKUS = 300  # large enough for every kind of receipt, small enough for a fast suite
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that drives a browser is slow too (`pytest -m "not slow"` leaves it out of the fast loop)."""
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
     with Simulator(world=build_world(seed=7, n_skus=SMALL_WORLD_SKUS, now=WORLD_NOW), token=TOKEN) as server:

@@ -4,12 +4,15 @@ import json
 import math
 
 import duckdb
+import pytest
 
 from benchmarks import harness, report, scale_world
 from benchmarks.scale_world import Size
 from cx_pipeline import warehouse
 from cx_pipeline.feeds import FEEDS
 from tests.helpers import cli
+
+pytestmark = pytest.mark.slow  # the benchmark's scale runs
 
 SIZE = Size(skus=2_000, receipt_lines=40_000)
 

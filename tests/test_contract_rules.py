@@ -153,8 +153,9 @@ def test_a_receipt_that_came_before_its_purchase_order_is_released_when_the_orde
     assert verdict.outcome == ROWS_HELD
 
     judged(con, "purchase_orders", [purchase_order("PO-2")], as_of=NOW + timedelta(hours=1))
+    judged(con, "receipts", [], as_of=NOW + timedelta(hours=1))  # the next pull, which brought nothing new
 
-    assert rejudge_quarantine(con, FEEDS["receipts"]) == 1
+    assert rejudge_quarantine(con, FEEDS["receipts"]) == 1  # what the contract check does after judging it
     assert quarantined(con, "receipts") == []
     assert valid(con, "receipts", "receipt_id") == [("RCV-1",), ("RCV-2",)]
 
@@ -276,3 +277,43 @@ def test_the_sources_zone_is_a_setting_of_its_resource_and_a_wrong_name_fails_at
         dg.build_resources(wrong),
     ):
         pass
+
+
+def test_a_product_whose_catalog_row_is_quarantined_or_unjudged_is_held_not_dropped(tmp_path):
+    with connect(tmp_path / "w.duckdb") as con:
+        judged(con, "catalog", [product("SKU-1") | {"price": -1}, product("SKU-2")])
+        judged(con, "on_hand", [stock_row("SKU-1"), stock_row("SKU-2")])
+        landed(con, "catalog", [product("SKU-3")], as_of=NOW + timedelta(hours=1))  # a run stopped here
+        stock.build_stock_position(con, stock.StockPolicy(), stock.read_overrides(None, set()), NOW, "run-1")
+
+        rows = con.execute("SELECT sku, held, held_by FROM stock_position ORDER BY sku").fetchall()
+
+    assert rows == [
+        ("SKU-1", True, "catalog"),
+        ("SKU-2", False, None),
+        ("SKU-3", True, "catalog (batch not judged yet)"),
+    ]
+
+
+def test_conflicting_copies_of_a_key_stay_quarantined_when_judged_again(tmp_path):
+    with connect(tmp_path / "w.duckdb") as con:
+        judged(con, "catalog", [product("SKU-1")])
+        verdict = judged(con, "on_hand", [stock_row("SKU-1", on_hand=20), stock_row("SKU-1", on_hand=999)])
+        assert verdict.quarantined == 2
+        judged(con, "on_hand", [], as_of=NOW + timedelta(hours=1))  # the next snapshot (empty: it only moves on)
+
+        assert rejudge_quarantine(con, FEEDS["on_hand"]) == 0
+        assert len(quarantined(con, "on_hand")) == 2
+
+
+def test_a_row_released_after_its_zone_is_configured_lands_as_now_typed(tmp_path):
+    naive = product("SKU-2") | {"updated_at": "2026-11-20 09:00:00"}
+    with connect(tmp_path / "w.duckdb") as con:
+        judged(con, "catalog", [product("SKU-1"), naive])
+        assert valid(con, "catalog", "sku") == [("SKU-1",)]
+        # the operator sets the source's zone; the next pull brings nothing new
+        judged(con, "catalog", [], as_of=NOW + timedelta(hours=1), time_zone="Europe/Berlin")
+
+        assert rejudge_quarantine(con, FEEDS["catalog"]) == 2  # its _unparsed and not-null entries
+        (updated,) = con.execute("SELECT updated_at FROM valid_catalog WHERE sku = 'SKU-2'").fetchone()
+        assert updated == datetime(2026, 11, 20, 8, tzinfo=UTC)

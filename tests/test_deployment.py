@@ -29,6 +29,8 @@ from cx_pipeline.simulator import Simulator, build_world
 from tests.helpers import TOKEN, WORLD_NOW
 from tests.postgres import Postgres, free_port, postgres_server
 
+pytestmark = pytest.mark.slow  # a PostgreSQL cluster and the Dagster daemon
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 RUN_TIMEOUT = 600

@@ -12,6 +12,8 @@ from cx_pipeline import warehouse
 from cx_pipeline.simulator import Simulator, build_world
 from tests.helpers import WORLD_NOW, held_by_another_process
 
+pytestmark = pytest.mark.slow  # the multiprocess executor
+
 MULTIPROCESS = {"execution": {"config": {"multiprocess": {"max_concurrent": 2}}}}
 # Stamped when a step ran (run, batch and plan ids; the wall clock; the simulator's clock, which moves with
 # it): these differ between any two runs, whatever the executor. Everything else must be equal.

@@ -24,6 +24,8 @@ from cx_pipeline.storefront.base import StockUpdate, StorefrontAdapter, WriteRes
 from cx_pipeline.storefront.rest import RestStorefront
 from tests.helpers import TOKEN, materializations, resources
 
+pytestmark = pytest.mark.slow  # a pipeline killed mid-push in a subprocess
+
 BATCH = "/storefront/stock/batch"
 BATCH_SIZE = 10  # small batches: the first plan of the test world (39 changes) has four
 CRASH_AT = 2

@@ -6,11 +6,14 @@ import threading
 import time
 
 import duckdb
+import pytest
 import requests
 
 from cx_pipeline import appstore, review
 from cx_pipeline.review import QueueFilter
 from tests.helpers import add_user, csrf_token, login, serve_app
+
+pytestmark = pytest.mark.slow  # pipeline runs racing the review app
 
 PASSWORD = "a long enough password"
 

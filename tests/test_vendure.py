@@ -10,6 +10,8 @@ from cx_pipeline.storefront import StockUpdate, StorefrontConfigError
 from cx_pipeline.storefront.vendure import VendureStorefront
 from tests.vendure_server import VendureServer, free_port
 
+pytestmark = pytest.mark.slow  # a real Vendure server from npm
+
 STOCK = {f"VND-{i:03d}": (0 if i % 4 == 0 else 5 + i) for i in range(120)}
 DEFAULT = "Default Stock Location"
 

@@ -12,6 +12,8 @@ from cx_pipeline.simulator import Simulator, build_world
 from tests.helpers import TOKEN, WORLD_NOW, materializations
 from tests.vendure_server import VendureServer
 
+pytestmark = pytest.mark.slow  # a real Vendure server from npm and two pipeline runs
+
 DEFAULT = "Default Stock Location"
 WORLD_SKUS = 40  # every SKU is a product in Vendure: small keeps the store's setup to seconds
 

@@ -57,6 +57,7 @@ class StorefrontAdapter(ABC):
 
     name: str
     batch_size: int = 100
+    writes_per_location: bool = False  # it reads `StockUpdate.by_warehouse` (computing it costs a pass)
 
     @abstractmethod
     def check(self) -> None: ...

@@ -153,6 +153,7 @@ class ShopifyStorefront(StorefrontAdapter):
     the client-credentials grant (`clock` decides when its token is due for renewal)."""
 
     name = "shopify"
+    writes_per_location = True
 
     def __init__(
         self,

@@ -150,6 +150,7 @@ class VendureStorefront(StorefrontAdapter):
     """
 
     name = "vendure"
+    writes_per_location = True
 
     def __init__(
         self,
