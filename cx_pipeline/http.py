@@ -324,7 +324,7 @@ class ApiClient:
     def __init__(
         self,
         base_url: str,
-        token: str,
+        token: str | None,
         *,
         name: str = "upstream",
         connect_timeout: float = 5.0,
@@ -342,7 +342,7 @@ class ApiClient:
         register_secret(token)  # first: even the errors below must not quote it
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"{name}: base URL must start with http:// or https://, got {redact(base_url)!r}")
-        if not token:
+        if token == "":  # None: the caller authenticates its own way (a login, a vendor header) or not at all
             raise ValueError(f"{name}: no API token configured")
         for setting, value in [
             ("max_pages", max_pages),
@@ -367,7 +367,9 @@ class ApiClient:
             max_retry_after=max_retry_after,
             follow_cross_origin_redirects=follow_cross_origin_redirects,
         )
-        self.session.headers.update({"Authorization": f"Bearer {token}", "Accept": "application/json"})
+        self.session.headers["Accept"] = "application/json"
+        if token is not None:
+            self.session.headers["Authorization"] = f"Bearer {token}"
 
     def __repr__(self) -> str:  # never shows the token
         return f"ApiClient(name={self.name!r}, base_url={redact(self.base_url)!r})"

@@ -329,3 +329,13 @@ def test_the_fault_switches_refuse_parameters_they_cannot_work_with(sim, kind, p
     )
     assert answer.status_code == 400
     assert sim.faults.active() == []
+
+
+def test_a_client_without_a_token_sends_none_and_registers_no_placeholder_as_a_secret():
+    from cx_pipeline.storefront.vendure import VendureStorefront
+
+    vendure = VendureStorefront("http://127.0.0.1:9/admin-api", "admin", "s3cret-password")  # builds, no request
+    assert "Authorization" not in vendure.client.session.headers  # the login brings the token
+    assert "Authorization" not in vendure.shop_client.session.headers  # customers browse anonymously
+    message = str(UpstreamError("shop API: anonymous access forbidden; login pending; s3cret-password"))
+    assert message == "shop API: anonymous access forbidden; login pending; ***"

@@ -57,7 +57,6 @@ UNTRACKED_HELP = (
     "let the pipeline turn it on"
 )
 _KEY_NAMESPACE = uuid.UUID("5b0c9e55-64a4-4f4e-9d35-3c1d1f0a7c21")  # idempotency keys are UUIDs, as Shopify advises
-_PENDING = "client-credentials-pending"  # ApiClient wants a token; the real one comes from the grant
 
 CHECK = """query StorefrontCheck {
   shop { name }
@@ -179,7 +178,8 @@ class ShopifyStorefront(StorefrontAdapter):
         throttle_attempts: int = 5,
         reason: str = "correction",
     ) -> None:
-        register_secret(client_secret)  # first: no message below may quote it
+        register_secret(client_secret)  # first: no message below may quote either
+        register_secret(access_token)
         if not 1 <= batch_size <= MAX_BATCH:
             raise ValueError(f"shopify: batch_size must be 1..{MAX_BATCH}, got {batch_size}")
         per_variant = VARIANT_COST + LEVEL_COST * max_locations
@@ -216,7 +216,7 @@ class ShopifyStorefront(StorefrontAdapter):
         try:
             self.client = ApiClient(
                 shop_url,
-                access_token or _PENDING,
+                None,  # Shopify authenticates with its own header, set below or by the grant
                 name="shopify",
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
@@ -225,8 +225,6 @@ class ShopifyStorefront(StorefrontAdapter):
             )
         except ValueError as exc:
             raise StorefrontConfigError(str(exc)) from exc
-        # Shopify authenticates with its own header; don't send the token a second time as a bearer token.
-        self.client.session.headers.pop("Authorization", None)
         if access_token:
             self.client.session.headers["X-Shopify-Access-Token"] = access_token
         self.client.session.hooks["response"].append(self._note_status)  # a 401 means: renew the token

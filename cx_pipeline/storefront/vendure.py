@@ -179,12 +179,10 @@ class VendureStorefront(StorefrontAdapter):
             "backoff_factor": backoff_factor,
         }
         # The bearer token comes from the login; until then the session carries none.
-        self.client = ApiClient(admin_url, "login-pending", name="vendure", **http)
-        self.client.session.headers.pop("Authorization")
+        self.client = ApiClient(admin_url, None, name="vendure", **http)
         self.shop_url = shop_url or re.sub(r"admin-api/?$", "shop-api", admin_url)
         # Anonymous, as a customer: the shop API answers what anyone browsing the shop sees.
-        self.shop_client = ApiClient(self.shop_url, "anonymous", name="vendure shop", **http)
-        self.shop_client.session.headers.pop("Authorization")
+        self.shop_client = ApiClient(self.shop_url, None, name="vendure shop", **http)
         self.admin_url = admin_url
         self.username, self._password = username, password
         self.locations = dict(locations) if locations is not None else None
