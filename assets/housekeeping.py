@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 import dagster as dg
 import requests
 
-from assets.resources import WAREHOUSE_POOL, AppStoreResource, WarehouseResource
-from cx_pipeline.http import retrying_session
+from cx_pipeline.assets.resources import WAREHOUSE_POOL, AppStoreResource, WarehouseResource
+from cx_pipeline.ingest.http import retrying_session
 
 DEFAULT_KEEP_RUNS_DAYS = 30
 DEFAULT_KEEP_BACKUPS = 7
@@ -174,3 +174,6 @@ def run_failure_alert(context: dg.RunFailureSensorContext, alerts: AlertResource
     )
     context.log.error(text)
     alerts.announce(text)
+
+
+defs = dg.Definitions(jobs=[cx_housekeeping_job], schedules=[cx_housekeeping_daily], sensors=[run_failure_alert])

@@ -2,10 +2,10 @@
 
 import dagster as dg
 
-from assets.resources import WAREHOUSE_POOL, ContractsResource, UpstreamApiResource, WarehouseResource
-from cx_pipeline.contracts import judge_pending
-from cx_pipeline.feeds import FEEDS, Feed
-from cx_pipeline.ingest import land, last_cursor
+from cx_pipeline.assets.resources import WAREHOUSE_POOL, ContractsResource, UpstreamApiResource, WarehouseResource
+from cx_pipeline.ingest.contracts import judge_pending
+from cx_pipeline.ingest.feeds import FEEDS, Feed
+from cx_pipeline.ingest.landing import land, last_cursor
 
 OWNERS = ["team:cx-data"]
 PROGRESS_EVERY_PAGES = 20
@@ -71,4 +71,4 @@ def raw_asset(feed: Feed) -> dg.AssetsDefinition:
     return _asset
 
 
-raw_assets = [raw_asset(feed) for feed in FEEDS.values()]
+defs = dg.Definitions(assets=[raw_asset(feed) for feed in FEEDS.values()])

@@ -1,16 +1,15 @@
-"""Quality and inquiries: the lots QA may inspect, QA's segmented results, defect rates (DHU), return-inquiry
-risk, and the inquiry KPIs the CX team watches."""
+"""Quality: the lots QA may inspect, QA's segmented results, defect rates (DHU) and return-inquiry risk."""
 
 from datetime import UTC, datetime
 
 import dagster as dg
 
-from assets.receiving import markdown
-from assets.resources import WAREHOUSE_POOL, AppStoreResource, WarehouseResource
-from cx_pipeline import inspections, kpis, returns
-from cx_pipeline.charts import bar_chart, line_chart
-from cx_pipeline.receiving import wms_clock
-from cx_pipeline.rules import load_checklists
+from cx_pipeline.assets.metadata import markdown
+from cx_pipeline.assets.resources import WAREHOUSE_POOL, AppStoreResource, WarehouseResource
+from cx_pipeline.core.charts import bar_chart
+from cx_pipeline.ingest.clock import wms_clock
+from cx_pipeline.quality import inspections, returns
+from cx_pipeline.quality.checklists import load_checklists
 
 OWNERS = ["team:cx-data", "team:quality"]
 TOP_ROWS = 20
@@ -155,28 +154,4 @@ def return_risk(
     )
 
 
-@dg.asset(
-    group_name="cx_kpis",
-    kinds={"duckdb", "python"},
-    owners=OWNERS,
-    pool=WAREHOUSE_POOL,
-    deps=["raw_inquiries", "raw_open_orders"],
-)
-def inquiry_kpis(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """Inquiries per 1,000 orders by reason (delivery delay, cancellation, return), weekly."""
-    with warehouse.connect() as con:
-        weekly = kpis.build_kpis(con, wms_clock(con))
-    per_1000 = [f"{reason}_per_1000" for reason in kpis.REASONS]
-    metadata: dict[str, object] = {"weeks": len(weekly), "weekly": markdown(weekly.tail(TOP_ROWS), "no orders yet")}
-    if (latest := kpis.latest_complete_week(weekly)) is not None:
-        metadata |= {"week": str(latest["week"].date()), **{c: float(latest[c]) for c in per_1000}}
-        chart = line_chart(
-            weekly[weekly["complete"]], "week", per_1000, "Inquiries per 1,000 orders", "per 1,000 orders",
-            warehouse.reports_dir / "inquiry_kpis.svg",
-        )  # fmt: skip
-        metadata["chart"] = dg.MetadataValue.path(str(chart.resolve()))
-    context.log.info(f"inquiry_kpis: {len(weekly)} weeks")
-    return dg.MaterializeResult(metadata=metadata)
-
-
-quality_assets = [inspection_lots, inspection_results, inspection_dhu, return_risk, inquiry_kpis]
+defs = dg.Definitions(assets=[inspection_lots, inspection_results, inspection_dhu, return_risk])

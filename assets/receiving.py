@@ -3,20 +3,21 @@
 import dagster as dg
 import pandas as pd
 
-from assets.resources import WAREHOUSE_POOL, NotificationResource, WarehouseResource
-from cx_pipeline import allocation, notices, receiving
-from cx_pipeline.charts import line_chart
+from cx_pipeline.assets.metadata import markdown
+from cx_pipeline.assets.resources import WAREHOUSE_POOL, NotificationResource, WarehouseResource
+from cx_pipeline.core.charts import line_chart
+from cx_pipeline.ingest.clock import wms_clock
+from cx_pipeline.receiving import allocation, notices, reconciliation
 
 OWNERS = ["team:cx-data"]
-PREVIEW_ROWS = 20
 
 
 class ReceivingConfig(dg.Config):
     """When a PO line counts as fully, partially or over received, and when it is late."""
 
-    short_tolerance_pct: float = receiving.ReceivingPolicy.short_tolerance_pct
-    over_allowance_pct: float = receiving.ReceivingPolicy.over_allowance_pct
-    late_grace_days: int = receiving.ReceivingPolicy.late_grace_days
+    short_tolerance_pct: float = reconciliation.ReceivingPolicy.short_tolerance_pct
+    over_allowance_pct: float = reconciliation.ReceivingPolicy.over_allowance_pct
+    late_grace_days: int = reconciliation.ReceivingPolicy.late_grace_days
 
 
 class DelayNoticeConfig(dg.Config):
@@ -25,10 +26,6 @@ class DelayNoticeConfig(dg.Config):
     dry_run: bool = False
     qc_hours: float = allocation.AllocationPolicy.qc_hours
     transit_days: float = allocation.AllocationPolicy.transit_days
-
-
-def markdown(frame: pd.DataFrame, empty: str = "none") -> dg.MetadataValue:
-    return dg.MetadataValue.md(empty if frame.empty else frame.head(PREVIEW_ROWS).to_markdown(index=False))
 
 
 @dg.asset(
@@ -43,12 +40,14 @@ def receipt_discrepancies(
 ) -> dg.MaterializeResult:
     """Short, over-received, damaged and late purchase-order lines, each tracked open → customers notified →
     resolved."""
-    policy = receiving.ReceivingPolicy(config.short_tolerance_pct, config.over_allowance_pct, config.late_grace_days)
+    policy = reconciliation.ReceivingPolicy(
+        config.short_tolerance_pct, config.over_allowance_pct, config.late_grace_days
+    )
     with warehouse.connect() as con:
-        now = receiving.wms_clock(con)
-        moved = receiving.reconcile(con, policy, now)
-        summary = receiving.discrepancy_summary(con)
-        states = receiving.receipt_states(con)
+        now = wms_clock(con)
+        moved = reconciliation.reconcile(con, policy, now)
+        summary = reconciliation.discrepancy_summary(con)
+        states = reconciliation.receipt_states(con)
         newest = con.sql(
             """SELECT po_id, po_line, kind, sku, supplier_id, qty_ordered, qty_received, qty_damaged, qty_gap,
                       damage_reasons, expected_at, days_late
@@ -77,9 +76,9 @@ def receipt_discrepancies(
 def receipt_confirmation_cycle(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Hours from a receipt's arrival in the WMS to its confirmation by the pipeline: p50 / p90 per day."""
     with warehouse.connect() as con:
-        now = receiving.wms_clock(con)
-        confirmed = receiving.confirm_receipts(con, now, context.run_id)
-        daily = receiving.confirmation_cycle(con)
+        now = wms_clock(con)
+        confirmed = reconciliation.confirm_receipts(con, now, context.run_id)
+        daily = reconciliation.confirmation_cycle(con)
     metadata: dict[str, object] = {"receipts_confirmed_now": confirmed, "daily": markdown(daily, "no receipts yet")}
     if not daily.empty:
         latest = daily.iloc[-1]
@@ -119,7 +118,7 @@ def delay_notices(
     plainly that none is known yet); an update only when that date moves later; each sent once."""
     policy = allocation.AllocationPolicy(config.qc_hours, config.transit_days)
     with warehouse.connect() as con:
-        now = receiving.wms_clock(con)
+        now = wms_clock(con)
         allocation.allocate(con, policy, now)
         delayed = allocation.delayed_lines(con)
         due = notices.due_notices(con, delayed)
@@ -175,4 +174,4 @@ def delay_notices(
     )
 
 
-receiving_assets = [receipt_discrepancies, receipt_confirmation_cycle, delay_notices]
+defs = dg.Definitions(assets=[receipt_discrepancies, receipt_confirmation_cycle, delay_notices])

@@ -15,12 +15,15 @@ import dagster as dg
 import duckdb
 from pydantic import PrivateAttr
 
-from cx_pipeline import appstore, http, warehouse
-from cx_pipeline.contracts import ContractPolicy
-from cx_pipeline.feeds import Feed
-from cx_pipeline.http import ApiClient
-from cx_pipeline.ingest import Batch, ProgressFn, fetch
-from cx_pipeline.storefront import ADAPTERS, StorefrontAdapter, StorefrontConfigError
+from cx_pipeline import warehouse
+from cx_pipeline.core import appstore
+from cx_pipeline.core.sql import first_row
+from cx_pipeline.ingest import http
+from cx_pipeline.ingest.contracts import ContractPolicy
+from cx_pipeline.ingest.feeds import Feed
+from cx_pipeline.ingest.http import ApiClient
+from cx_pipeline.ingest.landing import Batch, ProgressFn, fetch
+from cx_pipeline.storefront.adapters import ADAPTERS, StorefrontAdapter, StorefrontConfigError
 
 # The Dagster concurrency pool of every asset that opens the warehouse (deploy/dagster.yaml limits it).
 WAREHOUSE_POOL = "warehouse"
@@ -108,7 +111,7 @@ class UpstreamApiResource(dg.ConfigurableResource):
     def page_cap(self, con: duckdb.DuckDBPyConnection, feed: Feed) -> int:
         """The pages a pull of `feed` may take when `max_pages` is unset: ten times its largest pull so far,
         and never fewer than a first load needs (see `http.page_cap`)."""
-        (largest,) = warehouse.one(con, "SELECT max(pages) FROM ingest_batches WHERE feed = ?", [feed.name])
+        (largest,) = first_row(con, "SELECT max(pages) FROM ingest_batches WHERE feed = ?", [feed.name])
         return http.page_cap(largest, self.page_size)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -200,11 +203,11 @@ class StorefrontResource(dg.ConfigurableResource):
             "backoff_factor": self.backoff_seconds,
         }
         if self.adapter == "rest":
-            from cx_pipeline.storefront.rest import RestStorefront
+            from cx_pipeline.storefront.adapters.rest import RestStorefront
 
             return RestStorefront(ApiClient(self.url, self.token, name="storefront", **http), self.batch_size)
         if self.adapter == "vendure":
-            from cx_pipeline.storefront.vendure import VendureStorefront
+            from cx_pipeline.storefront.adapters.vendure import VendureStorefront
 
             return VendureStorefront(
                 self.url,
@@ -217,7 +220,7 @@ class StorefrontResource(dg.ConfigurableResource):
                 **http,
             )
         if self.adapter == "shopify":
-            from cx_pipeline.storefront.shopify import ShopifyStorefront
+            from cx_pipeline.storefront.adapters.shopify import ShopifyStorefront
 
             return ShopifyStorefront(
                 self.url,
@@ -254,7 +257,7 @@ class StorefrontResource(dg.ConfigurableResource):
 
 class ContractsResource(dg.ConfigurableResource):
     """Where the data contracts stop holding only what bad rows touch and block everything downstream, and
-    how long a SKU may stay held before the run fails (see `cx_pipeline.contracts`)."""
+    how long a SKU may stay held before the run fails (see `cx_pipeline.ingest.contracts`)."""
 
     max_bad_row_share: float = ContractPolicy.max_bad_row_share
     min_snapshot_coverage: float = ContractPolicy.min_snapshot_coverage
@@ -320,7 +323,7 @@ def env_json(name: str) -> dict[str, str]:
     try:
         value = json.loads(text) if text else {}
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{name} must be a JSON object such as {{\"WH-EAST\": \"Main warehouse\"}}: {exc}") from exc
+        raise ValueError(f'{name} must be a JSON object such as {{"WH-EAST": "Main warehouse"}}: {exc}') from exc
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
         raise ValueError(f"{name} must be a JSON object of warehouse name to shop location name, got {text!r}")
     return value

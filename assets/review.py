@@ -4,11 +4,11 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from assets.receiving import markdown
-from assets.resources import WAREHOUSE_POOL, AppStoreResource, WarehouseResource
-from cx_pipeline import review, staleness
-from cx_pipeline.receiving import wms_clock
-from cx_pipeline.rules import load_families
+from cx_pipeline.assets.metadata import markdown
+from cx_pipeline.assets.resources import WAREHOUSE_POOL, AppStoreResource, WarehouseResource
+from cx_pipeline.ingest.clock import wms_clock
+from cx_pipeline.review import decisions, staleness
+from cx_pipeline.review.families import load_families
 
 OWNERS = ["team:cx-data", "team:merchandising"]
 PREVIEW_ROWS = 20
@@ -28,7 +28,7 @@ def review_decisions(
     """Merchandisers' review decisions (keep, refresh listing, discontinue) recorded in the review app since
     the last run, copied into the warehouse."""
     with warehouse.connect() as con, app_store.connect() as store:
-        imported = review.import_decisions(store, con, context.run_id, datetime.now(UTC))
+        imported = decisions.import_decisions(store, con, context.run_id, datetime.now(UTC))
         recent = con.sql(
             """SELECT decision_id, sku, decision, reviewer, decided_at, note FROM review_decisions
             ORDER BY decision_id DESC LIMIT 20"""
@@ -72,7 +72,7 @@ def stale_products(
         by_category = staleness.queue_by(con, "category")
         full_queue = staleness.queue(con)
         with app_store.connect() as store:
-            published = review.publish_queue(store, con, context.run_id)
+            published = decisions.publish_queue(store, con, context.run_id)
     export = warehouse.reports_dir / "stale_products_queue.csv"
     export.parent.mkdir(parents=True, exist_ok=True)
     full_queue.to_csv(export, index=False)
@@ -92,4 +92,4 @@ def stale_products(
     )
 
 
-review_assets = [review_decisions, stale_products]
+defs = dg.Definitions(assets=[review_decisions, stale_products])

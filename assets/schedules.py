@@ -34,3 +34,6 @@ every_three_hours = dg.ScheduleDefinition(
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="The regular run: every 3 hours, on the hour (UTC).",
 )
+
+
+defs = dg.Definitions(jobs=[pipeline_job], schedules=[every_three_hours])

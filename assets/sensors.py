@@ -4,8 +4,8 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 
-from assets.resources import WmsResource
-from assets.schedules import pipeline_job
+from cx_pipeline.assets.resources import WmsResource
+from cx_pipeline.assets.schedules import pipeline_job
 
 RECEIPTS_POLL_SECONDS = 300
 ACTIVE = [
@@ -39,3 +39,6 @@ def new_receipts_sensor(context: dg.SensorEvaluationContext, wms: WmsResource) -
         run_requests=[dg.RunRequest(run_key=f"new-receipts-{as_of}", tags={"cx/trigger": "new_receipts"})],
         cursor=as_of,
     )
+
+
+defs = dg.Definitions(sensors=[new_receipts_sensor])

@@ -2,11 +2,10 @@
 
 import dagster as dg
 
-from assets.receiving import markdown
-from assets.resources import WAREHOUSE_POOL, ContractsResource, StorefrontResource, WarehouseResource
-from cx_pipeline import push, stock
-from cx_pipeline.contracts import BLOCKED
-from cx_pipeline.receiving import wms_clock
+from cx_pipeline.assets.metadata import markdown
+from cx_pipeline.assets.resources import WAREHOUSE_POOL, ContractsResource, StorefrontResource, WarehouseResource
+from cx_pipeline.ingest.clock import wms_clock
+from cx_pipeline.storefront import push, stock
 
 OWNERS = ["team:cx-data"]
 
@@ -132,58 +131,6 @@ def storefront_push_plan(
     )
 
 
-@dg.asset_check(asset=storefront_push_plan, name="flip_share_within_limit", blocking=True, pool=WAREHOUSE_POOL)
-def flip_share_within_limit(
-    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
-) -> dg.AssetCheckResult:
-    """A plan that flips more than the configured share of the catalog is stopped unless forced."""
-    with warehouse.connect(read_only=True) as con:
-        row = push.plan_row(con, context.op_execution_context.run_id)
-    flips = row["to_out_of_stock"] + row["back_in_stock"]
-    share, limit = float(row["flip_share"]), float(row["max_flip_share"])
-    within = share <= limit
-    return dg.AssetCheckResult(
-        passed=within or bool(row["forced"]),
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=(
-            f"{flips:,} of the {row['catalog_size']:,} catalog SKUs the shop lists would flip "
-            f"({share:.1%}; limit {limit:.0%})"
-            + (
-                ""
-                if within
-                else " — FORCED by the operator"
-                if row["forced"]
-                else ". Nothing was pushed. If this is real (a big delivery, a reopened warehouse), re-run with "
-                "storefront_push_plan config force: true; otherwise look for a broken feed."
-            )
-        ),
-        metadata={"flips": flips, "flip_share": share, "max_flip_share": limit, "forced": bool(row["forced"])},
-    )
-
-
-@dg.asset_check(asset=storefront_push_plan, name="inputs_passed_contracts", blocking=True, pool=WAREHOUSE_POOL)
-def inputs_passed_contracts(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    """Nothing is pushed while the latest batch of a stock input (on hand, open orders, catalog) is unjudged or
-    failed its contract structurally; bad rows below that only hold their own SKUs, which are listed here."""
-    with warehouse.connect(read_only=True) as con:
-        inputs = con.sql(
-            """SELECT feed, arg_max(verdict, fetched_at) AS verdict, bool_or(judged_at IS NULL) AS unjudged
-            FROM ingest_batches WHERE feed IN ('on_hand', 'open_orders', 'catalog') GROUP BY feed ORDER BY feed"""
-        ).df()
-        held = con.sql("SELECT sku, held_by FROM stock_position WHERE held ORDER BY sku").df()
-    broken = inputs[(inputs["verdict"] == BLOCKED) | inputs["unjudged"]]
-    return dg.AssetCheckResult(
-        passed=broken.empty,
-        description=(
-            f"every stock input passed its contract structurally; {len(held)} SKUs held by bad rows"
-            if broken.empty
-            else "stock inputs whose latest batch failed its contract structurally or was never judged: "
-            + ", ".join(broken["feed"])
-        ),
-        metadata={"inputs": markdown(inputs), "held_skus": len(held), "held_sample": markdown(held.head(20))},
-    )
-
-
 @dg.asset(group_name="storefront", kinds={"python"}, owners=OWNERS, pool=WAREHOUSE_POOL, deps=[storefront_push_plan])
 def storefront_status_push(
     context: dg.AssetExecutionContext,
@@ -249,5 +196,4 @@ def long_holds_problem(warehouse: WarehouseResource, max_runs: int) -> str | Non
     )
 
 
-storefront_assets = [stock_position, storefront_push_plan, storefront_status_push]
-storefront_checks = [flip_share_within_limit, inputs_passed_contracts]
+defs = dg.Definitions(assets=[stock_position, storefront_push_plan, storefront_status_push])

@@ -38,7 +38,8 @@ import duckdb
 import psutil
 import requests
 
-from assets.resources import (
+from cx_pipeline import demo, warehouse
+from cx_pipeline.assets.resources import (
     UPSTREAM,
     AppStoreResource,
     ContractsResource,
@@ -47,12 +48,14 @@ from assets.resources import (
     WarehouseResource,
     WmsResource,
 )
-from benchmarks import report, scale_world
-from benchmarks.scale_world import NOW, Size
-from cx_pipeline import demo, ingest, stock, warehouse
+from cx_pipeline.benchmarks import report, scale_world
+from cx_pipeline.benchmarks.scale_world import NOW, Size
+from cx_pipeline.core.sql import first_row
 from cx_pipeline.demo import load_definitions
-from cx_pipeline.feeds import FEEDS, Feed
-from cx_pipeline.ingest import Batch, ProgressFn
+from cx_pipeline.ingest import landing
+from cx_pipeline.ingest.feeds import FEEDS, Feed
+from cx_pipeline.ingest.landing import Batch, ProgressFn
+from cx_pipeline.storefront import stock
 
 Record = dict[str, Any]
 Progress = Callable[[str], None]
@@ -123,7 +126,7 @@ def _serve(kind: str, source: str, ready: Any) -> None:
     from cx_pipeline.simulator.world import World
 
     if kind == "replay":
-        from benchmarks.replay import ReplayServer, load_pages
+        from cx_pipeline.benchmarks.replay import ReplayServer, load_pages
 
         server = ReplayServer(load_pages(source), (NOW + timedelta(seconds=scale_world.INCREMENT)).isoformat())
         ready.put(server.url)
@@ -192,7 +195,7 @@ def save_shop_state(size: Size, path: Path) -> None:
     con = duckdb.connect()
     warehouse.create_schema(con)
     for name in ("catalog", "on_hand", "open_orders"):
-        ingest.land(con, scale_world.stage(con, name, sources[name], f"{name}-before", NOW))
+        landing.land(con, scale_world.stage(con, name, sources[name], f"{name}-before", NOW))
     # the generator's own rows, good by construction: taken as judged, or valid_* would hide them all
     con.execute("UPDATE ingest_batches SET judged_at = now(), verdict = 'passed'")
     stock.build_stock_position(con, stock.StockPolicy(), stock.read_overrides(None, set()), NOW)
@@ -310,7 +313,7 @@ def run_job(
 def pushed(path: Path, run_id: str) -> int:
     """SKUs the run's storefront plan changed (a plan is keyed by its run)."""
     with warehouse.connect(path, read_only=True) as con:
-        row = warehouse.one(con, "SELECT changes FROM push_plans WHERE plan_id = ?", [run_id])
+        row = first_row(con, "SELECT changes FROM push_plans WHERE plan_id = ?", [run_id])
     return row[0] if row else 0
 
 
@@ -381,9 +384,9 @@ def http_ingest(skus: int, workdir: Path, progress: Progress = print) -> list[Re
         for feed in FEEDS.values():
             client.get_json(feed.path, {"limit": 1})  # the simulator renders a feed on first use: not ours to time
             started = time.perf_counter()
-            ingest.land(con, ingest.fetch(con, client, feed, None, page_size=page_size))
+            landing.land(con, landing.fetch(con, client, feed, None, page_size=page_size))
             seconds = time.perf_counter() - started
-            (rows,) = warehouse.one(con, f"SELECT count(*) FROM landing_{feed.name}")
+            (rows,) = first_row(con, f"SELECT count(*) FROM landing_{feed.name}")
             progress(f"  {feed.table}: {rows:,} rows in {seconds:.1f} s")
             records.append(
                 {

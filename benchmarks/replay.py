@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import duckdb
 
-from cx_pipeline.feeds import FEEDS
+from cx_pipeline.ingest.feeds import FEEDS
 
 
 def load_pages(path: str) -> dict[str, list[bytes]]:

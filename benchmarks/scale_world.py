@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 import duckdb
 
-from cx_pipeline.feeds import FEEDS
-from cx_pipeline.ingest import Batch, parsed, typed_columns
+from cx_pipeline.ingest.feeds import FEEDS
+from cx_pipeline.ingest.landing import Batch, parsed, typed_columns
 
 NOW = datetime(2026, 11, 16, 6, tzinfo=UTC)  # the world's clock: fixed, so every run sees the same world
 CATEGORIES = ("apparel", "electronics", "home", "beauty", "toys", "sports")

@@ -146,11 +146,8 @@ def simulate_world(args: argparse.Namespace) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from cx_pipeline.demo import load_definitions
-
-    load_definitions()  # the harness lives in the checkout's benchmarks/, beside the definitions
-    from benchmarks.harness import run
-    from benchmarks.scale_world import Size
+    from cx_pipeline.benchmarks.harness import run
+    from cx_pipeline.benchmarks.scale_world import Size
 
     command = " ".join(["cx-pipeline", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else "cx-pipeline bench"
     size = Size(args.skus, args.receipt_lines or 20 * args.skus)
@@ -160,8 +157,8 @@ def run_bench(args: argparse.Namespace) -> int:
 def serve_app(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from cx_pipeline import accounts, appstore
-    from cx_pipeline.web import create_app
+    from cx_pipeline.core import appstore
+    from cx_pipeline.web import accounts, create_app
 
     app = create_app(args.app_db, secure_cookies=args.secure_cookies)
     with appstore.connect(args.app_db) as store:
@@ -190,7 +187,8 @@ def read_password(from_stdin: bool) -> str:
 
 
 def manage_users(args: argparse.Namespace) -> int:
-    from cx_pipeline import accounts, appstore
+    from cx_pipeline.core import appstore
+    from cx_pipeline.web import accounts
 
     with appstore.connect(args.app_db) as store:
         try:

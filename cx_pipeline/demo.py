@@ -2,33 +2,29 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cx_pipeline import staleness, warehouse
-from cx_pipeline.feeds import FEEDS
+import dagster as dg
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from cx_pipeline import warehouse
+from cx_pipeline.core.sql import first_row
+from cx_pipeline.ingest.feeds import FEEDS
+from cx_pipeline.review import staleness
+
 SYSTEMS = ("WMS", "CATALOG", "OMS", "HELPDESK", "NOTIFY", "STOREFRONT")
 
 
-def load_definitions() -> Any:
-    """The project's Dagster definitions. They live beside the library in the checkout (definitions.py,
-    assets/, checks/), not in site-packages, so the demo needs an editable install from a checkout."""
-    path = PROJECT_ROOT / "definitions.py"
-    if not path.exists():
-        sys.exit(f"cx-pipeline demo needs the project checkout (no {path}): install with `pip install -e .`")
-    sys.path.insert(0, str(PROJECT_ROOT))
-    spec = importlib.util.spec_from_file_location("cx_definitions", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.defs
+def load_definitions() -> dg.Definitions:
+    """The code location's definitions, with resources built from the environment as it is now (after
+    `point_at` aimed it at a simulator)."""
+    from cx_pipeline.definitions import build_defs  # late: loading the definitions loads every room's assets
+
+    return build_defs()
 
 
 def simulator_env(url: str, token: str, warehouse_path: Path) -> dict[str, str]:
@@ -100,7 +96,7 @@ def demo_clock(data_dir: Path, seed: int, skus: int) -> datetime:
         return datetime.fromisoformat(known["now"])
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     if store.exists():
-        from cx_pipeline import appstore
+        from cx_pipeline.core import appstore
 
         with appstore.connect(store) as con, appstore.transaction(con):
             for table in WORLD_DATA:
@@ -120,7 +116,7 @@ def print_summary(warehouse_path: Path, checks: list[Any], success: bool, elapse
         print(f"\n{'Run succeeded' if success else 'Run FAILED'} in {elapsed:.1f} s.\n")
         print(f"{'feed':<22}{'rows':>9}{'new':>9}{'updated':>9}  contract")
         for feed in FEEDS.values():
-            row = warehouse.one(
+            row = first_row(
                 con,
                 "SELECT rows_fetched, rows_new, rows_updated FROM ingest_batches WHERE feed = ? "
                 "ORDER BY fetched_at DESC LIMIT 1",
@@ -128,22 +124,22 @@ def print_summary(warehouse_path: Path, checks: list[Any], success: bool, elapse
             ) or (0, 0, 0)
             verdict = {True: "passed", False: "FAILED", None: "not run"}[passed.get(feed.table)]
             print(f"{feed.table:<22}{row[0]:>9,}{row[1]:>9,}{row[2]:>9,}  {verdict}")
-        (quarantined,) = warehouse.one(con, "SELECT count(*) FROM quarantine WHERE released_at IS NULL")
-        receipts = warehouse.one(
+        (quarantined,) = first_row(con, "SELECT count(*) FROM quarantine WHERE released_at IS NULL")
+        receipts = first_row(
             con,
             """
             SELECT count(*), count(*) FILTER (WHERE qty_damaged > 0),
                    count(DISTINCT sku) FILTER (WHERE qty_damaged > 0)
             FROM valid_receipts""",
         )
-        orders = warehouse.one(con, "SELECT count(DISTINCT order_id) FROM valid_open_orders WHERE status = 'open'")
+        orders = first_row(con, "SELECT count(DISTINCT order_id) FROM valid_open_orders WHERE status = 'open'")
         inquiries = con.execute(
             "SELECT reason, count(*) FROM valid_inquiries GROUP BY reason ORDER BY count(*) DESC"
         ).fetchall()
         discrepancies = con.execute(
             "SELECT kind, count(*) FROM receipt_discrepancies WHERE status <> 'resolved' GROUP BY kind ORDER BY kind"
         ).fetchall()
-        notices = warehouse.one(
+        notices = first_row(
             con,
             """SELECT count(*) FILTER (status = 'sent'), count(*) FILTER (status = 'planned'),
                       count(DISTINCT order_id) FILTER (status = 'sent'),
@@ -154,12 +150,12 @@ def print_summary(warehouse_path: Path, checks: list[Any], success: bool, elapse
         notice_causes = con.execute(
             "SELECT cause, count(*) FROM notice_ledger WHERE status = 'sent' GROUP BY cause ORDER BY cause"
         ).fetchall()
-        plan = warehouse.one(
+        plan = first_row(
             con,
             """SELECT adapter, changes, catalog_size, to_out_of_stock, back_in_stock, quantity_only, plan_id
             FROM push_plans ORDER BY planned_at DESC LIMIT 1""",
         )
-        pushed = warehouse.one(
+        pushed = first_row(
             con,
             "SELECT count(*) FILTER (ok), count(*) FILTER (NOT ok) FROM push_audit WHERE plan_id = ?",
             [plan[6] if plan else ""],
@@ -190,8 +186,7 @@ def print_summary(warehouse_path: Path, checks: list[Any], success: bool, elapse
         "push_audit, stale_products, inspections, inspection_dhu, return_risk, inquiry_kpis)"
     )
     print(
-        "Dagster UI: cp .env.example .env; cx-pipeline simulate  and, in another shell,  dagster dev -w "
-        "workspace.yaml"
+        "Dagster UI: cp .env.example .env; cx-pipeline simulate  and, in another shell,  dagster dev -w workspace.yaml"
     )
 
 
@@ -199,7 +194,7 @@ def print_review_queue(warehouse_path: Path) -> None:
     app_db = warehouse_path.with_name("app.sqlite")
     with warehouse.connect(warehouse_path, read_only=True) as con:
         assessed = "SELECT count(*) FROM information_schema.tables WHERE table_name = 'stale_products'"
-        if not warehouse.one(con, assessed)[0]:
+        if not first_row(con, assessed)[0]:
             print("\nStale-product review: not assessed (see the run's errors above)")
             return
         counts = staleness.queue_summary(con)
@@ -224,8 +219,9 @@ def print_review_queue(warehouse_path: Path) -> None:
 def seed_qa_history(world: Any, app_db: Path) -> int:
     """Load the demo world's past inspections into the app store as QA would: the lots, then one CSV upload
     (checked like any other). Skipped when the store already holds inspections; returns lots loaded."""
-    from cx_pipeline import appstore, inspections
-    from cx_pipeline.rules import load_checklists
+    from cx_pipeline.core import appstore
+    from cx_pipeline.quality import inspections
+    from cx_pipeline.quality.checklists import load_checklists
     from cx_pipeline.simulator.quality import INSPECTOR
 
     with appstore.connect(app_db) as store:
@@ -242,16 +238,17 @@ def seed_qa_history(world: Any, app_db: Path) -> int:
 
 
 def _exists(con: Any, table: str) -> bool:
-    return bool(warehouse.one(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table])[0])
+    return bool(first_row(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table])[0])
 
 
 def print_quality(warehouse_path: Path) -> None:
-    from cx_pipeline import inspections, kpis
+    from cx_pipeline.kpis import inquiries
+    from cx_pipeline.quality import inspections
 
     with warehouse.connect(warehouse_path, read_only=True) as con:
         verdicts = dict(con.execute("SELECT verdict, count(*) FROM valid_inspections GROUP BY verdict").fetchall())
         segments = inspections.dhu_by(con, "category", "item").head(3) if _exists(con, "inspection_dhu") else None
-        metrics = warehouse.one(
+        metrics = first_row(
             con,
             """SELECT deviance_model, deviance_baseline, capture_model, capture_baseline, actual_returns,
                       predicted_returns FROM return_risk_metrics ORDER BY scored_at DESC LIMIT 1""",
@@ -281,7 +278,7 @@ def print_quality(warehouse_path: Path) -> None:
             print(f"  {r.sku} {r.title} ({r.category}): {r.predicted:.1f} expected in 30 days; {', '.join(r.drivers)}")
     else:
         print("Return risk: not scored (see the run's log)")
-    latest = kpis.latest_complete_week(weekly) if weekly is not None else None
+    latest = inquiries.latest_complete_week(weekly) if weekly is not None else None
     if latest is not None:
         print(
             f"Inquiries per 1,000 orders (week of {latest['week']:%Y-%m-%d}): delivery delay "

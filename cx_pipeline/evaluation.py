@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import mean_poisson_deviance
 
-from cx_pipeline import returns
+from cx_pipeline.quality import returns
 from cx_pipeline.simulator.quality import RETURN_DRIVERS
 
 CAPTURE_BAR, CALIBRATION_BAR = 0.90, 0.10

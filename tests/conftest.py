@@ -8,16 +8,8 @@ import dagster as dg
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-from assets.ingest import raw_assets
-from assets.quality import quality_assets
-from assets.receiving import receiving_assets
-from assets.review import review_assets
-from assets.storefront import storefront_assets, storefront_checks
-from checks.contracts import contract_checks
-from checks.quality import quality_checks
-from checks.review import review_checks
 from cx_pipeline.simulator import Simulator, build_world
-from tests.helpers import TOKEN, WORLD_NOW, resources
+from tests.helpers import TOKEN, WORLD_NOW, nodes, resources
 
 SMALL_WORLD_SKUS = 300  # large enough for every kind of receipt, small enough for a fast suite
 
@@ -49,7 +41,7 @@ def run_pipeline(sim: Simulator, warehouse_path: Path) -> Runner:
 
     def run(extra: tuple[dg.AssetsDefinition, ...] = (), **api: object) -> dg.ExecuteInProcessResult:
         return dg.materialize(
-            [*raw_assets, *contract_checks, *extra],
+            [*nodes("ingest"), *extra],
             resources=resources(sim, warehouse_path, **api),
             raise_on_error=False,
         )
@@ -64,17 +56,7 @@ def run_all(sim: Simulator, warehouse_path: Path) -> Runner:
 
     def run(config: dict[str, dict] | None = None, **replaced: object) -> dg.ExecuteInProcessResult:
         return dg.materialize(
-            [
-                *raw_assets,
-                *contract_checks,
-                *receiving_assets,
-                *storefront_assets,
-                *storefront_checks,
-                *review_assets,
-                *review_checks,
-                *quality_assets,
-                *quality_checks,
-            ],
+            nodes(),
             resources={**resources(sim, warehouse_path), **replaced},
             run_config={"ops": {name: {"config": c} for name, c in (config or {}).items()}},
             raise_on_error=False,

@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import requests
 
-from assets.resources import (
+from cx_pipeline.assets.resources import (
     UPSTREAM,
     AppStoreResource,
     ContractsResource,
@@ -20,6 +20,7 @@ from assets.resources import (
     StorefrontResource,
     WarehouseResource,
 )
+from cx_pipeline.definitions import ROOMS
 from cx_pipeline.simulator import Simulator
 
 TOKEN = "test-token"
@@ -39,6 +40,13 @@ def resources(sim: Simulator, warehouse_path: Path, **api: object) -> dict[str, 
         "notifications": NotificationResource(**settings),
         "storefront": StorefrontResource(url=sim.url, token=TOKEN, backoff_seconds=0.05),
     }
+
+
+def nodes(*rooms: str) -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
+    """The assets and checks of `rooms` (every room when none), taken from the definitions themselves."""
+    return [
+        node for room in rooms or ROOMS for node in (*(ROOMS[room].assets or ()), *(ROOMS[room].asset_checks or ()))
+    ]
 
 
 def materializations(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, object]]:

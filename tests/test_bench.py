@@ -6,10 +6,10 @@ import math
 import duckdb
 import pytest
 
-from benchmarks import harness, report, scale_world
-from benchmarks.scale_world import Size
 from cx_pipeline import warehouse
-from cx_pipeline.feeds import FEEDS
+from cx_pipeline.benchmarks import harness, report, scale_world
+from cx_pipeline.benchmarks.scale_world import Size
+from cx_pipeline.ingest.feeds import FEEDS
 from tests.helpers import cli
 
 pytestmark = pytest.mark.slow  # the benchmark's scale runs

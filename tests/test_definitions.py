@@ -6,11 +6,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.resources import WAREHOUSE_POOL
-from assets.schedules import WAREHOUSE_TAG
-from checks.contracts import CONTRACT_CHECK
-from cx_pipeline.feeds import FEEDS
-from definitions import defs
+from cx_pipeline.assets.resources import WAREHOUSE_POOL
+from cx_pipeline.assets.schedules import WAREHOUSE_TAG
+from cx_pipeline.checks.ingest import CONTRACT_CHECK
+from cx_pipeline.definitions import defs
+from cx_pipeline.ingest.feeds import FEEDS
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,9 +21,9 @@ import requests
 import yaml
 from dagster_graphql import DagsterGraphQLClient
 
-from assets import housekeeping
-from assets.resources import WAREHOUSE_POOL
-from assets.schedules import WAREHOUSE_TAG, pipeline_job
+from cx_pipeline.assets import housekeeping
+from cx_pipeline.assets.resources import WAREHOUSE_POOL
+from cx_pipeline.assets.schedules import WAREHOUSE_TAG, pipeline_job
 from cx_pipeline.demo import simulator_env
 from cx_pipeline.simulator import Simulator, build_world
 from tests.helpers import TOKEN, WORLD_NOW

@@ -7,8 +7,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from benchmarks.harness import TOKEN, ExecutorRun, run_production_job
 from cx_pipeline import warehouse
+from cx_pipeline.benchmarks.harness import TOKEN, ExecutorRun, run_production_job
+from cx_pipeline.core.database import WarehouseBusyError
 from cx_pipeline.simulator import Simulator, build_world
 from tests.helpers import WORLD_NOW, held_by_another_process
 
@@ -111,7 +112,7 @@ def test_a_warehouse_held_too_long_fails_with_the_file_and_the_holder(tmp_path: 
     holder = held_by_another_process(path, 30)
     try:
         busy = rf"{path.name} is still in use .* after 1 s.*PID {holder.pid}"
-        with pytest.raises(warehouse.WarehouseBusyError, match=busy), warehouse.connect(path, wait_seconds=1):
+        with pytest.raises(WarehouseBusyError, match=busy), warehouse.connect(path, wait_seconds=1):
             pass
     finally:
         holder.kill()

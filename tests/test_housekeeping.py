@@ -13,9 +13,10 @@ import dagster as dg
 import duckdb
 import pytest
 
-from assets.housekeeping import AlertResource, cx_housekeeping_job, run_failure_alert
-from assets.resources import AppStoreResource, WarehouseResource
-from cx_pipeline import accounts, appstore
+from cx_pipeline.assets.housekeeping import AlertResource, cx_housekeeping_job, run_failure_alert
+from cx_pipeline.assets.resources import AppStoreResource, WarehouseResource
+from cx_pipeline.core import appstore
+from cx_pipeline.web import accounts
 from tests.helpers import held_by_another_process
 from tests.postgres import free_port
 

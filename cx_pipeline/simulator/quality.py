@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cx_pipeline import aql
-from cx_pipeline.rules import load_checklists
+from cx_pipeline.quality import aql
+from cx_pipeline.quality.checklists import load_checklists
 
 DAY = 86_400
 # Per category: item -> added log-rate of return inquiries per 1 DHU of the SKU's defect rate. The model
@@ -70,9 +70,13 @@ class Quality:
 
     def history_csv(self) -> str:
         """The inspections as a QA team would upload them (`cx-pipeline` CSV import format)."""
-        wide = self.defects.pivot_table(
-            index=["receipt_id", "line_no", "item"], columns="severity", values="defects", fill_value=0
-        ).astype(int).reset_index()
+        wide = (
+            self.defects.pivot_table(
+                index=["receipt_id", "line_no", "item"], columns="severity", values="defects", fill_value=0
+            )
+            .astype(int)
+            .reset_index()
+        )
         wide = wide.merge(self.inspections[["receipt_id", "line_no", "inspected_at"]], on=["receipt_id", "line_no"])
         wide["inspected_at"] = wide["inspected_at"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
         columns = ["receipt_id", "line_no", "item", *aql.SEVERITIES, "inspected_at"]

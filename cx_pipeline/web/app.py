@@ -14,7 +14,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from cx_pipeline import appstore
+from cx_pipeline.core import appstore
 from cx_pipeline.web import quality, reviews
 from cx_pipeline.web.core import BodyLimit, SecurityHeaders, home, login_page, logout
 

@@ -21,8 +21,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cx_pipeline import accounts, appstore
-from cx_pipeline.staleness import DECISIONS
+from cx_pipeline.core import appstore
+from cx_pipeline.review.staleness import DECISIONS
+from cx_pipeline.web import accounts
 
 SESSION_COOKIE, LOGIN_CSRF_COOKIE = "cx_session", "cx_login_csrf"
 REVIEWERS = ("merchandiser", "admin")

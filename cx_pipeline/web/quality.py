@@ -9,8 +9,9 @@ import orjson
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from cx_pipeline import appstore, aql, inspections
-from cx_pipeline.rules import load_checklists
+from cx_pipeline.core import appstore
+from cx_pipeline.quality import aql, inspections
+from cx_pipeline.quality.checklists import load_checklists
 from cx_pipeline.web.core import INSPECTORS, Context, page
 
 PAGE_SIZE = 50

@@ -10,16 +10,16 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from cx_pipeline import review
+from cx_pipeline.review import decisions
 from cx_pipeline.web.core import REVIEWERS, Context, page
 
 
-def _filters(request: Request) -> review.QueueFilter:
+def _filters(request: Request) -> decisions.QueueFilter:
     q = request.query_params
-    return review.QueueFilter(q.get("category", ""), q.get("supplier", ""), q.get("reason", ""))
+    return decisions.QueueFilter(q.get("category", ""), q.get("supplier", ""), q.get("reason", ""))
 
 
-def _query(filters: review.QueueFilter, **extra: object) -> str:
+def _query(filters: decisions.QueueFilter, **extra: object) -> str:
     values = {"category": filters.category, "supplier": filters.supplier, "reason": filters.reason, **extra}
     return urlencode({k: v for k, v in values.items() if v not in ("", None)})
 
@@ -31,13 +31,13 @@ def reviews(ctx: Context) -> Response:
         page_no = min(int(ctx.request.query_params.get("page", "1")), 10**6)
     except ValueError:
         page_no = 1
-    result = review.queue_page(ctx.store, filters, page_no)
+    result = decisions.queue_page(ctx.store, filters, page_no)
     return ctx.render(
         "reviews.html",
         queue=result,
         filters=filters,
-        facets=review.facets(ctx.store),
-        publication=review.publication(ctx.store),
+        facets=decisions.facets(ctx.store),
+        publication=decisions.publication(ctx.store),
         back=_query(filters, page=result.page),
         prev_query=_query(filters, page=result.page - 1),
         next_query=_query(filters, page=result.page + 1),
@@ -51,8 +51,8 @@ def reviews(ctx: Context) -> Response:
 def decide(ctx: Context) -> Response:
     sku = ctx.field("sku")
     try:
-        review.record_decision(ctx.store, sku, ctx.field("decision"), ctx.field("note"), ctx.user.username)
-    except review.DecisionError as exc:
+        decisions.record_decision(ctx.store, sku, ctx.field("decision"), ctx.field("note"), ctx.user.username)
+    except decisions.DecisionError as exc:
         return ctx.render("error.html", 400, message=str(exc), back=ctx.request.headers.get("referer", "/reviews"))
     if ctx.field("from") == "product":
         return RedirectResponse(f"/products/{quote(sku, safe='')}?{urlencode({'done': sku})}", status_code=303)
@@ -66,18 +66,18 @@ def decide(ctx: Context) -> Response:
 @page(*REVIEWERS)
 def product_page(ctx: Context) -> Response:
     sku = ctx.request.path_params["sku"]
-    found = review.product(ctx.store, sku)
-    decisions = review.history(ctx.store, sku)
-    if found is None and not decisions:
+    found = decisions.product(ctx.store, sku)
+    history = decisions.history(ctx.store, sku)
+    if found is None and not history:
         return ctx.render("error.html", 404, message=f"Product {sku} is not in the review cohort.")
-    published = review.publication(ctx.store)
+    published = decisions.publication(ctx.store)
     through = published["decisions_through"] if published else 0
     return ctx.render(
         "product.html",
         sku=sku,
         product=found,
-        history=decisions,
-        pending=bool(decisions) and decisions[0]["id"] > through,  # decided after the last assessment
+        history=history,
+        pending=bool(history) and history[0]["id"] > through,  # decided after the last assessment
         done=ctx.request.query_params.get("done", ""),
     )
 
@@ -106,7 +106,7 @@ def export(ctx: Context) -> Response:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(EXPORT_COLUMNS)
-    for row in review.queue_rows(ctx.store, _filters(ctx.request)):
+    for row in decisions.queue_rows(ctx.store, _filters(ctx.request)):
         writer.writerow([_cell("; ".join(row[c]) if c == "reasons" else row[c]) for c in EXPORT_COLUMNS])
     return Response(
         out.getvalue(),

@@ -1,0 +1,209 @@
+"""The review app's own store: one SQLite file for users, sessions, decisions and the published queue.
+
+Why not the warehouse: DuckDB allows one writing process per file, and the web app and a pipeline run are
+live at the same time. SQLite in WAL mode lets both read while one writes, and a writer waits (up to
+`BUSY_TIMEOUT_MS`) for the other's short transaction instead of failing. The pipeline reads new decisions
+from here and publishes the queue back here; the web app never opens the warehouse.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cx_pipeline.core import transactions
+
+BUSY_TIMEOUT_MS = 30_000
+SCHEMA_VERSION = 2  # 2: inspections, lots and return risk
+ROLES = ("merchandiser", "qa", "admin")
+
+# The lots table is built aside under another name for a full publication (`inspections.publish_lots`).
+LOTS_TABLE = """CREATE TABLE IF NOT EXISTS {name} (   -- received lots QA may inspect, as the pipeline published them
+    receipt_id  TEXT NOT NULL,
+    line_no     INTEGER NOT NULL,
+    sku         TEXT NOT NULL,
+    title       TEXT,
+    category    TEXT NOT NULL,
+    supplier_id TEXT,
+    warehouse   TEXT,
+    lot_size    INTEGER NOT NULL,
+    received_at TEXT NOT NULL,
+    PRIMARY KEY (receipt_id, line_no)
+)"""
+LOTS_INDEX = "CREATE INDEX IF NOT EXISTS inspection_lots_by_time ON inspection_lots (received_at);"
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS users (
+    username      TEXT PRIMARY KEY,
+    role          TEXT NOT NULL CHECK (role IN ('merchandiser', 'qa', 'admin')),
+    password_hash TEXT NOT NULL,                 -- argon2id
+    active        INTEGER NOT NULL DEFAULT 1,
+    created_at    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash TEXT PRIMARY KEY,                 -- sha256 of the cookie value; the value itself is never stored
+    username   TEXT NOT NULL REFERENCES users (username) ON DELETE CASCADE,
+    csrf_token TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS login_failures (
+    username  TEXT NOT NULL,
+    failed_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS login_failures_by_user ON login_failures (username, failed_at);
+CREATE TABLE IF NOT EXISTS review_decisions (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,  -- the pipeline imports decisions in id order
+    sku        TEXT NOT NULL,
+    decision   TEXT NOT NULL CHECK (decision IN ('keep', 'refresh_listing', 'discontinue')),
+    note       TEXT NOT NULL DEFAULT '',
+    reviewer   TEXT NOT NULL,
+    decided_at TEXT NOT NULL                     -- ISO 8601, UTC
+);
+CREATE INDEX IF NOT EXISTS review_decisions_by_sku ON review_decisions (sku, id);
+CREATE TABLE IF NOT EXISTS review_queue (      -- the cohort as the pipeline last assessed it
+    sku                TEXT PRIMARY KEY,
+    rank               INTEGER NOT NULL,         -- most urgent first, as the pipeline orders the queue
+    title              TEXT,
+    category           TEXT,
+    supplier_id        TEXT,
+    product_status     TEXT,
+    registered_at      TEXT,
+    years_registered   REAL,
+    score              REAL NOT NULL,
+    reasons            TEXT NOT NULL,            -- JSON list of reasons in words
+    reason_codes       TEXT NOT NULL,            -- ',registered,no_receipt,' for filtering
+    review_state       TEXT NOT NULL,
+    in_queue           INTEGER NOT NULL,
+    days_since_receipt INTEGER,
+    days_since_order   INTEGER,
+    days_out_of_stock  INTEGER,
+    cancellations_30d  INTEGER,
+    mismatches_30d     INTEGER,
+    completeness       REAL,
+    next_review_due    TEXT
+);
+CREATE INDEX IF NOT EXISTS review_queue_rank ON review_queue (in_queue, rank);
+{LOTS_TABLE.format(name="inspection_lots")};
+{LOTS_INDEX}
+CREATE TABLE IF NOT EXISTS inspections (       -- one per inspected lot; a later one for the same lot replaces it
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    receipt_id   TEXT NOT NULL,
+    line_no      INTEGER NOT NULL,
+    sku          TEXT NOT NULL,
+    category     TEXT NOT NULL,
+    supplier_id  TEXT,
+    lot_size     INTEGER NOT NULL,
+    sample_size  INTEGER NOT NULL,
+    verdict      TEXT NOT NULL CHECK (verdict IN ('accept', 'reject')),
+    inspector    TEXT NOT NULL,
+    inspected_at TEXT NOT NULL,
+    entered_at   TEXT NOT NULL,
+    source       TEXT NOT NULL CHECK (source IN ('form', 'csv')),
+    note         TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS inspections_by_lot ON inspections (receipt_id, line_no);
+CREATE TABLE IF NOT EXISTS inspection_defects (
+    inspection_id INTEGER NOT NULL REFERENCES inspections (id),
+    item          TEXT NOT NULL,
+    severity      TEXT NOT NULL CHECK (severity IN ('critical', 'major', 'minor')),
+    defects       INTEGER NOT NULL CHECK (defects >= 0),
+    PRIMARY KEY (inspection_id, item, severity)
+);
+CREATE TABLE IF NOT EXISTS return_risk (       -- the ranked risk list, as the pipeline last published it
+    rank         INTEGER PRIMARY KEY,
+    sku          TEXT NOT NULL,
+    title        TEXT,
+    category     TEXT,
+    supplier_id  TEXT,
+    predicted    REAL NOT NULL,              -- return inquiries expected in the next 30 days
+    drivers      TEXT NOT NULL               -- JSON list of the segments that raise this SKU's risk most
+);
+CREATE TABLE IF NOT EXISTS risk_drivers (      -- per category and item: how much 1 DHU raises return inquiries
+    category TEXT NOT NULL,
+    item     TEXT NOT NULL,
+    per_dhu  REAL NOT NULL,                     -- relative change of the return rate per 1 DHU (0.07 = +7 %)
+    rank     INTEGER NOT NULL,
+    PRIMARY KEY (category, item)
+);
+CREATE TABLE IF NOT EXISTS publications (      -- what the pipeline published last, per kind
+    name              TEXT PRIMARY KEY,
+    run_id            TEXT NOT NULL,
+    published_at      TEXT NOT NULL,
+    assessed_at       TEXT NOT NULL,
+    decisions_through INTEGER NOT NULL,          -- decisions up to this id are reflected in the publication
+    rows              INTEGER NOT NULL
+);
+"""
+
+
+def utc_now() -> str:
+    return iso(datetime.now(UTC))
+
+
+def iso(moment: datetime) -> str:
+    """Timestamps are stored as ISO 8601 text in UTC, so they sort and compare as text."""
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def open_store(path: str | Path) -> sqlite3.Connection:
+    """Open (creating if needed) the store in WAL mode with a busy timeout; rows come back as `sqlite3.Row`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+    con.row_factory = sqlite3.Row
+    con.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    con.execute("PRAGMA journal_mode = WAL")
+    con.execute("PRAGMA foreign_keys = ON")
+    con.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across application crashes
+    (version,) = con.execute("PRAGMA user_version").fetchone()
+    if version < SCHEMA_VERSION:
+        try:  # one transaction: two processes creating the store at once both end with the full schema
+            con.executescript(f"BEGIN IMMEDIATE; {SCHEMA}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+        except sqlite3.Error:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+    return con
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[dict[str, object]]
+    total: int  # rows on all pages
+    page: int  # this one, 1-based, within 1..pages
+    pages: int
+
+
+def paged(
+    store: sqlite3.Connection, select: str, source: str, params: list[object], order: str, page: int, size: int
+) -> Page:
+    """Page `page` (clamped to the pages there are) of `SELECT {select} {source} ORDER BY {order}`."""
+    (total,) = store.execute(f"SELECT count(*) {source}", params).fetchone()
+    pages = max(1, math.ceil(total / size))
+    page = min(max(1, page), pages)
+    rows = store.execute(
+        f"SELECT {select} {source} ORDER BY {order} LIMIT ? OFFSET ?", [*params, size, (page - 1) * size]
+    ).fetchall()
+    return Page([dict(r) for r in rows], total, page, pages)
+
+
+def transaction(con: sqlite3.Connection) -> AbstractContextManager[sqlite3.Connection]:
+    """A transaction that takes the write lock up front (IMMEDIATE), so it waits for another writer at the
+    start instead of failing half-way with 'database is locked'."""
+    return transactions.transaction(con, "BEGIN IMMEDIATE")
+
+
+@contextmanager
+def connect(path: str | Path) -> Iterator[sqlite3.Connection]:
+    """The store for the length of a `with` block."""
+    con = open_store(path)
+    try:
+        yield con
+    finally:
+        con.close()

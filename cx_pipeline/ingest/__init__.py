@@ -1,0 +1,1 @@
+"""Ingest: pulling the upstream feeds over HTTP, landing them, and judging every batch by its contract."""

@@ -1,0 +1,340 @@
+"""Return-inquiry prediction: per SKU, the return inquiries expected in the next 30 days.
+
+Features at a cutoff (from the warehouse, nothing dated after the cutoff): the SKU's defect rate per inspection
+segment of its category (its own inspected units, shrunk towards its supplier's rate for the category), its
+supplier, category and price, its sales and its return inquiries before the cutoff. The model is a Poisson
+GLM (scikit-learn's `PoissonRegressor`): counts, a log link, and coefficients a person can read as "one
+more defect per hundred units of sizing raises return inquiries by x %".
+
+Split by time: the model trained at cutoff now-60d (labels: returns in the following 30 days) is scored on
+cutoff now-30d, whose labels are the last 30 days: that is the held-out evaluation, against a baseline that
+predicts each category's mean. The model used for the ranking is trained on both cutoffs and scores now.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import duckdb
+import numpy as np
+import orjson
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import PoissonRegressor
+from sklearn.metrics import mean_poisson_deviance
+from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from cx_pipeline.core.appstore import iso, transaction, utc_now
+from cx_pipeline.quality.checklists import Checklists
+
+HORIZON = timedelta(days=30)
+PRIOR_UNITS = 20  # a SKU's own DHU counts as much as its supplier's once it has this many units inspected
+MIN_TRAINING_RETURNS = 20  # fewer return inquiries than this in the training labels: not enough to learn from
+# Sales, returns and inspections are looked back on over the same number of days at every cutoff of a fit:
+# 90, or what the history holds before the earliest cutoff (a new warehouse holds 30 days there). A window
+# holding less at one cutoff than at another would make the same feature mean different things. Returns are
+# counted from RETURN_LAG days into the window, since a return inquiry comes days after its order.
+HISTORY_COLUMNS = ["log_price", "log_units", "log_returns", "sold_nothing"]
+MAX_WINDOW_DAYS, MIN_WINDOW_DAYS, RETURN_LAG_DAYS = 90, 30, 14
+DRIVERS_SHOWN = 3
+ALPHAS = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]  # L2 penalties tried (the features are standardised)
+SEARCH_ROWS = 50_000
+
+DDL = """
+CREATE TABLE IF NOT EXISTS return_risk_metrics (
+    run_id            VARCHAR PRIMARY KEY,
+    scored_at         TIMESTAMPTZ NOT NULL,
+    train_cutoff      TIMESTAMPTZ NOT NULL,
+    test_cutoff       TIMESTAMPTZ NOT NULL,
+    skus              INTEGER NOT NULL,
+    actual_returns    INTEGER NOT NULL,     -- in the held-out window
+    predicted_returns DOUBLE NOT NULL,
+    deviance_model    DOUBLE NOT NULL,      -- mean Poisson deviance on the held-out window
+    deviance_baseline DOUBLE NOT NULL,      -- the category-mean baseline's
+    capture_model     DOUBLE NOT NULL,      -- share of actual return inquiries in the model's top decile
+    capture_baseline  DOUBLE NOT NULL
+);
+"""
+
+
+class NotEnoughHistory(RuntimeError):
+    """The warehouse does not yet hold enough labelled history to train and evaluate the model."""
+
+
+def segment(category: str, item: str) -> str:
+    return f"{category}.{item}"
+
+
+RETURNS_SQL = """
+SELECT DISTINCT i.inquiry_id, coalesce(i.sku, o.sku) AS sku, i.created_at
+FROM valid_inquiries i
+LEFT JOIN (SELECT DISTINCT order_id, sku FROM valid_open_orders) o ON i.sku IS NULL AND o.order_id = i.order_id
+WHERE i.reason = 'return'
+"""
+
+FEATURES_SQL = f"""
+WITH returns AS ({RETURNS_SQL}),
+sales AS (
+    SELECT sku, sum(qty) AS units FROM valid_open_orders
+    WHERE status <> 'cancelled' AND ordered_at <= $cutoff AND ordered_at > $cutoff - to_days($window) GROUP BY sku
+), history AS (
+    SELECT sku, count(*) AS returns FROM returns
+    WHERE created_at <= $cutoff AND created_at > $cutoff - to_days($window - $lag) GROUP BY sku
+), labels AS (
+    SELECT sku, count(*) AS label FROM returns
+    WHERE created_at > $cutoff AND created_at <= $cutoff + to_days(30) GROUP BY sku
+)
+SELECT c.sku, c.title, c.category, c.supplier_id, c.status, ln(greatest(c.price, 0.01)) AS log_price,
+       -- the constants keep a SKU that sold or returned nothing finite; sold_nothing gives it a level of its own
+       ln(1 + coalesce(s.units, 0)) AS log_units, ln(0.1 + coalesce(h.returns, 0)) AS log_returns,
+       (s.units IS NULL)::DOUBLE AS sold_nothing,
+       coalesce(l.label, 0) AS label
+FROM valid_catalog c LEFT JOIN sales s USING (sku) LEFT JOIN history h USING (sku) LEFT JOIN labels l USING (sku)
+ORDER BY c.sku
+"""
+
+# Defects per hundred units per SKU and segment before the cutoff, shrunk towards the supplier's rate for
+# the category and segment (or the category's, for a supplier without inspections of it).
+DHU_SQL = """
+WITH known AS (   -- the latest entry per lot among those inspected before the cutoff
+    SELECT * FROM kept_inspections WHERE inspected_at <= $cutoff AND inspected_at > $cutoff - to_days($window)
+    QUALIFY row_number() OVER (PARTITION BY receipt_id, line_no ORDER BY inspection_id DESC) = 1
+), checked AS (
+    SELECT i.sku, i.category, i.supplier_id, d.item, any_value(i.sample_size) AS units, sum(d.defects) AS defects
+    FROM known i JOIN inspection_defects d USING (inspection_id)
+    GROUP BY i.inspection_id, i.sku, i.category, i.supplier_id, d.item
+), per_sku AS (
+    SELECT sku, category, supplier_id, item, sum(units) AS units, sum(defects) AS defects FROM checked GROUP BY ALL
+), per_supplier AS (
+    SELECT category, supplier_id, item, sum(defects) / sum(units) AS rate FROM checked GROUP BY ALL
+), per_category AS (
+    SELECT category, item, sum(defects) / sum(units) AS rate FROM checked GROUP BY ALL
+)
+SELECT c.sku, f.category, f.item,
+       100 * (coalesce(p.defects, 0) + $prior * coalesce(s.rate, k.rate, 0)) / (coalesce(p.units, 0) + $prior) AS dhu
+FROM valid_catalog c JOIN families f ON f.category = c.category
+LEFT JOIN per_sku p ON p.sku = c.sku AND p.item = f.item
+LEFT JOIN per_supplier s ON s.category = c.category AND s.supplier_id = c.supplier_id AND s.item = f.item
+LEFT JOIN per_category k ON k.category = c.category AND k.item = f.item
+"""
+
+
+def window_days(con: duckdb.DuckDBPyConnection, earliest_cutoff: datetime) -> int:
+    """The look-back of every cutoff of a fit: 90 days, or the history before the earliest cutoff."""
+    row = con.execute(
+        "SELECT date_diff('day', min(ordered_at), ?::TIMESTAMPTZ) FROM valid_open_orders", [earliest_cutoff]
+    ).fetchall()
+    held = row[0][0] if row and row[0][0] is not None else 0
+    if held < MIN_WINDOW_DAYS:
+        raise NotEnoughHistory(
+            f"the order history before {earliest_cutoff:%Y-%m-%d} spans {held} days; the model needs "
+            f"{MIN_WINDOW_DAYS} days before its first training cutoff, so {MIN_WINDOW_DAYS + 60} days in all"
+        )
+    return min(held, MAX_WINDOW_DAYS)
+
+
+def features(con: duckdb.DuckDBPyConnection, cutoff: datetime, checklists: Checklists, window: int) -> pd.DataFrame:
+    """One row per catalog SKU: the features at `cutoff` over `window` days, and the label (return inquiries
+    in the 30 days after the cutoff)."""
+    frame = con.execute(FEATURES_SQL, {"cutoff": cutoff, "window": window, "lag": RETURN_LAG_DAYS}).df()
+    items = pd.DataFrame(
+        [(c, i) for c, items in checklists.categories.items() for i in items], columns=["category", "item"]
+    )
+    con.register("families", items)
+    try:
+        dhu = con.execute(DHU_SQL, {"cutoff": cutoff, "prior": PRIOR_UNITS, "window": window}).df()
+    finally:
+        con.unregister("families")
+    dhu["segment"] = dhu["category"] + "." + dhu["item"]
+    wide = dhu.pivot_table(index="sku", columns="segment", values="dhu", fill_value=0.0)
+    wide = wide.reindex(columns=segments(checklists), fill_value=0.0)
+    return frame.join(wide, on="sku").fillna({s: 0.0 for s in wide.columns})
+
+
+def segments(checklists: Checklists) -> list[str]:
+    return [segment(c, i) for c, items in checklists.categories.items() for i in items]
+
+
+def build_model(checklists: Checklists) -> Pipeline:
+    numeric = HISTORY_COLUMNS + segments(checklists)
+    columns = ColumnTransformer(
+        [
+            ("groups", OneHotEncoder(handle_unknown="ignore"), ["category", "supplier_id", "status"]),
+            ("numbers", StandardScaler(), numeric),
+        ]
+    )
+    return Pipeline([("columns", columns), ("glm", PoissonRegressor(solver="newton-cholesky"))])
+
+
+def top_decile_capture(predicted: np.ndarray, actual: np.ndarray) -> float:
+    """Share of the actual return inquiries that fall on the 10 % of SKUs ranked riskiest."""
+    top = np.argsort(-predicted, kind="stable")[: max(1, int(np.ceil(len(predicted) / 10)))]
+    total = actual.sum()
+    return float(actual[top].sum() / total) if total else 0.0
+
+
+def calibration(predicted: np.ndarray, actual: np.ndarray, bins: int = 10) -> pd.DataFrame:
+    """Mean predicted and actual return inquiries per decile of predicted risk (decile 10 = riskiest)."""
+    frame = pd.DataFrame({"predicted": predicted, "actual": actual})
+    frame["decile"] = pd.qcut(frame["predicted"].rank(method="first"), bins, labels=range(1, bins + 1))
+    table = frame.groupby("decile", observed=True).agg(
+        skus=("actual", "size"), predicted=("predicted", "mean"), actual=("actual", "mean")
+    )
+    table["ratio"] = table["actual"] / table["predicted"]
+    return table.reset_index()
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    train_cutoff: datetime
+    test_cutoff: datetime
+    holdout: pd.DataFrame  # sku, category, predicted, baseline, actual
+    deviance_model: float
+    deviance_baseline: float
+    capture_model: float
+    capture_baseline: float
+
+    def calibration(self) -> pd.DataFrame:
+        return calibration(self.holdout["predicted"].to_numpy(), self.holdout["actual"].to_numpy())
+
+
+def _fit(frame: pd.DataFrame, checklists: Checklists) -> Pipeline:
+    """Fit the model, its regularisation chosen by cross-validation within the training rows (a small
+    catalog needs more of it than a large one); the search uses at most `SEARCH_ROWS` rows."""
+    if frame["label"].sum() < MIN_TRAINING_RETURNS:
+        raise NotEnoughHistory(
+            f"only {int(frame['label'].sum())} return inquiries in the training window; the model needs "
+            f"{MIN_TRAINING_RETURNS} or more (it learns once the helpdesk history spans 60 days)"
+        )
+    sample = frame.sample(min(len(frame), SEARCH_ROWS), random_state=0)
+    search = GridSearchCV(
+        build_model(checklists),
+        {"glm__alpha": ALPHAS},
+        cv=KFold(4, shuffle=True, random_state=0),
+        scoring="neg_mean_poisson_deviance",
+    ).fit(sample, sample["label"])
+    return build_model(checklists).set_params(**search.best_params_).fit(frame, frame["label"])
+
+
+def evaluate(con: duckdb.DuckDBPyConnection, now: datetime, checklists: Checklists) -> Evaluation:
+    """Train at now-60d, test at now-30d (labels: the last 30 days), against the category-mean baseline."""
+    train_cutoff, test_cutoff = now - 2 * HORIZON, now - HORIZON
+    window = window_days(con, train_cutoff)
+    train, test = features(con, train_cutoff, checklists, window), features(con, test_cutoff, checklists, window)
+    model = _fit(train, checklists)
+    predicted = model.predict(test)
+    baseline = test["category"].map(train.groupby("category")["label"].mean()).fillna(train["label"].mean())
+    baseline = baseline.clip(lower=1e-6).to_numpy()  # the deviance needs a positive prediction
+    actual = test["label"].to_numpy()
+    holdout = test[["sku", "category"]].assign(predicted=predicted, baseline=baseline, actual=actual)
+    return Evaluation(
+        train_cutoff,
+        test_cutoff,
+        holdout,
+        float(mean_poisson_deviance(actual, predicted)),
+        float(mean_poisson_deviance(actual, baseline)),
+        top_decile_capture(predicted, actual),
+        top_decile_capture(baseline, actual),
+    )
+
+
+@dataclass(frozen=True)
+class Scores:
+    ranking: pd.DataFrame  # sku, title, category, supplier_id, predicted, drivers (list of words), rank
+    coefficients: pd.DataFrame  # category, item, per_dhu (log-rate per 1 DHU), rank (within the category)
+
+
+def score(con: duckdb.DuckDBPyConnection, now: datetime, checklists: Checklists) -> Scores:
+    """Train on both labelled cutoffs, then predict the next 30 days for every SKU, with the segments that
+    raise each SKU's risk most compared with the average of its category."""
+    window = window_days(con, now - 2 * HORIZON)
+    labelled = pd.concat([features(con, now - k * HORIZON, checklists, window) for k in (2, 1)], ignore_index=True)
+    model = _fit(labelled, checklists)
+    current = features(con, now, checklists, window)
+    names = segments(checklists)
+    scaler = model.named_steps["columns"].named_transformers_["numbers"]
+    weights = dict(zip(HISTORY_COLUMNS + names, model.named_steps["glm"].coef_[-len(scaler.scale_) :], strict=True))
+    per_dhu = {s: weights[s] / scale for s, scale in zip(HISTORY_COLUMNS + names, scaler.scale_, strict=True)}
+    coefficients = pd.DataFrame(
+        [(s.split(".")[0], s.split(".")[1], per_dhu[s]) for s in names], columns=["category", "item", "per_dhu"]
+    )
+    coefficients["rank"] = coefficients.groupby("category")["per_dhu"].rank(ascending=False, method="first")
+    coefficients = coefficients.astype({"rank": int}).sort_values(["category", "rank"], ignore_index=True)
+
+    # A segment's part in a SKU's risk: its coefficient times how far the SKU's DHU is from its category's mean.
+    lift = pd.DataFrame(index=current.index)
+    for name in names:
+        category = name.split(".")[0]
+        mean = current.loc[current["category"] == category, name].mean()
+        lift[name] = np.where(current["category"] == category, per_dhu[name] * (current[name] - mean), 0.0)
+    ranking = current[["sku", "title", "category", "supplier_id"]].assign(predicted=model.predict(current))
+    ranking["drivers"] = _drivers(lift)
+    ranking = ranking.sort_values(["predicted", "sku"], ascending=[False, True], ignore_index=True)
+    ranking["rank"] = np.arange(1, len(ranking) + 1)
+    return Scores(ranking, coefficients)
+
+
+def _drivers(lift: pd.DataFrame) -> list[list[str]]:
+    """Per SKU, up to three segments that raise its risk by 5 % or more, in words: `sizing +42%`, or
+    `sizing x3.1` once a segment more than doubles it. Formatted a column of words at a time, not per SKU."""
+    values = np.exp(lift.to_numpy())
+    order = np.argsort(-values, axis=1)[:, :DRIVERS_SHOWN]
+    factors = np.take_along_axis(values, order, axis=1)
+    names = np.array([c.split(".")[1].replace("_", " ") for c in lift.columns])[order]
+    words = np.where(
+        factors >= 2,
+        np.char.add(np.char.add(names, " x"), np.char.mod("%.1f", factors)),
+        np.char.add(np.char.add(np.char.add(names, " +"), np.char.mod("%.0f", (factors - 1) * 100)), "%"),
+    )
+    words = np.where(factors >= 1.05, words, "")
+    return [[w for w in row if w] for row in words.tolist()]
+
+
+PUBLISHED_RISKS = 1000  # the top of the ranking, for QA's page
+
+
+def save(con: duckdb.DuckDBPyConnection, run_id: str, now: datetime, evaluation: Evaluation, scores: Scores) -> None:
+    """Keep this run's ranking, driver coefficients, held-out predictions and metrics in the warehouse."""
+    con.register("ranking", scores.ranking)
+    con.register("coefficients", scores.coefficients)
+    con.register("holdout", evaluation.holdout)
+    try:
+        con.execute("CREATE OR REPLACE TABLE return_risk AS SELECT *, $now::TIMESTAMPTZ AS scored_at FROM ranking",
+                    {"now": now})  # fmt: skip
+        con.execute("CREATE OR REPLACE TABLE return_risk_drivers AS SELECT * FROM coefficients")
+        con.execute("CREATE OR REPLACE TABLE return_risk_holdout AS SELECT * FROM holdout")
+        con.execute(
+            "INSERT OR REPLACE INTO return_risk_metrics VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [run_id, now, evaluation.train_cutoff, evaluation.test_cutoff, len(evaluation.holdout),
+             int(evaluation.holdout["actual"].sum()), float(evaluation.holdout["predicted"].sum()),
+             evaluation.deviance_model, evaluation.deviance_baseline, evaluation.capture_model,
+             evaluation.capture_baseline],
+        )  # fmt: skip
+    finally:
+        for name in ("ranking", "coefficients", "holdout"):
+            con.unregister(name)
+
+
+def publish(store: sqlite3.Connection, scores: Scores, run_id: str, now: datetime) -> int:
+    """Replace QA's risk list (the top `PUBLISHED_RISKS`) and the driver table in the app store."""
+    top = scores.ranking.head(PUBLISHED_RISKS)
+    rows = [
+        (int(r.rank), r.sku, r.title, r.category, r.supplier_id, float(r.predicted), orjson.dumps(r.drivers).decode())
+        for r in top.itertuples(index=False)
+    ]
+    drivers = scores.coefficients[["category", "item", "per_dhu", "rank"]].astype(object)
+    drivers["per_dhu"] = np.expm1(scores.coefficients["per_dhu"].astype(float))
+    with transaction(store):
+        store.execute("DELETE FROM return_risk")
+        store.executemany("INSERT INTO return_risk VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        store.execute("DELETE FROM risk_drivers")
+        store.executemany("INSERT INTO risk_drivers VALUES (?, ?, ?, ?)", drivers.itertuples(index=False, name=None))
+        store.execute(
+            "INSERT OR REPLACE INTO publications VALUES ('return_risk', ?, ?, ?, 0, ?)",
+            [run_id, utc_now(), iso(now), len(rows)],
+        )
+    return len(rows)

@@ -1,0 +1,1 @@
+"""Receiving: reconciling receipts against purchase orders, the confirmation cycle, and delay notices."""

@@ -1,0 +1,1 @@
+"""Review: stale long-registered products, and the decisions merchandisers record about them."""

@@ -1,0 +1,255 @@
+"""Inspection entries in the app store: the checklist, the Z1.4 sample and verdict, entry validation, and the
+CSV import that reports every bad row and stores nothing unless the whole file is good."""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cx_pipeline import warehouse
+from cx_pipeline.core import appstore
+from cx_pipeline.core.rule_files import RulesError
+from cx_pipeline.quality import inspections
+from cx_pipeline.quality.checklists import load_checklists
+from cx_pipeline.quality.inspections import Entry, InspectionError
+
+CHECKLISTS = load_checklists()
+APPAREL = CHECKLISTS.items("apparel")  # stitching, sizing, colour_match, labelling, packaging
+# The app's clock, pinned late in the evening: an entry a few hours after receipt falls on the next day in UTC
+# (the suite once failed every evening because it read the wall clock here).
+NOW = datetime(2026, 11, 18, 23, 30, tzinfo=UTC)
+RECEIVED = NOW - timedelta(days=2)
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with appstore.connect(tmp_path / "app.sqlite") as s:
+        lots = pd.DataFrame(
+            [
+                ("RCV-1", 1, "SKU-A", "Slim Jeans", "apparel", "SUP-01", "WH-EAST", 1000, RECEIVED),
+                ("RCV-1", 2, "SKU-B", "Smart Speaker", "electronics", "SUP-02", "WH-EAST", 40, RECEIVED),
+                ("RCV-2", 1, "SKU-C", "Classic Hoodie", "apparel", "SUP-01", "WH-WEST", 12, RECEIVED),
+            ],
+            columns=list(inspections.Lot.__dataclass_fields__),
+        )
+        inspections.publish_lots(s, [inspections.lot_tuples(lots)], NOW)
+        yield s
+
+
+def apparel_entry(**defects: tuple[int, int, int]) -> Entry:
+    counts = {(item, s): 0 for item in APPAREL for s in ("critical", "major", "minor")}
+    for item, (critical, major, minor) in defects.items():
+        counts |= {(item, "critical"): critical, (item, "major"): major, (item, "minor"): minor}
+    return Entry("RCV-1", 1, counts)
+
+
+def stored(store) -> int:
+    return store.execute("SELECT count(*) FROM inspections").fetchone()[0]
+
+
+def test_the_bundled_checklists_cover_every_demo_category_and_use_the_default_aqls():
+    assert set(CHECKLISTS.categories) == {"apparel", "electronics", "home", "beauty", "toys", "sports"}
+    assert CHECKLISTS.aql == {"critical": 0.0, "major": 2.5, "minor": 4.0}
+    assert APPAREL == ["stitching", "sizing", "colour_match", "labelling", "packaging"]
+
+
+def test_a_form_entry_gets_its_sample_size_and_verdict(store):
+    lot = inspections.lot(store, "RCV-1", 1)
+    assert inspections.plan_for(lot, CHECKLISTS).sample_size == 80  # 1,000 units: code letter J
+    accepted = apparel_entry(sizing=(0, 3, 4), stitching=(0, 2, 3))  # major 5 <= Ac 5, minor 7 <= Ac 7
+    assert inspections.verdict(lot, accepted, CHECKLISTS)["lot"] == "accept"
+    inspection_id = inspections.record(store, accepted, CHECKLISTS, "quinn", now=NOW)
+
+    header, defects = inspections.inspection(store, inspection_id)
+    assert (header["sample_size"], header["verdict"], header["inspector"], header["source"]) == (
+        80,
+        "accept",
+        "quinn",
+        "form",
+    )
+    assert len(defects) == len(APPAREL) * 3
+    rejected = apparel_entry(sizing=(0, 6, 0))
+    assert inspections.verdict(lot, rejected, CHECKLISTS) == {
+        "critical": "accept", "major": "reject", "minor": "accept", "lot": "reject"
+    }  # fmt: skip
+
+
+def test_an_entry_is_checked_whole_and_nothing_is_stored_when_it_is_wrong(store):
+    entry = apparel_entry()
+    del entry.defects[("packaging", "minor")]
+    del entry.defects[("labelling", "major")]
+    entry.defects[("power_on", "major")] = 1
+    entry.defects[("sizing", "major")] = 81  # more than the 80 units sampled
+    entry.inspected_at = NOW + timedelta(days=1)
+
+    with pytest.raises(InspectionError) as error:
+        inspections.record(store, entry, CHECKLISTS, "quinn", now=NOW)
+
+    assert error.value.problems == [
+        "not on the apparel checklist: power_on",
+        "counts missing: labelling major, packaging minor",
+        "sizing major: 81 defects, more than the 80 units sampled",
+        f"inspected_at {appstore.iso(entry.inspected_at)} is in the future",
+    ]
+    assert stored(store) == 0
+    with pytest.raises(InspectionError, match="not a received lot QA can inspect"):
+        inspections.record(store, Entry("RCV-9", 1, apparel_entry().defects), CHECKLISTS, "quinn", now=NOW)
+
+
+def csv_rows(*rows: str, header: str = "receipt_id,line_no,item,critical,major,minor,inspected_at,note") -> str:
+    return "\n".join([header, *rows]) + "\n"
+
+
+def apparel_rows(receipt: str = "RCV-1", line: int = 1, major_sizing: str = "0") -> list[str]:
+    return [f"{receipt},{line},{item},0,{major_sizing if item == 'sizing' else 0},0,," for item in APPAREL]
+
+
+def test_a_good_csv_is_imported_whole(store):
+    inspected = RECEIVED + timedelta(hours=3)  # the next day in UTC: the day must come from the row, not the clock
+    electronics = [f"RCV-1,2,{item},0,1,0,{inspected:%Y-%m-%dT%H:%M:%SZ},checked"
+                   for item in CHECKLISTS.items("electronics")]  # fmt: skip
+    text = csv_rows(*apparel_rows(major_sizing="2"), *electronics)
+    imported = inspections.import_csv(store, text, CHECKLISTS, "q", now=NOW)
+    assert imported == 2 and stored(store) == 2
+    rows = {r["receipt_id"] + "/" + str(r["line_no"]): r for r in inspections.recent(store)}
+    assert (rows["RCV-1/1"]["major"], rows["RCV-1/1"]["verdict"], rows["RCV-1/1"]["source"]) == (2, "accept", "csv")
+    # 40 units (D): the major plan moves down to E, 13 units, Ac 1: four major defects reject the lot
+    assert (rows["RCV-1/2"]["sample_size"], rows["RCV-1/2"]["major"], rows["RCV-1/2"]["verdict"]) == (13, 4, "reject")
+    assert rows["RCV-1/2"]["note"] == "checked"
+    assert rows["RCV-1/2"]["inspected_at"] == f"{inspected:%Y-%m-%dT%H:%M:%S}+00:00"
+
+
+def test_every_bad_row_is_reported_with_its_number_and_nothing_is_imported(store):
+    good = apparel_rows()  # rows 2-6
+    text = csv_rows(
+        *good,
+        "RCV-9,1,sizing,0,0,0,,",  # row 7: no such lot
+        "RCV-1,2,stitching,0,0,0,,",  # row 8: not an electronics item, and the lot lacks its own items
+        "RCV-2,1,sizing,0,x,0,,",  # row 9: not a number
+        "RCV-2,1,sizing,0,0,0,,",  # row 10: the same lot and item again
+        "RCV-2,1,stitching,0,9,0,,",  # row 11: 9 defects in a 5-unit sample
+        "RCV-2,1,labelling,-1,0,0,,",  # row 12: negative
+        "RCV-2,1,colour_match,0,0,0,2099-01-01T00:00:00Z,",  # row 13: in the future
+        "RCV-2,1,packaging,0,0,0,yesterday,",  # row 14: not a time
+    )
+    with pytest.raises(InspectionError) as error:
+        inspections.import_csv(store, text, CHECKLISTS, "q", now=NOW)
+    problems = error.value.problems
+    assert "row 7: lot RCV-9/1 is not a received lot QA can inspect" in problems
+    assert "row 8: item stitching is not on the electronics checklist" in problems
+    assert "row 8: lot RCV-1/2 has no row for power_on, accessories, cosmetic, packaging" in problems
+    assert "row 9: major must be a whole number >= 0" in problems
+    assert "row 10: the same lot and item again" in problems
+    assert "row 11: more major defects than units sampled" in problems
+    assert "row 12: critical must be a whole number >= 0" in problems
+    assert "row 13: inspected_at is in the future" in problems
+    assert "row 14: inspected_at is not an ISO 8601 time" in problems
+    assert [int(p.split()[1].split("-")[0].rstrip(":")) for p in problems] == sorted(
+        int(p.split()[1].split("-")[0].rstrip(":")) for p in problems
+    )  # in row order
+    assert not any(p.startswith(("row 2:", "row 3:", "row 4:")) for p in problems)  # the good rows pass
+    assert stored(store) == 0  # not even the good lot
+
+
+def test_a_file_with_the_wrong_columns_is_refused_before_its_rows(store):
+    with pytest.raises(InspectionError) as error:
+        inspections.import_csv(
+            store, csv_rows("RCV-1,1,sizing,0", header="receipt_id,line,item,critical"), CHECKLISTS, "q", now=NOW
+        )
+    assert error.value.problems == [
+        "missing column 'line_no'", "missing column 'major'", "missing column 'minor'",
+        "unknown column 'line' (allowed: receipt_id, line_no, item, critical, major, minor, inspected_at, note)",
+    ]  # fmt: skip
+    with pytest.raises(InspectionError, match="no rows"):
+        inspections.import_csv(store, csv_rows(), CHECKLISTS, "q", now=NOW)
+
+
+def test_a_later_entry_for_the_same_lot_replaces_the_earlier_one_in_the_lot_list(store):
+    inspections.record(store, apparel_entry(), CHECKLISTS, "quinn", now=NOW)
+    inspections.record(store, apparel_entry(sizing=(1, 0, 0)), CHECKLISTS, "quinn", now=NOW)
+    pending, everything = inspections.lots_page(store), inspections.lots_page(store, pending_only=False)
+    total_pending, total = pending.total, everything.total
+    pending, everything = pending.rows, everything.rows
+    assert total_pending == 2 and ("RCV-1", 1) not in {(r["receipt_id"], r["line_no"]) for r in pending}
+    inspected = next(r for r in everything if (r["receipt_id"], r["line_no"]) == ("RCV-1", 1))
+    assert inspected["verdict"] == "reject" and total == 3
+
+
+def test_a_full_publication_replaces_the_list_whole_and_one_that_stops_half_way_changes_nothing(store):
+    def lots_now() -> list[tuple[str, int]]:
+        return [tuple(r) for r in store.execute("SELECT receipt_id, line_no FROM inspection_lots ORDER BY 1, 2")]
+
+    def chunks(*keys: tuple[str, int], fail: bool = False):
+        for receipt_id, line_no in keys:
+            yield [(receipt_id, line_no, "SKU-D", "Mug", "home", "SUP-03", "WH-EAST", 24, appstore.iso(RECEIVED))]
+        if fail:
+            raise ConnectionError("the warehouse went away")
+
+    with pytest.raises(ConnectionError):
+        inspections.publish_lots(store, chunks(("RCV-9", 1), fail=True), NOW, replace=True)
+    assert lots_now() == [("RCV-1", 1), ("RCV-1", 2), ("RCV-2", 1)]  # the app kept the list it had
+
+    published = inspections.publish_lots(store, chunks(("RCV-3", 1), ("RCV-3", 2)), NOW, replace=True)
+    assert published == 2 and lots_now() == [("RCV-3", 1), ("RCV-3", 2)]
+    tables = {r[0] for r in store.execute("SELECT name FROM sqlite_master WHERE tbl_name LIKE 'inspection_lots%'")}
+    assert "inspection_lots_next" not in tables and "inspection_lots_by_time" in tables  # the index came along
+    assert inspections.lot(store, "RCV-3", 2).title == "Mug"
+
+
+def test_a_broken_checklists_file_is_reported_whole(tmp_path):
+    path = tmp_path / "checklists.yaml"
+    path.write_text(
+        "aql: {critical: 0, major: 3.0, minor: 4.0}\n"
+        "categories:\n  apparel: {Stitching: seams, sizing: ''}\n  toys: []\n"
+    )
+    with pytest.raises(RulesError) as error:
+        load_checklists(path)
+    message = str(error.value)
+    assert "aql: major 3.0 is not a Z1.4 AQL" in message
+    assert "apparel.Stitching: an item name is lower-case letters" in message
+    assert "apparel.sizing: describe what good looks like" in message
+    assert "toys: expected a mapping of item -> what good looks like" in message
+
+
+def test_a_run_sends_new_lots_and_the_lots_of_relabelled_products_not_those_of_repriced_ones(tmp_path):
+    def land_product(con, sku: str, title: str, price: float) -> None:
+        con.execute("DELETE FROM raw_catalog WHERE sku = ?", [sku])  # a new version, landed now
+        con.execute(
+            "INSERT INTO raw_catalog VALUES (?, ?, 'home', 'SUP-01', ?, 'EUR', 'active', ?, ?, NULL, 'b', now())",
+            [sku, title, price, RECEIVED - timedelta(days=900), RECEIVED],
+        )
+
+    def land_receipt(con, receipt_id: str, sku: str) -> None:
+        con.execute(
+            "INSERT INTO raw_receipts VALUES (?, 1, 'PO-1', 1, ?, 'WH-EAST', 24, 0, NULL, ?, ?, 'b', now())",
+            [receipt_id, sku, RECEIVED, RECEIVED],
+        )
+
+    def publish(con, store) -> list[tuple[str, str]]:
+        chunks, through = inspections.lots_to_publish(con, NOW, inspections.lots_published_through(store))
+        lots = [lot for chunk in chunks for lot in chunk]
+        inspections.publish_lots(store, [lots], NOW, through=through)
+        inspections.products_published(con)
+        return sorted((lot[0], lot[3]) for lot in lots)
+
+    with warehouse.connect(tmp_path / "w.duckdb") as con, appstore.connect(tmp_path / "app.sqlite") as store:
+        land_product(con, "SKU-A", "Mug", 4.5)
+        land_product(con, "SKU-B", "Bowl", 6.0)
+        land_receipt(con, "RCV-1", "SKU-A")
+        land_receipt(con, "RCV-2", "SKU-B")
+        assert publish(con, store) == [("RCV-1", "Mug"), ("RCV-2", "Bowl")]
+        assert publish(con, store) == []  # nothing changed
+
+        land_product(con, "SKU-A", "Mug", 3.9)  # a new price: its lot shows the same
+        land_product(con, "SKU-B", "Soup bowl", 6.0)  # a new title: its lot must show it
+        land_receipt(con, "RCV-3", "SKU-A")
+        assert publish(con, store) == [("RCV-2", "Soup bowl"), ("RCV-3", "Mug")]
+
+        con.execute(  # SKU-B fails its contract: out of valid_catalog, and its lot with it
+            "INSERT INTO quarantine VALUES ('catalog', 'b', 'expect_not_null', 'SKU-B', '{}', now(), NULL)"
+        )
+        land_receipt(con, "RCV-4", "SKU-B")
+        assert publish(con, store) == []
+        con.execute("UPDATE quarantine SET released_at = now()")  # its next version is good again, unchanged
+        assert publish(con, store) == [("RCV-2", "Soup bowl"), ("RCV-4", "Soup bowl")]
