@@ -1,7 +1,7 @@
 """The demo world and its HTTP server, over real HTTP on 127.0.0.1 (no mocks)."""
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
@@ -321,3 +321,15 @@ def test_notifications_are_recorded_once_per_key(fresh):
     missing_key = requests.post(fresh.url + "/notifications", json={"kind": "x"}, headers=AUTH, timeout=10)
     assert missing_key.status_code == 400
     assert fresh.requests["/notifications"] == 4
+
+
+@pytest.mark.parametrize("hour", [2, 20])
+def test_the_readmes_one_day_step_brings_receipts_whenever_the_demo_world_starts(hour: int):
+    """The README's UI walk-through advances the demo world a day for the confirmation cycle's second run:
+    deliveries arrive in working hours, so a 3-hour step at night would bring none."""
+    now = datetime(2026, 12, 5, hour, tzinfo=UTC)
+    world = build_world(seed=42, n_skus=2000, now=now)  # `cx-pipeline simulate`'s defaults
+    received = pd.to_datetime(world.receipts["received_at"], utc=True)
+    assert ((received > now) & (received <= now + timedelta(hours=24))).sum() > 0
+    if hour == 2:
+        assert ((received > now) & (received <= now + timedelta(hours=3))).sum() == 0
