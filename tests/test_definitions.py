@@ -1,10 +1,12 @@
-"""The Dagster definitions load as `dagster dev -w workspace.yaml` would, and every asset is documented."""
+"""The Dagster definitions load as `dg check defs` and `dg dev` load them, and every asset is documented."""
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import dagster as dg
+import yaml
 
 from cx_pipeline.assets.resources import WAREHOUSE_POOL
 from cx_pipeline.assets.schedules import WAREHOUSE_TAG
@@ -16,15 +18,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_workspace_validates():
-    dagster = Path(sys.executable).with_name("dagster")
-    result = subprocess.run(
-        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    """`dg check defs` (Dagster 1.13's name for `dagster definitions validate`) loads the code location that
+    [tool.dg] in pyproject.toml names, with no supersession warning."""
+    dg_cli = Path(sys.executable).with_name("dg")
+    result = subprocess.run([str(dg_cli), "check", "defs"], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "All definitions loaded successfully." in result.stdout, output[-3000:]
+    assert "superseded" not in output.lower(), output[-3000:]
+
+
+def test_dg_and_the_workspace_files_name_the_same_code_location():
+    """`dg dev` and `dg check defs` read [tool.dg]; `dg dev -w workspace.yaml` and production read the workspace
+    files: one module, one location name (run history is kept per location)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["dg"]["project"]
+    (local,) = yaml.safe_load((ROOT / "workspace.yaml").read_text())["load_from"]
+    assert local["python_module"]["module_name"] == project["code_location_target_module"]
+    assert local["python_module"]["location_name"] == project["code_location_name"]
+    (production,) = yaml.safe_load((ROOT / "deploy" / "workspace.yaml").read_text())["load_from"]
+    assert production["grpc_server"]["location_name"] == project["code_location_name"]
 
 
 def test_every_asset_has_group_kinds_owners_and_a_description():
