@@ -134,7 +134,7 @@ def simulate_world(args: argparse.Namespace) -> int:
     print(f"Demo world (seed {args.seed}, {args.skus:,} SKUs) on {sim.url}. Point the pipeline at it with:")
     for line in simulator_exports(sim.url, args.token):
         print(f"  {line}")
-    print("(or `cp .env.example .env` when it runs on the default port), then: dagster dev -w workspace.yaml")
+    print("(or `cp .env.example .env` when it runs on the default port), then: dg dev")
     print("Ctrl-C stops it.", flush=True)
     try:
         sim.serve_forever()

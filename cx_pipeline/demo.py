@@ -186,7 +186,7 @@ def print_summary(warehouse_path: Path, checks: list[Any], success: bool, elapse
         "push_audit, stale_products, inspections, inspection_dhu, return_risk, inquiry_kpis)"
     )
     print(
-        "Dagster UI: cp .env.example .env; cx-pipeline simulate  and, in another shell,  dagster dev -w workspace.yaml"
+        "Dagster UI: cp .env.example .env; cx-pipeline simulate  and, in another shell,  dg dev"
     )
 
 
