@@ -66,7 +66,7 @@ def test_http_ingest_reports_rows_per_second(tmp_path):
 def test_the_report_states_every_target(tmp_path):
     records = [
         harness.machine(),
-        {"bench": "full_run", "step": "TOTAL", "seconds": 50.0, "peak_rss_mib": 5000, "ok": True, "skus": 10,
+        {"bench": "full_run", "step": "TOTAL", "seconds": 50.0, "peak_rss_mib": 5000, "ok": True, "skus": 1_000_000,
          "receipt_lines": 200, "floor_seconds": 10.0, "floor_ratio": 5.0, "changed_skus": 250, "batch_size": 100,
          "storefront_writes": 3},
         {"bench": "steady_state", "step": "TOTAL", "seconds": 1.0, "peak_rss_mib": 1, "ok": True, "changed_skus": 0,
@@ -79,7 +79,7 @@ def test_the_report_states_every_target(tmp_path):
     text = report.save(records, tmp_path, "cx-pipeline bench --skus 10")
 
     assert met == {
-        "full run wall (10 SKUs, 200 receipt lines)": True,
+        "full run wall (1,000,000 SKUs, 200 receipt lines)": True,
         "full run peak RSS": False,
         "full run / floor": True,
         "storefront writes, full_run": True,
@@ -92,10 +92,25 @@ def test_the_report_states_every_target(tmp_path):
     ]  # fmt: skip
 
 
+def test_below_a_million_skus_the_scale_targets_are_reported_not_judged():
+    full = {"bench": "full_run", "step": "TOTAL", "seconds": 500.0, "peak_rss_mib": 9000, "ok": True, "skus": 2000,
+            "receipt_lines": 40000, "floor_seconds": 0.003, "floor_ratio": 2342.0, "changed_skus": 20,
+            "batch_size": 100, "storefront_writes": 1}  # fmt: skip
+
+    met = {target: ok for target, _, _, ok in report.targets([full])}
+
+    assert met == {
+        "full run wall (2,000 SKUs, 40,000 receipt lines)": None,
+        "full run peak RSS": None,
+        "full run / floor": None,
+        "storefront writes, full_run": True,  # right at any size
+    }
+
+
 def test_the_bench_command_writes_its_results(tmp_path):
     result = cli("bench", "--skus", "500", "--receipt-lines", "5000", "--only", "scale", "--out", str(tmp_path),
                  timeout=600)  # fmt: skip
 
-    assert result.returncode in (0, 1), result.stderr  # 1: a target missed, as the floor is at this size
+    assert result.returncode == 0, result.stderr  # the targets set for 1 M SKUs are not judged at 500
     assert "| target | goal | measured | met |" in result.stdout
     assert (tmp_path / "results.md").read_text() in result.stdout

@@ -109,13 +109,13 @@ def test_the_installed_demo_runs_outside_a_checkout(installed: Install):
 
 def test_the_installed_bench_runs_outside_a_checkout(installed: Install):
     bench = installed.run("cx-pipeline", "bench", "--skus", "2000", "--only", "scale", "--out", "bench", timeout=1800)
-    assert bench.returncode in (0, 1), bench.stderr[-5000:]  # 1: a target missed
+    # at 2,000 SKUs the time, memory and floor targets (set for 1 M SKUs) are reported, not judged
+    assert bench.returncode == 0, f"{bench.stdout[-3000:]}\n{bench.stderr[-5000:]}"
     assert "| target | goal | measured | met |" in bench.stdout
     lines = (installed.workdir / "bench" / "results.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
     totals = {r["bench"]: r["ok"] for r in records if r.get("step") == "TOTAL"}
     assert totals == {"full_run": True, "incremental": True, "steady_state": True}
-    # at this size only the ratio to the floor (one GROUP BY of a few ms) can be missed
-    missed = [target for target, _, _, met in report.targets(records) if not met]
-    assert set(missed) <= {"full run / floor"}
-    assert bench.returncode == (1 if missed else 0)
+    judged = {target: met for target, _, _, met in report.targets(records) if met is not None}
+    assert judged and all(judged.values()), judged  # the storefront writes: right at any size
+    assert "not judged below 1,000,000 SKUs" in bench.stdout
