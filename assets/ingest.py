@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from cx_pipeline.assets.resources import WAREHOUSE_POOL, ContractsResource, UpstreamApiResource, WarehouseResource
+from cx_pipeline.assets.resources import WAREHOUSE_POOL, ContractsResource, SourceResource, WarehouseResource
 from cx_pipeline.ingest.contracts import judge_pending
 from cx_pipeline.ingest.feeds import FEEDS, Feed
 from cx_pipeline.ingest.landing import land, last_cursor
@@ -28,7 +28,7 @@ def raw_asset(feed: Feed) -> dg.AssetsDefinition:
     )
     def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         # The upstream client is chosen per feed, so resources are looked up by key, not by parameter.
-        api: UpstreamApiResource = getattr(context.resources, feed.system)
+        api: SourceResource = getattr(context.resources, feed.system)
         warehouse: WarehouseResource = context.resources.warehouse
         contracts: ContractsResource = context.resources.contracts
 

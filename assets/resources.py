@@ -6,10 +6,11 @@ import json
 import os
 import sqlite3
 import zoneinfo
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 import dagster as dg
 import duckdb
@@ -152,13 +153,51 @@ class NotificationResource(UpstreamApiResource):
     """Customer notification API (`POST /notifications`, idempotent by key)."""
 
 
-# The upstream client of each system the feeds name (`Feed.system`), by resource key.
+class SourceResource(Protocol):
+    """Where a role's feeds come from (the REST shape, a vendor's API, a folder of files): every source stages
+    its rows in the feed's columns in `landing_<feed>`, so the same landing and contract judge them all."""
+
+    def pull(
+        self, con: duckdb.DuckDBPyConnection, feed: Feed, since: datetime | None, progress: ProgressFn | None = None
+    ) -> Batch: ...
+
+
+def rest_source(cls: type[UpstreamApiResource]) -> Callable[[str], UpstreamApiResource]:
+    """A builder of the bundled REST shape's resource for a role: CX_<ROLE>_URL, _TOKEN and _TIME_ZONE."""
+
+    def build(role: str) -> UpstreamApiResource:
+        prefix = f"CX_{role.upper()}"
+        return cls(
+            base_url=dg.EnvVar(f"{prefix}_URL"),
+            token=dg.EnvVar(f"{prefix}_TOKEN"),
+            source_time_zone=os.environ.get(f"{prefix}_TIME_ZONE", ""),
+        )
+
+    return build
+
+
+# The bundled REST shape's client of each role the feeds name (`Feed.system`, also the resource key).
 UPSTREAM: dict[str, type[UpstreamApiResource]] = {
     "wms": WmsResource,
     "catalog": CatalogResource,
     "oms": OmsResource,
     "helpdesk": HelpdeskResource,
 }
+
+# The sources each role's feeds may come from, by the name CX_<ROLE>_SOURCE gives (rest, the default, is the
+# bundled REST shape).
+SOURCES: dict[str, dict[str, Callable[[str], SourceResource]]] = {
+    role: {"rest": rest_source(cls)} for role, cls in UPSTREAM.items()
+}
+
+
+def source_from_env(role: str) -> SourceResource:
+    """The resource of `role`'s source, as CX_<ROLE>_SOURCE names it (rest when unset)."""
+    variable = f"CX_{role.upper()}_SOURCE"
+    name = os.environ.get(variable, "rest").strip().lower() or "rest"
+    if name not in SOURCES[role]:
+        raise ValueError(f"{variable}={name!r} is not a source of the {role} feeds: choose {', '.join(SOURCES[role])}")
+    return SOURCES[role][name](role)
 
 
 class StorefrontResource(dg.ConfigurableResource):
@@ -306,7 +345,7 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
             ),
             max_held_runs=int(os.environ.get("CX_MAX_HELD_RUNS", 2)),
         ),
-        **{system: api(cls, system.upper()) for system, cls in UPSTREAM.items()},
+        **{role: source_from_env(role) for role in SOURCES},
         "notifications": api(NotificationResource, "NOTIFY"),
         "storefront": storefront,
     }
