@@ -117,59 +117,44 @@ def delay_notices(
     """At most one notice per late order and run, naming what is late, why, and the new delivery date (or
     plainly that none is known yet); an update only when that date moves later; each sent once."""
     policy = allocation.AllocationPolicy(config.qc_hours, config.transit_days)
+    # no client: a dry run, which lists what would be sent and sends nothing
+    client = None if config.dry_run else notifications.client
+
+    def progress(done: int, total: int) -> None:
+        if done % 100 == 0:
+            context.log.info(f"delay_notices: {done}/{total} sent")
+
     with warehouse.connect() as con:
-        now = wms_clock(con)
-        allocation.allocate(con, policy, now)
-        delayed = allocation.delayed_lines(con)
-        due = notices.due_notices(con, delayed)
-        (late_lines,) = con.execute(f"SELECT count(*) FROM {delayed}").fetchall()[0]
-        preview = due[["notice_key", "customer_id", "cause", "skus", "promised_at", "previous_eta", "new_eta"]]
-        counts = {
-            "first_notices": int((due["revision"] == 1).sum()),
-            "updates": int((due["revision"] > 1).sum()),
-            "with_new_date": int(due["new_eta"].notna().sum()),
-            "without_date_yet": int(due["new_eta"].isna().sum()),
-        }
-        if config.dry_run:
-            context.log.info(f"delay_notices (dry run): {len(due)} notices would be sent")
-            return dg.MaterializeResult(
-                metadata={
-                    "dry_run": True,
-                    "late_order_lines": late_lines,
-                    "would_send": len(due),
-                    **counts,
-                    "would_send_preview": markdown(preview),
-                }
-            )
-        planned = notices.plan(con, due, now, context.run_id)
-        todo = notices.pending(con)
-
-        def progress(done: int, total: int) -> None:
-            if done % 100 == 0:
-                context.log.info(f"delay_notices: {done}/{total} sent")
-
-        report = notices.send(con, notifications.client, todo, now, progress)
-        notified = notices.mark_discrepancies_notified(con, now)
-        by_cause = con.sql(
-            "SELECT cause, status, count(*) AS notices FROM notice_ledger GROUP BY ALL ORDER BY cause, status"
-        ).df()
+        run = notices.notify_delays(con, policy, wms_clock(con), context.run_id, client, progress)
+    if run.report is None:
+        context.log.info(f"delay_notices (dry run): {len(run.due)} notices would be sent")
+        return dg.MaterializeResult(
+            metadata={
+                "dry_run": True,
+                "late_order_lines": run.late_order_lines,
+                "would_send": len(run.due),
+                **run.counts,
+                "would_send_preview": markdown(run.preview),
+            }
+        )
+    report = run.report
     context.log.info(f"delay_notices: {report.sent} sent, {report.already_sent} already sent, {report.failed} failed")
     if report.failed:
         raise dg.Failure(
-            description=f"{report.failed} of {len(todo)} notices were not accepted; they stay planned and the "
+            description=f"{report.failed} of {run.pending} notices were not accepted; they stay planned and the "
             "next run sends them (with the same idempotency keys). First errors:\n" + "\n".join(report.errors[:5]),
             metadata={"sent": report.sent, "failed": report.failed},
         )
     return dg.MaterializeResult(
         metadata={
-            "late_order_lines": late_lines,
-            "planned": planned,
-            **counts,
+            "late_order_lines": run.late_order_lines,
+            "planned": run.planned,
+            **run.counts,
             "sent": report.sent,
             "already_sent": report.already_sent,
-            "discrepancies_now_customers_notified": notified,
-            "ledger_by_cause": markdown(by_cause),
-            "new_notices": markdown(preview),
+            "discrepancies_now_customers_notified": run.notified,
+            "ledger_by_cause": markdown(run.ledger_by_cause),
+            "new_notices": markdown(run.preview),
         }
     )
 

@@ -47,18 +47,12 @@ def stock_position(
 ) -> dg.MaterializeResult:
     """Per SKU: on hand − in QC − damaged − reserved by open orders − safety buffer, and the storefront state
     it calls for (out of stock at or below the floor)."""
+    policy = stock.StockPolicy(config.safety_buffer, config.floor)
     with warehouse.connect() as con:
-        known = {sku for (sku,) in con.execute("SELECT sku FROM valid_catalog").fetchall()}
-        overrides = stock.read_overrides(config.overrides_csv or None, known)
-        policy = stock.StockPolicy(config.safety_buffer, config.floor)
-        stock.build_stock_position(con, policy, overrides, wms_clock(con), context.run_id)
-        counts = stock.position_summary(con)
-        oversold = con.sql(
-            """SELECT sku, on_hand, in_qc, damaged, reserved, available FROM stock_position
-            WHERE available < 0 ORDER BY available LIMIT 20"""
-        ).df()
+        position = stock.refresh_position(con, policy, config.overrides_csv or None, wms_clock(con), context.run_id)
+    counts = position.counts
     context.log.info(f"stock_position: {counts}")
-    return dg.MaterializeResult(metadata={**counts, "most_oversold": markdown(oversold)})
+    return dg.MaterializeResult(metadata={**counts, "most_oversold": markdown(position.most_oversold)})
 
 
 @dg.asset(
@@ -80,20 +74,16 @@ def storefront_push_plan(
     except push.EmptyStorefrontError as exc:
         raise dg.Failure(description=str(exc)) from None
     with warehouse.connect() as con:
-        now = wms_clock(con)
-        # the read above is the only look at the shop this run takes: it also settles an interrupted push
-        settled = push.settle(con, current, plan_id=context.run_id, now=now)
-        row = push.plan(
+        outcome = push.settle_and_plan(
             con,
             current,
             plan_id=context.run_id,
             adapter=adapter.name,
             max_flip_share=config.max_flip_share,
             force=config.force,
-            now=now,
+            now=wms_clock(con),
         )
-        diff = push.changes(con, context.run_id)
-        unlisted = push.unlisted(con, current) if row["not_listed"] else []
+    row, settled, unlisted = outcome.row, outcome.settled, outcome.unlisted
     if unlisted:
         context.log.warning(
             f"storefront_push_plan: {row['not_listed']:,} catalog SKUs are not listed by the {adapter.name} "
@@ -126,7 +116,7 @@ def storefront_push_plan(
             "storefront_warnings": dg.MetadataValue.md("\n".join(f"- {w}" for w in adapter.warnings) or "none"),
             "flip_share": float(row["flip_share"]),
             "forced": row["forced"],
-            "diff": markdown(diff, "the storefront already shows the right state"),
+            "diff": markdown(outcome.diff, "the storefront already shows the right state"),
         }
     )
 
@@ -141,59 +131,33 @@ def storefront_status_push(
 ) -> dg.MaterializeResult:
     """This run's plan written to the storefront in batches, every SKU in the audit table as sent before the
     write and with the shop's answer after it."""
+    plan_id = context.run_id  # a push always goes with the diff planned in the same run
     with warehouse.connect() as con:
-        plan_id = context.run_id  # a push always goes with the diff planned in the same run
-        plan = push.plan_row(con, plan_id)
         if config.dry_run:
-            con.execute("UPDATE push_plans SET status = 'dry_run' WHERE plan_id = ?", [plan_id])
-            return dg.MaterializeResult(metadata={"dry_run": True, "plan_id": plan_id, "would_change": plan["changes"]})
+            would_change = push.mark_dry_run(con, plan_id)
+            return dg.MaterializeResult(metadata={"dry_run": True, "plan_id": plan_id, "would_change": would_change})
         adapter = storefront.client
 
         def progress(done: int, total: int) -> None:
             context.log.info(f"storefront_status_push: batch {done}/{total}")
 
-        report = push.execute(con, adapter, plan_id, lambda: wms_clock(con), progress)
-        audit = con.execute(
-            "SELECT state, count(*) AS skus FROM push_audit WHERE plan_id = ? GROUP BY state ORDER BY state",
-            [plan_id],
-        ).df()
-    mismatches = int(audit.loc[audit["state"] == "mismatch", "skus"].sum())
+        outcome = push.push_plan(
+            con, adapter, plan_id, lambda: wms_clock(con), progress, max_held_runs=contracts.max_held_runs
+        )
+    report = outcome.report
     metadata = {
         "plan_id": plan_id,
         "adapter": adapter.name,
         "batches": report.batches,
         "pushed": report.pushed,
         "failed": report.failed,
-        "customer_view_mismatches": mismatches,
+        "customer_view_mismatches": outcome.mismatches,
         "batches_done_earlier": report.skipped_batches,
-        "audit": markdown(audit),
+        "audit": markdown(outcome.audit),
     }
-    problems = []
-    if report.failed:
-        problems.append(
-            f"{report.failed} SKUs were not updated; they are in push_audit and the next run pushes them again. "
-            "First errors:\n" + "\n".join(report.errors[:5])
-        )
-    if problem := long_holds_problem(warehouse, contracts.max_held_runs):
-        problems.append(problem)
-    if problems:
+    if problems := outcome.problems:
         raise dg.Failure(description="\n\n".join(problems), metadata=metadata)
     return dg.MaterializeResult(metadata=metadata)
-
-
-def long_holds_problem(warehouse: WarehouseResource, max_runs: int) -> str | None:
-    """Why the run fails when a SKU has been held `max_runs` runs in a row: the rest was pushed, but a hold
-    must never go unnoticed."""
-    with warehouse.connect(read_only=True) as con:
-        held = stock.long_holds(con, max_runs)
-    if held.empty:
-        return None
-    sample = ", ".join(f"{r.sku} ({r.held_by}, {r.runs} runs)" for r in held.head(10).itertuples())
-    return (
-        f"{len(held)} SKUs have been held for {max_runs} or more runs in a row, so the shop still shows their "
-        f"old stock: {sample}. Fix the rows the contract quarantined (or the snapshot that lost them); see "
-        "stock_holds and quarantine."
-    )
 
 
 defs = dg.Definitions(assets=[stock_position, storefront_push_plan, storefront_status_push])

@@ -2,7 +2,7 @@
 are quarantined and hold only what they touch (the rules: `cx_pipeline.ingest.contracts`)."""
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 import dagster as dg
 import duckdb
@@ -10,17 +10,8 @@ import great_expectations as gx
 import pandas as pd
 
 from cx_pipeline.assets.resources import WAREHOUSE_POOL, ContractsResource, WarehouseResource
-from cx_pipeline.ingest.contracts import (
-    Verdict,
-    imported_batch,
-    judge,
-    quarantine,
-    rejudge_quarantine,
-    rules_markdown,
-    sample_markdown,
-)
+from cx_pipeline.ingest.contracts import Verdict, judge_and_release, judge_import, rules_markdown, sample_markdown
 from cx_pipeline.ingest.feeds import FEEDS, Feed
-from cx_pipeline.ingest.suites import validate
 
 CONTRACT_CHECK = "data_contract"
 
@@ -42,12 +33,11 @@ def contract_check(feed: Feed) -> dg.AssetChecksDefinition:
         context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, contracts: ContractsResource
     ) -> dg.AssetCheckResult:
         with warehouse.connect() as con:
-            verdict = judge(con, feed, contracts.policy)
-            released = rejudge_quarantine(con, feed) + verdict.released
-            if released:
-                context.log.info(f"{feed.table}: {released} quarantined rows now pass and were released")
-            extra = {"rows_released": released, "rules": dg.MetadataValue.md(rules_markdown(feed, contracts.policy))}
-            return report(context, con, feed.table, verdict, extra)
+            verdict = judge_and_release(con, feed, contracts.policy)
+            if verdict.released:
+                context.log.info(f"{feed.table}: {verdict.released} quarantined rows now pass and were released")
+            rules = dg.MetadataValue.md(rules_markdown(feed, contracts.policy))
+            return report(context, con, feed.table, verdict, {"rows_released": verdict.released, "rules": rules})
 
     return _check
 
@@ -73,18 +63,7 @@ def app_store_contract(
     )
     def _check(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
         with warehouse.connect() as con:
-            judged = imported_batch(con, feed, latest_import(con))
-            expectations = suite(datetime.now(UTC))  # entries carry the app's clock, not a source's
-            violations = validate(con, judged.table, expectations)
-            quarantined = quarantine(con, feed, judged, violations)
-            con.execute(
-                f"UPDATE ingest_batches SET judged_at = now(), verdict = ? WHERE batch_id IN "
-                f"(SELECT DISTINCT _batch_id FROM {judged.table})",
-                ["blocked" if violations else "passed"],
-            )
-            # an import is all of a person's work at once: any bad row blocks (the app shows why)
-            reasons = [f"{v.expectation} broken" for v in violations]
-            return report(context, con, asset, Verdict(judged, expectations, violations, quarantined, reasons))
+            return report(context, con, asset, judge_import(con, feed, latest_import(con), suite))
 
     return _check
 

@@ -5,8 +5,8 @@ import dagster as dg
 
 from cx_pipeline.assets.metadata import markdown
 from cx_pipeline.assets.resources import WAREHOUSE_POOL, WarehouseResource
-from cx_pipeline.ingest.contracts import BLOCKED
-from cx_pipeline.storefront import push
+from cx_pipeline.ingest.contracts import latest_verdicts
+from cx_pipeline.storefront import push, stock
 
 
 @dg.asset_check(asset="storefront_push_plan", name="flip_share_within_limit", blocking=True, pool=WAREHOUSE_POOL)
@@ -43,12 +43,9 @@ def inputs_passed_contracts(warehouse: WarehouseResource) -> dg.AssetCheckResult
     """Nothing is pushed while the latest batch of a stock input (on hand, open orders, catalog) is unjudged or
     failed its contract structurally; bad rows below that only hold their own SKUs, which are listed here."""
     with warehouse.connect(read_only=True) as con:
-        inputs = con.sql(
-            """SELECT feed, arg_max(verdict, fetched_at) AS verdict, bool_or(judged_at IS NULL) AS unjudged
-            FROM ingest_batches WHERE feed IN ('on_hand', 'open_orders', 'catalog') GROUP BY feed ORDER BY feed"""
-        ).df()
-        held = con.sql("SELECT sku, held_by FROM stock_position WHERE held ORDER BY sku").df()
-    broken = inputs[(inputs["verdict"] == BLOCKED) | inputs["unjudged"]]
+        inputs = latest_verdicts(con, stock.STOCK_INPUTS)
+        held = stock.held_skus(con)
+    broken = inputs.blocking
     return dg.AssetCheckResult(
         passed=broken.empty,
         description=(
@@ -57,7 +54,7 @@ def inputs_passed_contracts(warehouse: WarehouseResource) -> dg.AssetCheckResult
             else "stock inputs whose latest batch failed its contract structurally or was never judged: "
             + ", ".join(broken["feed"])
         ),
-        metadata={"inputs": markdown(inputs), "held_skus": len(held), "held_sample": markdown(held.head(20))},
+        metadata={"inputs": markdown(inputs.table), "held_skus": len(held), "held_sample": markdown(held.head(20))},
     )
 
 

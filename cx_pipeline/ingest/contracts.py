@@ -13,7 +13,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import duckdb
@@ -69,7 +70,7 @@ class Verdict:
     violations: list[Violation]
     quarantined: int  # rows quarantined (a row breaking two rules counts once)
     blocking: list[str]  # why the failure is structural; empty when bad rows only hold what they touch
-    released: int = 0  # earlier quarantined rows this batch showed to be good now
+    released: int = 0  # earlier quarantined rows released while judging this batch
 
     @property
     def outcome(self) -> str:
@@ -147,6 +148,30 @@ def imported_batch(con: duckdb.DuckDBPyConnection, feed: str, frame: pd.DataFram
     finally:
         con.unregister("imported")
     return Judged(f"contract_{feed}", f"contract_{feed}", len(frame))
+
+
+def judge_import(
+    con: duckdb.DuckDBPyConnection,
+    feed: str,
+    frame: pd.DataFrame,
+    suite: Callable[[datetime], gx.ExpectationSuite],
+    now: datetime | None = None,
+) -> Verdict:
+    """Judge an import from the app store (`frame`, as `imported_batch` takes it) against `suite` at `now` (the
+    app's clock: entries carry no source's), quarantine its offending rows under `feed`, and record the verdict
+    of its batches in `ingest_batches`."""
+    judged = imported_batch(con, feed, frame)
+    expectations = suite(now or datetime.now(UTC))
+    violations = validate(con, judged.table, expectations)
+    quarantined = quarantine(con, feed, judged, violations)
+    con.execute(
+        f"UPDATE ingest_batches SET judged_at = now(), verdict = ? WHERE batch_id IN "
+        f"(SELECT DISTINCT _batch_id FROM {judged.table})",
+        [BLOCKED if violations else PASSED],
+    )
+    # an import is all of a person's work at once: any bad row blocks (the app shows why)
+    reasons = [f"{v.expectation} broken" for v in violations]
+    return Verdict(judged, expectations, violations, quarantined, reasons)
 
 
 def quarantine(con: duckdb.DuckDBPyConnection, feed: str, judged: Judged, violations: list[Violation]) -> int:
@@ -231,6 +256,13 @@ def judge(con: duckdb.DuckDBPyConnection, feed: Feed, policy: ContractPolicy, no
     return verdict
 
 
+def judge_and_release(con: duckdb.DuckDBPyConnection, feed: Feed, policy: ContractPolicy) -> Verdict:
+    """What a feed's contract check does each run: judge its latest landed batch, then judge its open quarantine
+    again; `released` counts the rows either step released."""
+    verdict = judge(con, feed, policy)
+    return replace(verdict, released=verdict.released + rejudge_quarantine(con, feed))
+
+
 def release_answered(con: duckdb.DuckDBPyConnection, feed: Feed, judged: Judged, batch_id: str) -> int:
     """Release the open quarantine of earlier batches for keys this batch sent again and that passed: the raw
     table holds what this batch sent (a changed row was upserted, an unchanged one was already there)."""
@@ -244,6 +276,30 @@ def release_answered(con: duckdb.DuckDBPyConnection, feed: Feed, judged: Judged,
         {"feed": feed.name, "batch": batch_id},
     )
     return released
+
+
+@dataclass(frozen=True)
+class FeedVerdicts:
+    """Where some feeds stand with their contracts: per feed (`feed`), the `verdict` on its latest batch and
+    whether a batch of it is still `unjudged`."""
+
+    table: pd.DataFrame
+
+    @property
+    def blocking(self) -> pd.DataFrame:
+        """The feeds nothing downstream may use: the latest batch failed structurally, or a batch is unjudged."""
+        return self.table[(self.table["verdict"] == BLOCKED) | self.table["unjudged"]]
+
+
+def latest_verdicts(con: duckdb.DuckDBPyConnection, feeds: Sequence[str]) -> FeedVerdicts:
+    """The contracts' latest verdicts on `feeds`, in the order of their names."""
+    return FeedVerdicts(
+        con.execute(
+            """SELECT feed, arg_max(verdict, fetched_at) AS verdict, bool_or(judged_at IS NULL) AS unjudged
+            FROM ingest_batches WHERE list_contains(?::VARCHAR[], feed) GROUP BY feed ORDER BY feed""",
+            [list(feeds)],
+        ).df()
+    )
 
 
 def judge_pending(con: duckdb.DuckDBPyConnection, feed: Feed, policy: ContractPolicy) -> Verdict | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ import pandas as pd
 
 from cx_pipeline.core.transactions import transaction
 from cx_pipeline.ingest.http import ApiClient, UpstreamError
+from cx_pipeline.receiving import allocation
 from cx_pipeline.receiving.allocation import CAUSE_KINDS, DELAY_CAUSES
 
 DDL = """
@@ -70,6 +71,61 @@ class SendReport:
     already_sent: int  # the API had them already (acknowledged as duplicates)
     failed: int
     errors: list[str]
+
+
+@dataclass(frozen=True)
+class NoticeRun:
+    """What one run of the delay-notice workflow found and did (a dry run plans and sends nothing)."""
+
+    late_order_lines: int
+    due: pd.DataFrame  # the notices due this run (`due_notices`)
+    planned: int = 0  # notices written to the ledger this run
+    pending: int = 0  # planned notices sent this run: this run's and any an earlier run left unsent
+    report: SendReport | None = None  # None: a dry run
+    notified: int = 0  # discrepancies moved to customers_notified
+    ledger_by_cause: pd.DataFrame = field(default_factory=pd.DataFrame)  # the ledger's notices by cause and status
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """The due notices: first notices and updates, with a new date and without one yet."""
+        return {
+            "first_notices": int((self.due["revision"] == 1).sum()),
+            "updates": int((self.due["revision"] > 1).sum()),
+            "with_new_date": int(self.due["new_eta"].notna().sum()),
+            "without_date_yet": int(self.due["new_eta"].isna().sum()),
+        }
+
+    @property
+    def preview(self) -> pd.DataFrame:
+        """The due notices as a person checks them."""
+        return self.due[["notice_key", "customer_id", "cause", "skus", "promised_at", "previous_eta", "new_eta"]]
+
+
+def notify_delays(
+    con: duckdb.DuckDBPyConnection,
+    policy: allocation.AllocationPolicy,
+    now: datetime,
+    run_id: str | None,
+    client: ApiClient | None,
+    progress: Callable[[int, int], None] | None = None,
+) -> NoticeRun:
+    """One run of the delay notices: allocate supply to open order lines, find the notices due, write them to
+    the ledger, send every pending one through `client`, and mark the discrepancies customers now know of.
+    Without a `client` it is a dry run: it finds what is due and writes and sends nothing."""
+    allocation.allocate(con, policy, now)
+    delayed = allocation.delayed_lines(con)
+    due = due_notices(con, delayed)
+    (late_lines,) = con.execute(f"SELECT count(*) FROM {delayed}").fetchall()[0]
+    if client is None:
+        return NoticeRun(late_lines, due)
+    planned = plan(con, due, now, run_id)
+    todo = pending(con)
+    report = send(con, client, todo, now, progress)
+    notified = mark_discrepancies_notified(con, now)
+    by_cause = con.sql(
+        "SELECT cause, status, count(*) AS notices FROM notice_ledger GROUP BY ALL ORDER BY cause, status"
+    ).df()
+    return NoticeRun(late_lines, due, planned, len(todo), report, notified, by_cause)
 
 
 def due_notices(con: duckdb.DuckDBPyConnection, delayed: str) -> pd.DataFrame:

@@ -20,6 +20,7 @@ import pandas as pd
 
 from cx_pipeline.core.transactions import transaction
 from cx_pipeline.ingest.http import UpstreamError
+from cx_pipeline.storefront import stock
 from cx_pipeline.storefront.adapters.base import (
     STATE_COLUMNS,
     StockUpdate,
@@ -95,6 +96,35 @@ class PushReport:
     failed: int
     skipped_batches: int  # already done by an earlier attempt of the same plan
     errors: list[str]
+
+
+@dataclass(frozen=True)
+class PlanOutcome:
+    """A run's plan, and what its storefront read settled of earlier runs that died while pushing."""
+
+    row: dict[str, object]  # the plan's row in push_plans
+    settled: pd.DataFrame  # the interrupted plans it settled (`settle`)
+    diff: pd.DataFrame  # its changes (`changes`)
+    unlisted: list[str]  # a sample of the catalog SKUs the storefront does not list
+
+
+def settle_and_plan(
+    con: duckdb.DuckDBPyConnection,
+    current: pd.DataFrame,
+    *,
+    plan_id: str,
+    adapter: str,
+    max_flip_share: float,
+    force: bool,
+    now: datetime,
+) -> PlanOutcome:
+    """Settle the pushes of runs that died while pushing, then plan this run's diff, both from the storefront's
+    `current` state."""
+    # that read is the only look at the shop a run takes: it also settles an interrupted push
+    settled = settle(con, current, plan_id=plan_id, now=now)
+    row = plan(con, current, plan_id=plan_id, adapter=adapter, max_flip_share=max_flip_share, force=force, now=now)
+    diff = changes(con, plan_id)
+    return PlanOutcome(row, settled, diff, unlisted(con, current) if row["not_listed"] else [])
 
 
 def plan(
@@ -275,6 +305,71 @@ def execute(
     status = "pushed" if completed + skipped == len(batches) else "partly_pushed"
     con.execute("UPDATE push_plans SET status = ? WHERE plan_id = ?", [status, plan_id])
     return PushReport(batches=len(batches), pushed=pushed, failed=failed, skipped_batches=skipped, errors=errors)
+
+
+@dataclass(frozen=True)
+class PushOutcome:
+    """What pushing a plan did, and whether the run must fail for it although the rest was pushed."""
+
+    report: PushReport
+    audit: pd.DataFrame  # the plan's SKUs per audit state
+    long_holds: pd.DataFrame  # SKUs held for `max_held_runs` runs in a row or more (`stock.long_holds`)
+    max_held_runs: int
+
+    @property
+    def mismatches(self) -> int:
+        """SKUs the shop took or refused, but whose customer view is not what was pushed."""
+        return int(self.audit.loc[self.audit["state"] == "mismatch", "skus"].sum())
+
+    @property
+    def problems(self) -> list[str]:
+        """Why the run fails: SKUs not updated (the next run pushes them again), and holds that went on so long
+        that they must not go unnoticed."""
+        problems = []
+        if self.report.failed:
+            problems.append(
+                f"{self.report.failed} SKUs were not updated; they are in push_audit and the next run pushes them "
+                "again. First errors:\n" + "\n".join(self.report.errors[:5])
+            )
+        if not self.long_holds.empty:
+            held = self.long_holds
+            sample = ", ".join(f"{r.sku} ({r.held_by}, {r.runs} runs)" for r in held.head(10).itertuples())
+            problems.append(
+                f"{len(held)} SKUs have been held for {self.max_held_runs} or more runs in a row, so the shop still "
+                f"shows their old stock: {sample}. Fix the rows the contract quarantined (or the snapshot that lost "
+                "them); see stock_holds and quarantine."
+            )
+        return problems
+
+
+def push_plan(
+    con: duckdb.DuckDBPyConnection,
+    adapter: StorefrontAdapter,
+    plan_id: str,
+    now: Callable[[], datetime],
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    max_held_runs: int,
+) -> PushOutcome:
+    """Push plan `plan_id` (planned in the same run: `LookupError` otherwise) with `execute`, and gather what
+    the run reports: the audit by state and the SKUs held too long."""
+    plan_row(con, plan_id)
+    report = execute(con, adapter, plan_id, now, progress)
+    return PushOutcome(report, audit_by_state(con, plan_id), stock.long_holds(con, max_held_runs), max_held_runs)
+
+
+def mark_dry_run(con: duckdb.DuckDBPyConnection, plan_id: str) -> int:
+    """Record that plan `plan_id` is only reported, never pushed; return how many changes it would make."""
+    would_change = plan_row(con, plan_id)["changes"]
+    con.execute("UPDATE push_plans SET status = 'dry_run' WHERE plan_id = ?", [plan_id])
+    return int(would_change)
+
+
+def audit_by_state(con: duckdb.DuckDBPyConnection, plan_id: str) -> pd.DataFrame:
+    """How many of the plan's SKUs ended in each audit state."""
+    return con.execute(
+        "SELECT state, count(*) AS skus FROM push_audit WHERE plan_id = ? GROUP BY state ORDER BY state", [plan_id]
+    ).df()
 
 
 def record_sent(

@@ -39,6 +39,10 @@ CREATE TABLE IF NOT EXISTS stock_holds (  -- SKUs held now, and for how many sto
 );
 """
 
+MOST_OVERSOLD = 20  # the SKUs a stock-position run names as most oversold
+# the feeds the stock position is built from: their bad rows hold SKUs, their structural failures stop the push
+STOCK_INPUTS = ("on_hand", "open_orders", "catalog")
+
 
 class OverridesError(ValueError):
     """The per-SKU overrides file breaks its contract; the message lists every offending row."""
@@ -190,3 +194,37 @@ def position_summary(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     ).fetchall()[0]
     keys = ("skus", "in_stock", "out_of_stock", "oversold", "held", "overridden", "units_reserved")
     return dict(zip(keys, (int(v) for v in row), strict=True))
+
+
+@dataclass(frozen=True)
+class PositionReport:
+    """What a stock-position run found: the counts (`position_summary`) and the most oversold SKUs."""
+
+    counts: dict[str, int]
+    most_oversold: pd.DataFrame
+
+
+def refresh_position(
+    con: duckdb.DuckDBPyConnection,
+    policy: StockPolicy,
+    overrides_csv: str | Path | None,
+    now: datetime,
+    run_id: str = "",
+) -> PositionReport:
+    """Rebuild the stock position under `policy` and the per-SKU overrides of `overrides_csv` (checked against
+    the catalog first: a bad file changes nothing), and summarise it."""
+    known = {sku for (sku,) in con.execute("SELECT sku FROM valid_catalog").fetchall()}
+    overrides = read_overrides(overrides_csv, known)
+    build_stock_position(con, policy, overrides, now, run_id)
+    counts = position_summary(con)
+    oversold = con.execute(
+        """SELECT sku, on_hand, in_qc, damaged, reserved, available FROM stock_position
+        WHERE available < 0 ORDER BY available LIMIT ?""",
+        [MOST_OVERSOLD],
+    ).df()
+    return PositionReport(counts, oversold)
+
+
+def held_skus(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """The SKUs bad input rows hold now, and what holds each (`held_by`)."""
+    return con.sql("SELECT sku, held_by FROM stock_position WHERE held ORDER BY sku").df()
