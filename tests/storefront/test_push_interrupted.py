@@ -80,7 +80,7 @@ def query(path: Path, sql: str, params: list | None = None) -> list[tuple]:
 
 def test_a_push_killed_after_sending_is_settled_by_the_next_runs_storefront_read(sim, run_all, warehouse_path):
     died = subprocess.run(
-        [sys.executable, "-m", "tests.test_push_interrupted", sim.url, str(warehouse_path)],
+        [sys.executable, "-m", "tests.storefront.test_push_interrupted", sim.url, str(warehouse_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
