@@ -5,7 +5,7 @@ import dagster as dg
 from cx_pipeline.assets.resources import WAREHOUSE_POOL, ContractsResource, SourceResource, WarehouseResource
 from cx_pipeline.ingest.contracts import judge_pending
 from cx_pipeline.ingest.feeds import FEEDS, Feed
-from cx_pipeline.ingest.landing import land, last_cursor
+from cx_pipeline.ingest.landing import Drift, full_read_due, land, last_cursor, note_changes, snapshot_drift
 
 OWNERS = ["team:cx-data"]
 PROGRESS_EVERY_PAGES = 20
@@ -36,6 +36,7 @@ def raw_asset(feed: Feed) -> dg.AssetsDefinition:
             if pages % PROGRESS_EVERY_PAGES == 0:
                 context.log.info(f"{feed.table}: {rows:,} rows in {pages} pages so far")
 
+        metadata: dict[str, object] = {}
         with warehouse.connect() as con:
             # A run that stopped between landing and the contract left a batch unjudged (and hidden from
             # valid_*): judge it now, before this pull replaces the landing it sits in.
@@ -44,9 +45,21 @@ def raw_asset(feed: Feed) -> dg.AssetsDefinition:
                     f"{feed.table}: judged a batch an earlier run landed but never judged: {pending.outcome}, "
                     f"{pending.quarantined} rows quarantined"
                 )
-            since = last_cursor(con, feed)
+            # a source that reads snapshots by change says how often it reads them whole (others: every run)
+            reads_changes = feed.delta and hasattr(api, "full_read_every_hours")
+            every = api.full_read_every_hours if reads_changes else 0.0
+            cursor = last_cursor(con, feed) if reads_changes or feed.incremental else None
+            full = full_read_due(con, feed, every)
+            if reads_changes and full and cursor:
+                # what the source's change log lists since the last read is change, not drift
+                api.pull(con, feed, cursor)
+                note_changes(con, feed)
+            since = None if full else cursor
             context.log.info(f"{feed.table}: pulling {feed.path} " + (f"since {since}" if since else "in full"))
             batch = api.pull(con, feed, since, progress)
+            if reads_changes:
+                drift = snapshot_drift(con, feed) if full and cursor else None
+                metadata |= read_metadata(context, feed, full, drift, every)
             stats = land(con, batch, run_id=context.run_id)
         context.log.info(
             f"{feed.table}: {stats.rows_fetched:,} fetched, {stats.rows_new:,} new, {stats.rows_updated:,} updated"
@@ -65,10 +78,29 @@ def raw_asset(feed: Feed) -> dg.AssetsDefinition:
                 "changed_preview": dg.MetadataValue.md(
                     "nothing changed" if stats.preview.empty else stats.preview.to_markdown(index=False)
                 ),
+                **metadata,
             }
         )
 
     return _asset
+
+
+def read_metadata(
+    context: dg.AssetExecutionContext, feed: Feed, full: bool, drift: Drift | None, every_hours: float
+) -> dict[str, object]:
+    """How a snapshot the source reads by change was read this run; for a full read after reads by change, the
+    drift it found: keys whose figures differ from the state those reads built, new keys and keys gone, none of
+    which the source's change log listed."""
+    metadata: dict[str, object] = {"read": "full" if full else "changes", "full_read_every_hours": every_hours}
+    if drift is None:
+        return metadata
+    if drift.rows:
+        context.log.warning(
+            f"{feed.table}: the full read found {drift.rows:,} rows the reads by change had missed "
+            f"({drift.changed:,} changed, {drift.new:,} new, {drift.gone:,} gone)"
+        )
+    return metadata | {"drift_rows": drift.rows, "drift_changed": drift.changed, "drift_new": drift.new,
+                       "drift_gone": drift.gone}  # fmt: skip
 
 
 defs = dg.Definitions(assets=[raw_asset(feed) for feed in FEEDS.values()])

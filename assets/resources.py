@@ -81,6 +81,8 @@ class UpstreamApiResource(dg.ConfigurableResource):
     source_time_zone: str = ""
 
     _client: ApiClient | None = PrivateAttr(default=None)
+    # a snapshot the source reads by change (on hand) is read whole this often, to catch drift and deletions
+    full_read_every_hours: float = 24.0
 
     @property
     def client(self) -> ApiClient:
@@ -176,6 +178,7 @@ def rest_source(cls: type[UpstreamApiResource]) -> Callable[[str], UpstreamApiRe
     return build
 
 
+            full_read_every_hours=float(os.environ.get(f"{prefix}_FULL_READ_EVERY_HOURS", 24)),
 # The bundled REST shape's client of each role the feeds name (`Feed.system`, also the resource key).
 UPSTREAM: dict[str, type[UpstreamApiResource]] = {
     "wms": WmsResource,

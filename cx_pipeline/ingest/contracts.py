@@ -84,13 +84,17 @@ def min_rows(con: duckdb.DuckDBPyConnection, feed: Feed, batch_id: str | None = 
         """SELECT rows_fetched, as_of, updated_since FROM ingest_batches
         WHERE feed = $feed AND fetched_at <= coalesce(
             (SELECT fetched_at FROM ingest_batches WHERE batch_id = $batch), 'infinity'::TIMESTAMPTZ)
+            AND ($incremental OR updated_since IS NULL OR batch_id = $batch
+                 OR fetched_at = (SELECT max(fetched_at) FROM ingest_batches WHERE feed = $feed))
         ORDER BY fetched_at DESC LIMIT 2""",
-        {"feed": feed.name, "batch": batch_id},
+        {"feed": feed.name, "batch": batch_id, "incremental": feed.incremental},
     ).fetchall()
+    if batches and not feed.incremental and batches[0][2] is not None:
+        return 0  # a snapshot read by change lists what moved, and nothing may have
     if len(batches) < 2:
         return 1  # a first load must bring something
     (_, as_of, since), (previous_rows, _, _) = batches
-    if not feed.incremental:
+    if not feed.incremental:  # a full snapshot against the previous full one
         expected, ratio = previous_rows, SNAPSHOT_MIN_RATIO
     else:
         (first,) = first_row(con, f"SELECT min(updated_at) FROM {feed.table}")

@@ -34,6 +34,9 @@ class Feed:
     columns: dict[str, str]  # column -> DuckDB type, in landing order
     keys: tuple[str, ...]
     incremental: bool  # pulled by `updated_since` (else a full paged snapshot each run)
+    # A snapshot the source can also read by change (`updated_since`): runs read what changed since the last read,
+    # and a full snapshot on its own cadence catches drift and deletions.
+    delta: bool = False
     explode: str | None = None  # nested list of lines flattened to one row per line
     quantities: tuple[str, ...] = ()
     enums: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -151,6 +154,7 @@ FEEDS: dict[str, Feed] = {
             },  # the snapshot's `as_of` is kept per batch in ingest_batches, so a row changes only with stock
             keys=("sku", "warehouse"),
             incremental=False,
+            delta=True,
             quantities=("on_hand", "in_qc", "damaged"),
             references=(KNOWN_SKU,),
         ),

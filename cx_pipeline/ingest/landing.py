@@ -38,6 +38,11 @@ class Batch:
     updated_since: datetime | None
     time_zone: str | None = None  # the source's zone, for timestamps sent without one
 
+    @property
+    def full_snapshot(self) -> bool:
+        """A snapshot feed read whole (not by change): it replaces the previous snapshot."""
+        return not self.feed.incremental and self.updated_since is None
+
 
 @dataclass(frozen=True)
 class LandingStats:
@@ -53,8 +58,9 @@ class LandingStats:
 
 
 def last_cursor(con: duckdb.DuckDBPyConnection, feed: Feed) -> datetime | None:
-    """Where the next incremental pull of `feed` starts: the newest `updated_at` landed so far."""
-    if not feed.incremental:
+    """Where the next read by change of `feed` starts: the newest `updated_at` landed so far (for a snapshot read
+    by change, the source's clock at the last read)."""
+    if not (feed.incremental or feed.delta):
         return None
     row = first_row(
         con,
@@ -62,6 +68,65 @@ def last_cursor(con: duckdb.DuckDBPyConnection, feed: Feed) -> datetime | None:
         [feed.name],
     )
     return row[0] if row else None
+
+
+def full_read_due(con: duckdb.DuckDBPyConnection, feed: Feed, every_hours: float) -> bool:
+    """Whether this run reads snapshot `feed` whole: always for a snapshot the source cannot read by change,
+    else when no full read is on record or the last is `every_hours` old (0: every run)."""
+    if feed.incremental:
+        return False
+    if not feed.delta or every_hours <= 0:
+        return True
+    row = first_row(
+        con,
+        """SELECT max(fetched_at) > now() - to_microseconds((? * 3.6e9)::BIGINT) FROM ingest_batches
+        WHERE feed = ? AND updated_since IS NULL AND judged_at IS NOT NULL""",
+        [every_hours, feed.name],
+    )
+    return not (row and row[0])
+
+
+@dataclass(frozen=True)
+class Drift:
+    """What a full snapshot found that the reads by change since the last one had not brought."""
+
+    changed: int  # keys whose figures differ from the state the reads by change built
+    new: int  # keys those reads never listed
+    gone: int  # keys the snapshot no longer lists
+
+    @property
+    def rows(self) -> int:
+        return self.changed + self.new + self.gone
+
+
+def note_changes(con: duckdb.DuckDBPyConnection, feed: Feed) -> None:
+    """Keep the keys of the read by change staged in `landing_<feed>` as `listed_changes` (a temp table), before a
+    full read replaces it: what the source's change log listed is no drift."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE listed_changes AS SELECT DISTINCT {row_key_sql(feed)} AS row_key "
+                f"FROM landing_{feed.name}")  # fmt: skip
+
+
+def snapshot_drift(con: duckdb.DuckDBPyConnection, feed: Feed) -> Drift:
+    """Compare the full snapshot staged in `landing_<feed>` with `raw_<feed>` before it lands, leaving out the keys
+    in `listed_changes` (see `note_changes`): what differs is drift the reads by change missed."""
+    key = row_key_sql(feed, "l")
+    join_on = " AND ".join(f"l.{k} = r.{k}" for k in feed.keys)
+    differs = " OR ".join(f"l.{c} IS DISTINCT FROM r.{c}" for c in feed.columns if c not in feed.keys)
+    absent = f"SELECT row_key FROM snapshot_absent WHERE feed = '{feed.name}'"
+    current = f"(SELECT * FROM {feed.table} r ANTI JOIN ({absent}) a ON a.row_key = {row_key_sql(feed, 'r')})"
+    unlisted = "NOT IN (SELECT row_key FROM listed_changes)"
+    changed, new = first_row(
+        con,
+        f"""SELECT count(*) FILTER (WHERE r.{feed.keys[0]} IS NOT NULL AND ({differs})),
+                   count(*) FILTER (WHERE r.{feed.keys[0]} IS NULL)
+        FROM landing_{feed.name} l LEFT JOIN {current} r ON {join_on} WHERE {key} {unlisted}""",
+    )
+    (gone,) = first_row(
+        con,
+        f"""SELECT count(*) FROM {current} l ANTI JOIN landing_{feed.name} r ON {join_on}
+        WHERE {key} {unlisted}""",
+    )
+    return Drift(changed, new, gone)
 
 
 def fetch(
@@ -76,7 +141,7 @@ def fetch(
     """Read every page of `feed` changed since `updated_since` (inclusive; None reads everything) into
     `landing_<feed>`. `time_zone` is the source's, for timestamps it sends without a zone."""
     params: dict[str, Any] = {"limit": page_size}
-    if feed.incremental and updated_since is not None:
+    if (feed.incremental or feed.delta) and updated_since is not None:
         params["updated_since"] = updated_since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     seen = {"pages": 0, "rows": 0, "as_of": None}
 
@@ -314,8 +379,14 @@ def land(con: duckdb.DuckDBPyConnection, batch: Batch, run_id: str | None = None
                 f"AND row_key IN (SELECT {row_key_sql(feed, 'l')} FROM {changed_rows})",
                 [feed.name],
             )
-        keys_previous, keys_absent = absent_from_snapshot(con, batch, new) if not feed.incremental else (None, 0)
-        cursor = None
+        keys_previous, keys_absent = absent_from_snapshot(con, batch, new) if batch.full_snapshot else (None, 0)
+        if feed.delta and not batch.full_snapshot:  # a key a read by change lists is current again
+            con.execute(
+                f"DELETE FROM snapshot_absent WHERE feed = ? AND row_key IN "
+                f"(SELECT {row_key_sql(feed, 'l')} FROM landing_{feed.name} l)",
+                [feed.name],
+            )
+        cursor = batch.as_of if feed.delta else None  # the next read by change starts at the source's clock
         if feed.incremental:
             # Never past the source's own clock: one corrupt far-future timestamp must not skip real rows.
             (newest,) = first_row(

@@ -72,7 +72,7 @@ class Api:
                 "/helpdesk/inquiries": lambda: self._incremental(
                     "/helpdesk/inquiries", world.inquiries, ["inquiry_id"]
                 ),
-                "/wms/on_hand": lambda: SnapshotFeed("/wms/on_hand", self._on_hand_rows),
+                "/wms/on_hand": lambda: SnapshotFeed("/wms/on_hand", self._on_hand_rows, self._on_hand_changed),
                 "/storefront/stock": lambda: LiveFeed("/storefront/stock", lambda: len(self.skus), self._stock_rows),
                 "/notifications": lambda: LiveFeed(
                     "/notifications", lambda: len(world.notifications), self._notification_rows
@@ -122,7 +122,10 @@ class Api:
         if isinstance(feed, IncrementalFeed):
             since = query.get("updated_since")
             return feed.page(clock, limit, query.get("cursor"), parse_time(since) if since else None)
-        if "updated_since" in query:
+        since = query.get("updated_since")
+        if isinstance(feed, SnapshotFeed):  # on hand: the stock that moved since `updated_since`, if given
+            return feed.page(clock, limit, query.get("cursor"), parse_time(since) if since else None)
+        if since:
             raise BadRequest(f"{path} is a snapshot: updated_since is not supported")
         return feed.page(clock, limit, query.get("cursor"))
 
@@ -158,6 +161,14 @@ class Api:
         frame = self.world.on_hand(datetime.fromtimestamp(clock, UTC))
         return [orjson.dumps(r) for r in render(frame, list(frame.columns), ["as_of"])]
 
+    def _on_hand_changed(self, since: int, clock: int) -> list[bytes]:
+        """The rows of the on-hand table at `clock` whose figures differ from the table at `since`: every
+        movement (a receipt through QC, a shipment, damaged stock leaving) shows, as a WMS's change log would."""
+        then, now = (self.world.on_hand(datetime.fromtimestamp(t, UTC)) for t in (since, clock))
+        figures = ["on_hand", "in_qc", "damaged"]
+        moved = now[(now[figures].to_numpy() != then[figures].to_numpy()).any(axis=1)]
+        return [orjson.dumps(r) for r in render(moved, list(moved.columns), ["as_of"])]
+
     def _stock_rows(self, start: int, end: int) -> list[bytes]:
         with self.world.lock:
             return [orjson.dumps({"sku": sku} | self._stock(sku)) for sku in self.skus[start:end]]
@@ -190,8 +201,13 @@ class Api:
             # injected fault "partial": the shop gives up half way through the batch
             applied = len(updates) // 2 if "partial" in headers.get("x-sim-faults", "") else len(updates)
             results = [self._apply_stock(u) for u in updates[:applied]] + [
-                {"sku": u.get("sku") if isinstance(u, dict) else None, "ok": False, "before": None, "after": None,
-                 "error": "storefront busy: update not applied (injected fault: partial)"}
+                {
+                    "sku": u.get("sku") if isinstance(u, dict) else None,
+                    "ok": False,
+                    "before": None,
+                    "after": None,
+                    "error": "storefront busy: update not applied (injected fault: partial)",
+                }
                 for u in updates[applied:]
             ]
             reply = Response(200, {"results": results})

@@ -144,17 +144,29 @@ RecordsFn = Callable[[pd.DataFrame], list[dict[str, object]]]
 
 
 class SnapshotFeed:
-    """A table computed for a clock (on-hand stock), paged in a fixed order; the cursor pins the clock."""
+    """A table computed for a clock (on-hand stock), paged in a fixed order; the cursor pins the clock.
 
-    def __init__(self, name: str, snapshot: Callable[[int], list[bytes]]) -> None:
+    With `since`, only the rows whose values differ from the table at `since` (a delta read); `changed(since,
+    clock)` computes those.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        snapshot: Callable[[int], list[bytes]],
+        changed: Callable[[int, int], list[bytes]] | None = None,
+    ) -> None:
         self.name = name
         self.rows = lru_cache(maxsize=4)(snapshot)
+        self.changed = lru_cache(maxsize=4)(changed) if changed else None
 
-    def page(self, clock: int, limit: int, cursor: str | None) -> Page:
+    def page(self, clock: int, limit: int, cursor: str | None, since: int | None = None) -> Page:
         start = 0
         if cursor:
             clock, start = decode_cursor(self.name, cursor, clock)
-        rows = self.rows(clock)
+        if since is not None and self.changed is None:
+            raise BadRequest(f"{self.name} is a snapshot: updated_since is not supported")
+        rows = self.rows(clock) if since is None else self.changed(min(since, clock), clock)
         end = min(start + limit, len(rows))
         return Page(rows[start:end], encode_cursor(self.name, clock, end) if end < len(rows) else None, clock)
 

@@ -132,9 +132,10 @@ def test_judging_a_batch_again_replaces_its_verdict(sim, run_pipeline, warehouse
 
 def test_an_empty_snapshot_fails_the_volume_check(sim, run_pipeline):
     assert run_pipeline().success
-    sim.faults.add("/wms/on_hand", "empty", times=1)
+    # the full read (due every run here) and the read by change it starts with both come back empty
+    sim.faults.add("/wms/on_hand", "empty", times=2)
 
-    result = run_pipeline(extra=(downstream_probe,))
+    result = run_pipeline(extra=(downstream_probe,), full_read_every_hours=0)
 
     check = check_results(result)["raw_on_hand"]
     assert not check.passed
