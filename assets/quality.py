@@ -55,13 +55,7 @@ def inspection_results(
     app since the last run, copied into the warehouse."""
     with warehouse.connect() as con, app_store.connect() as store:
         imported = inspections.import_inspections(store, con, context.run_id, datetime.now(UTC))
-        verdicts = con.sql(
-            "SELECT verdict, source, count(*) AS lots FROM inspections GROUP BY ALL ORDER BY verdict, source"
-        ).df()
-        latest = con.sql(
-            """SELECT inspection_id, receipt_id, line_no, sku, category, supplier_id, sample_size, verdict, inspector,
-                      inspected_at FROM inspections ORDER BY inspection_id DESC LIMIT 20"""
-        ).df()
+        verdicts, latest = inspections.by_verdict(con), inspections.latest(con)
     context.log.info(f"inspections: {imported:,} new inspected lots from {app_store.path}")
     return dg.MaterializeResult(
         metadata={

@@ -48,11 +48,7 @@ def receipt_discrepancies(
         moved = reconciliation.reconcile(con, policy, now)
         summary = reconciliation.discrepancy_summary(con)
         states = reconciliation.receipt_states(con)
-        newest = con.sql(
-            """SELECT po_id, po_line, kind, sku, supplier_id, qty_ordered, qty_received, qty_damaged, qty_gap,
-                      damage_reasons, expected_at, days_late
-            FROM receipt_discrepancies WHERE status = 'open' ORDER BY opened_at DESC, po_id, po_line LIMIT 20"""
-        ).df()
+        newest = reconciliation.newest_open(con)
     open_now = int(summary.loc[summary["status"] != "resolved", "po_lines"].sum())
     context.log.info(f"receipt_discrepancies: {open_now} unresolved; this run {moved}")
     return dg.MaterializeResult(

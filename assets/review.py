@@ -29,11 +29,7 @@ def review_decisions(
     the last run, copied into the warehouse."""
     with warehouse.connect() as con, app_store.connect() as store:
         imported = decisions.import_decisions(store, con, context.run_id, datetime.now(UTC))
-        recent = con.sql(
-            """SELECT decision_id, sku, decision, reviewer, decided_at, note FROM review_decisions
-            ORDER BY decision_id DESC LIMIT 20"""
-        ).df()
-        (total,) = con.execute("SELECT count(*) FROM review_decisions").fetchall()[0]
+        recent, total = decisions.latest(con), decisions.count(con)
     context.log.info(f"review_decisions: {imported} new decisions imported from {app_store.path}")
     return dg.MaterializeResult(
         metadata={"imported": imported, "decisions_total": total, "latest": markdown(recent, "no decisions yet")}

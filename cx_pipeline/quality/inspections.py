@@ -594,3 +594,18 @@ def dhu_by(con: duckdb.DuckDBPyConnection, *dimensions: str) -> pd.DataFrame:
                   round(100 * sum(defects) / sum(units), 2) AS dhu
         FROM {source} GROUP BY {keys} ORDER BY dhu DESC, {keys}"""
     ).df()
+
+
+def by_verdict(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Inspected lots in the warehouse by verdict and how they were entered (form or CSV)."""
+    return con.sql(
+        "SELECT verdict, source, count(*) AS lots FROM inspections GROUP BY ALL ORDER BY verdict, source"
+    ).df()
+
+
+def latest(con: duckdb.DuckDBPyConnection, limit: int = 20) -> pd.DataFrame:
+    """The most recent inspections in the warehouse."""
+    return con.sql(
+        f"""SELECT inspection_id, receipt_id, line_no, sku, category, supplier_id, sample_size, verdict, inspector,
+                   inspected_at FROM inspections ORDER BY inspection_id DESC LIMIT {int(limit)}"""
+    ).df()

@@ -272,6 +272,15 @@ def discrepancy_summary(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     ).df()
 
 
+def newest_open(con: duckdb.DuckDBPyConnection, limit: int = 20) -> pd.DataFrame:
+    """The most recently opened discrepancies still open."""
+    return con.sql(
+        f"""SELECT po_id, po_line, kind, sku, supplier_id, qty_ordered, qty_received, qty_damaged, qty_gap,
+                   damage_reasons, expected_at, days_late
+        FROM receipt_discrepancies WHERE status = 'open' ORDER BY opened_at DESC, po_id, po_line LIMIT {int(limit)}"""
+    ).df()
+
+
 def receipt_states(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """PO lines by receipt state (from the last `reconcile`)."""
     return con.sql(

@@ -218,3 +218,17 @@ def record_decision(store: sqlite3.Connection, sku: str, decision: str, note: st
             [sku, decision, note, reviewer, utc_now()],
         )
     return int(cursor.lastrowid)
+
+
+def latest(con: duckdb.DuckDBPyConnection, limit: int = 20) -> pd.DataFrame:
+    """The most recent decisions in the warehouse."""
+    return con.sql(
+        f"""SELECT decision_id, sku, decision, reviewer, decided_at, note FROM review_decisions
+        ORDER BY decision_id DESC LIMIT {int(limit)}"""
+    ).df()
+
+
+def count(con: duckdb.DuckDBPyConnection) -> int:
+    """Decisions in the warehouse, all time."""
+    (total,) = first_row(con, "SELECT count(*) FROM review_decisions")
+    return int(total)
