@@ -1,11 +1,13 @@
 """Raw feeds: pull each upstream feed incrementally and land it in the warehouse, idempotently."""
 
 import dagster as dg
+import duckdb
 
 from cx_pipeline.assets.resources import WAREHOUSE_POOL, ContractsResource, SourceResource, WarehouseResource
 from cx_pipeline.ingest.contracts import judge_pending
 from cx_pipeline.ingest.feeds import FEEDS, Feed
 from cx_pipeline.ingest.landing import Drift, full_read_due, land, last_cursor, note_changes, snapshot_drift
+from cx_pipeline.ingest.sources.helpdesk import unclassified
 
 OWNERS = ["team:cx-data"]
 PROGRESS_EVERY_PAGES = 20
@@ -61,6 +63,7 @@ def raw_asset(feed: Feed) -> dg.AssetsDefinition:
                 drift = snapshot_drift(con, feed) if full and cursor else None
                 metadata |= read_metadata(context, feed, full, drift, every)
             stats = land(con, batch, run_id=context.run_id)
+            reasons = unclassified_metadata(con) if feed.name == "inquiries" else {}
         context.log.info(
             f"{feed.table}: {stats.rows_fetched:,} fetched, {stats.rows_new:,} new, {stats.rows_updated:,} updated"
         )
@@ -75,6 +78,7 @@ def raw_asset(feed: Feed) -> dg.AssetsDefinition:
                 "updated_since": str(since) if since else "full load",
                 "cursor": str(stats.cursor) if stats.cursor else "n/a (snapshot)",
                 "batch_id": stats.batch_id,
+                **reasons,
                 "changed_preview": dg.MetadataValue.md(
                     "nothing changed" if stats.preview.empty else stats.preview.to_markdown(index=False)
                 ),
@@ -101,6 +105,13 @@ def read_metadata(
         )
     return metadata | {"drift_rows": drift.rows, "drift_changed": drift.changed, "drift_new": drift.new,
                        "drift_gone": drift.gone}  # fmt: skip
+
+
+def unclassified_metadata(con: duckdb.DuckDBPyConnection) -> dict[str, object]:
+    """How many inquiries of this pull no rule could give a reason (`other`), and their share: a KPI of its own,
+    whatever the source (a growing share means the inquiry rules need work)."""
+    other, judged = unclassified(con)
+    return {"rows_unclassified": other, "unclassified_share": round(other / judged, 4) if judged else 0.0}
 
 
 defs = dg.Definitions(assets=[raw_asset(feed) for feed in FEEDS.values()])

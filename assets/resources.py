@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 import zoneinfo
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from cx_pipeline.ingest.contracts import ContractPolicy
 from cx_pipeline.ingest.feeds import Feed
 from cx_pipeline.ingest.http import ApiClient
 from cx_pipeline.ingest.landing import Batch, ProgressFn, fetch
+from cx_pipeline.ingest.sources.files import pull_files
 from cx_pipeline.storefront.adapters import ADAPTERS, StorefrontAdapter, StorefrontConfigError
 
 # The Dagster concurrency pool of every asset that opens the warehouse (deploy/dagster.yaml limits it).
@@ -173,12 +175,12 @@ def rest_source(cls: type[UpstreamApiResource]) -> Callable[[str], UpstreamApiRe
             base_url=dg.EnvVar(f"{prefix}_URL"),
             token=dg.EnvVar(f"{prefix}_TOKEN"),
             source_time_zone=os.environ.get(f"{prefix}_TIME_ZONE", ""),
+            full_read_every_hours=float(os.environ.get(f"{prefix}_FULL_READ_EVERY_HOURS", 24)),
         )
 
     return build
 
 
-            full_read_every_hours=float(os.environ.get(f"{prefix}_FULL_READ_EVERY_HOURS", 24)),
 # The bundled REST shape's client of each role the feeds name (`Feed.system`, also the resource key).
 UPSTREAM: dict[str, type[UpstreamApiResource]] = {
     "wms": WmsResource,
@@ -187,11 +189,63 @@ UPSTREAM: dict[str, type[UpstreamApiResource]] = {
     "helpdesk": HelpdeskResource,
 }
 
+
+class FileDropResource(dg.ConfigurableResource):
+    """A folder the source system drops its exports into (the WMS's receipts, purchase orders and on-hand as CSV):
+    each new file is loaded once, only once it has settled, and a malformed one is rejected whole
+    (`cx_pipeline.ingest.sources.files`; the CSV shape per feed: docs/architecture.md, "File drop")."""
+
+    folder: str
+    settle_seconds: float = 60.0  # a file changed more recently than this may still be being written
+    patterns: dict[str, str] = {}  # noqa: RUF012 - feed -> file name pattern; a feed left out reads <feed>*.csv
+    source_time_zone: str = ""  # the zone of timestamps the export writes without one ("": they break the contract)
+
+    def pattern(self, feed: Feed) -> str:
+        """The names of `feed`'s export files (any case), e.g. receipts*.csv."""
+        return self.patterns.get(feed.name, f"{feed.name}*.csv")
+
+    def pull(
+        self, con: duckdb.DuckDBPyConnection, feed: Feed, since: datetime | None, progress: ProgressFn | None = None
+    ) -> Batch:
+        """Stage `feed`'s new settled files as one batch in `landing_<feed>` (`since` is not needed: the files
+        ledger, not a timestamp, says what was read), and say in the run's log what became of each file."""
+        read = pull_files(
+            con, feed, Path(self.folder), self.pattern(feed), since, time.time(), self.settle_seconds,
+            self.source_time_zone or None,
+        )  # fmt: skip
+        log = dg.get_dagster_logger()
+        for note in read.notes:
+            log.info(f"{feed.table}: {note}")
+        for problem in read.rejected:
+            log.error(f"{feed.table}: {problem}")
+        if read.loaded:
+            log.info(f"{feed.table}: read {', '.join(read.loaded)} from {self.folder} ({read.batch.rows:,} rows)")
+        if progress:
+            progress(read.batch.pages, read.batch.rows)
+        return read.batch
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if self.source_time_zone:  # a wrong zone name fails at start, before any write
+            zoneinfo.ZoneInfo(self.source_time_zone)
+
+
+def file_drop_source(role: str) -> FileDropResource:
+    """A builder of the file-drop source for a role: CX_<ROLE>_DROP_DIR, _SETTLE_SECONDS and _TIME_ZONE."""
+    prefix = f"CX_{role.upper()}"
+    return FileDropResource(
+        folder=dg.EnvVar(f"{prefix}_DROP_DIR"),
+        settle_seconds=float(os.environ.get(f"{prefix}_SETTLE_SECONDS", 60)),
+        source_time_zone=os.environ.get(f"{prefix}_TIME_ZONE", ""),
+    )
+
+
 # The sources each role's feeds may come from, by the name CX_<ROLE>_SOURCE gives (rest, the default, is the
 # bundled REST shape).
 SOURCES: dict[str, dict[str, Callable[[str], SourceResource]]] = {
     role: {"rest": rest_source(cls)} for role, cls in UPSTREAM.items()
 }
+
+SOURCES["wms"]["files"] = file_drop_source  # exports dropped as files in a folder (CX_WMS_DROP_DIR)
 
 
 def source_from_env(role: str) -> SourceResource:

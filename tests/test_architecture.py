@@ -60,7 +60,8 @@ NAMES_BEFORE_THE_MOVE = {
     ],
     "jobs": ["__ASSET_JOB", "cx_housekeeping_job", "cx_pipeline_job"],
     "schedules": ["cx_housekeeping_daily", "cx_pipeline_every_3_hours"],
-    "sensors": ["new_receipts_sensor", "run_failure_alert"],
+    # wms_file_drop_sensor came after the move (#18, the WMS as a file drop): this list guards renames, not additions
+    "sensors": ["new_receipts_sensor", "run_failure_alert", "wms_file_drop_sensor"],
     "resources": [
         "alerts",
         "app_store",

@@ -193,11 +193,13 @@ FEEDS: dict[str, Feed] = {
                 "reason": "VARCHAR",
                 "created_at": "TIMESTAMPTZ",
                 "updated_at": "TIMESTAMPTZ",
+                "tags": "JSON",  # the helpdesk's tags, as the reason was derived from them (not every source has them)
             },
             keys=("inquiry_id",),
             incremental=True,
             enums={"reason": INQUIRY_REASONS},
-            nullable=("order_id", "sku"),
+            json_columns=("tags",),
+            nullable=("order_id", "sku", "tags"),
             references=(KNOWN_SKU, Reference(("order_id",), "raw_open_orders", ("order_id",))),
         ),
     )

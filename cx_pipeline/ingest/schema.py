@@ -44,6 +44,18 @@ CREATE TABLE IF NOT EXISTS snapshot_absent (  -- keys of a full snapshot feed th
     batch_id     VARCHAR NOT NULL,      -- the first snapshot without it
     absent_since TIMESTAMPTZ NOT NULL
 );
+CREATE TABLE IF NOT EXISTS ingest_files (  -- each export file a file-drop source read, and what became of it
+    file_name   VARCHAR NOT NULL,
+    sha256      VARCHAR NOT NULL,       -- a file is the same file only with the same name and content
+    size_bytes  BIGINT NOT NULL,
+    modified_at TIMESTAMPTZ NOT NULL,   -- the export's clock: when it was written
+    feed        VARCHAR NOT NULL,
+    batch_id    VARCHAR,                -- loaded: the batch holding its rows (loaded once that batch landed)
+    status      VARCHAR NOT NULL,       -- loaded, rejected (malformed, nothing of it landed), superseded (snapshot)
+    rows_read   INTEGER,
+    problem     VARCHAR,                -- why it was rejected or superseded, naming the lines
+    seen_at     TIMESTAMPTZ NOT NULL
+);
 """
 
 
