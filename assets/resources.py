@@ -9,7 +9,8 @@ import time
 import zoneinfo
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -25,7 +26,9 @@ from cx_pipeline.ingest.contracts import ContractPolicy
 from cx_pipeline.ingest.feeds import Feed
 from cx_pipeline.ingest.http import ApiClient
 from cx_pipeline.ingest.landing import Batch, ProgressFn, fetch
+from cx_pipeline.ingest.sources import gorgias, zendesk
 from cx_pipeline.ingest.sources.files import pull_files
+from cx_pipeline.ingest.sources.helpdesk import InquiryRules, load_rules, stage_tickets
 from cx_pipeline.storefront.adapters import ADAPTERS, StorefrontAdapter, StorefrontConfigError
 
 # The Dagster concurrency pool of every asset that opens the warehouse (deploy/dagster.yaml limits it).
@@ -190,6 +193,132 @@ UPSTREAM: dict[str, type[UpstreamApiResource]] = {
 }
 
 
+class HelpdeskApiResource(dg.ConfigurableResource):
+    """A vendor helpdesk as the source of the inquiries feed: its URL and credentials (from env vars, never logged),
+    the inquiry rules file (empty: the bundled one), timeouts, retries and the limits that make every pull end."""
+
+    url: str
+    email: str = ""
+    token: str
+    rules_path: str = ""
+    page_size: int = 100
+    connect_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 30.0
+    retries: int = 5
+    backoff_seconds: float = 0.5
+    max_pages: int = 10_000
+    max_retry_after_seconds: float = http.MAX_RETRY_AFTER_SECONDS  # a longer Retry-After fails at once
+    pull_deadline_seconds: float = http.PULL_DEADLINE_SECONDS
+
+    _client: ApiClient | None = PrivateAttr(default=None)
+    _rules: InquiryRules | None = PrivateAttr(default=None)
+
+    def authorization(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def client(self) -> ApiClient:
+        """The client, built once per run; the vendor's own Authorization header is set on its session (which
+        registers it as a secret)."""
+        if self._client is None:
+            client = ApiClient(
+                self.url,
+                None,
+                name=type(self).__name__.removesuffix("Resource"),
+                connect_timeout=self.connect_timeout_seconds,
+                read_timeout=self.read_timeout_seconds,
+                retries=self.retries,
+                backoff_factor=self.backoff_seconds,
+                max_pages=self.max_pages,
+                max_retry_after=self.max_retry_after_seconds,
+                pull_deadline=self.pull_deadline_seconds,
+            )
+            if not self.token:
+                raise ValueError(f"{client.name}: no API token configured")
+            client.session.headers["Authorization"] = self.authorization()
+            self._client = client
+        return self._client
+
+    @property
+    def rules(self) -> InquiryRules:
+        if self._rules is None:
+            self._rules = load_rules(self.rules_path or None)
+        return self._rules
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        _ = self.client, self.rules  # a bad URL, a missing token or a broken rules file fail before any write
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+class ZendeskResource(HelpdeskApiResource):
+    """Zendesk Support (`url` = https://<subdomain>.zendesk.com): `email` + `token` an agent's API token, or `token`
+    alone an OAuth access token; the ids of the custom fields holding an order number, a SKU and a contact reason."""
+
+    order_field_id: int = 0
+    sku_field_id: int = 0
+    reason_field_id: int = 0
+    page_size: int = zendesk.MAX_PER_PAGE
+
+    def authorization(self) -> str:
+        return zendesk.authorization(self.email, self.token)
+
+    def pull(
+        self, con: duckdb.DuckDBPyConnection, feed: Feed, since: datetime | None, progress: ProgressFn | None = None
+    ) -> Batch:
+        """Stage the inquiries of the tickets changed since `since` (all when None) from the incremental export."""
+        fields = zendesk.ZendeskFields(self.order_field_id, self.sku_field_id, self.reason_field_id)
+        pages = partial(zendesk.ticket_pages, self.client, since, self.rules, fields, self.page_size)
+        return stage_tickets(con, self.client, feed, pages, since, progress)
+
+
+class GorgiasResource(HelpdeskApiResource):
+    """Gorgias (`url` = https://<domain>.gorgias.com): `email` + `token` (a REST API key); the ids of the ticket
+    fields holding an order number and a contact reason; how far back each pull re-reads (tags come late)."""
+
+    order_field_id: str = ""
+    reason_field_id: str = ""
+    lookback_hours: float = 72.0
+
+    def authorization(self) -> str:
+        return gorgias.authorization(self.email, self.token)
+
+    def pull(
+        self, con: duckdb.DuckDBPyConnection, feed: Feed, since: datetime | None, progress: ProgressFn | None = None
+    ) -> Batch:
+        """Stage the inquiries of the tickets changed since `since` minus the look-back (all when None)."""
+        fields = gorgias.GorgiasFields(self.order_field_id, self.reason_field_id)
+        lookback = timedelta(hours=self.lookback_hours)
+        pages = partial(gorgias.ticket_pages, self.client, since, self.rules, fields, lookback, self.page_size)
+        return stage_tickets(con, self.client, feed, pages, since, progress)
+
+
+def helpdesk_source(cls: type[HelpdeskApiResource]) -> Callable[[str], HelpdeskApiResource]:
+    """A builder of a vendor helpdesk's resource: CX_HELPDESK_URL, _EMAIL, _TOKEN, _ORDER_FIELD, _REASON_FIELD,
+    _SKU_FIELD (Zendesk), _LOOKBACK_HOURS (Gorgias) and CX_INQUIRY_RULES."""
+
+    def build(role: str) -> HelpdeskApiResource:
+        prefix = f"CX_{role.upper()}"
+        settings: dict[str, object] = {
+            "url": dg.EnvVar(f"{prefix}_URL"),
+            "email": os.environ.get(f"{prefix}_EMAIL", ""),
+            "token": dg.EnvVar(f"{prefix}_TOKEN"),
+            "rules_path": os.environ.get("CX_INQUIRY_RULES", ""),
+        }
+        env = {name: os.environ.get(f"{prefix}_{name}", "").strip() for name in ("ORDER_FIELD", "REASON_FIELD")}
+        if cls is ZendeskResource:  # Zendesk's custom fields have numeric ids, and one may hold the SKU
+            env["SKU_FIELD"] = os.environ.get(f"{prefix}_SKU_FIELD", "").strip()
+            settings |= {f"{n.lower()}_id": int(v) for n, v in env.items() if v}
+        else:
+            settings |= {f"{n.lower()}_id": v for n, v in env.items() if v}
+            settings["lookback_hours"] = float(os.environ.get(f"{prefix}_LOOKBACK_HOURS", 72))
+        return cls(**settings)
+
+    return build
+
+
 class FileDropResource(dg.ConfigurableResource):
     """A folder the source system drops its exports into (the WMS's receipts, purchase orders and on-hand as CSV):
     each new file is loaded once, only once it has settled, and a malformed one is rejected whole
@@ -245,6 +374,7 @@ SOURCES: dict[str, dict[str, Callable[[str], SourceResource]]] = {
     role: {"rest": rest_source(cls)} for role, cls in UPSTREAM.items()
 }
 
+SOURCES["helpdesk"] |= {"zendesk": helpdesk_source(ZendeskResource), "gorgias": helpdesk_source(GorgiasResource)}
 SOURCES["wms"]["files"] = file_drop_source  # exports dropped as files in a folder (CX_WMS_DROP_DIR)
 
 

@@ -107,4 +107,22 @@ def create(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("ALTER TABLE ingest_batches ADD COLUMN judged_at TIMESTAMPTZ")
         con.execute("UPDATE ingest_batches SET judged_at = fetched_at")
     for feed in FEEDS.values():
+        add_new_columns(con, feed)
         con.execute(feed_ddl(feed))
+
+
+def add_new_columns(con: duckdb.DuckDBPyConnection, feed: Feed) -> None:
+    """Give an existing raw table the columns its feed gained since (null in the rows landed before), in the feed's
+    order: the landing inserts by position, and ALTER TABLE ADD COLUMN would put them after `_loaded_at`."""
+    have = {
+        c
+        for (c,) in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [feed.table]
+        ).fetchall()
+    }
+    if not have or set(feed.columns) <= have:
+        return
+    con.execute(f"ALTER TABLE {feed.table} RENAME TO {feed.table}_before")
+    con.execute(feed_ddl(feed))
+    con.execute(f"INSERT INTO {feed.table} BY NAME SELECT * FROM {feed.table}_before")
+    con.execute(f"DROP TABLE {feed.table}_before")
