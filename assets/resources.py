@@ -24,9 +24,10 @@ from cx_pipeline.core.sql import first_row
 from cx_pipeline.ingest import http
 from cx_pipeline.ingest.contracts import ContractPolicy
 from cx_pipeline.ingest.feeds import Feed
+from cx_pipeline.ingest.graphql import ShopifyGraphQL
 from cx_pipeline.ingest.http import ApiClient
 from cx_pipeline.ingest.landing import Batch, ProgressFn, fetch
-from cx_pipeline.ingest.sources import gorgias, zendesk
+from cx_pipeline.ingest.sources import gorgias, shopify, zendesk
 from cx_pipeline.ingest.sources.files import pull_files
 from cx_pipeline.ingest.sources.helpdesk import InquiryRules, load_rules, stage_tickets
 from cx_pipeline.storefront.adapters import ADAPTERS, StorefrontAdapter, StorefrontConfigError
@@ -368,6 +369,86 @@ def file_drop_source(role: str) -> FileDropResource:
     )
 
 
+class ShopifySourceResource(dg.ConfigurableResource):
+    """A Shopify shop as the source of the catalog (products) and open orders feeds, through the Admin GraphQL API:
+    `shop_url` (https://<shop>.myshopify.com), an Admin API `access_token` (from an env var, never logged), the API
+    version, how much of each product / order a page asks for, and the limits that make every pull end.
+    `promise_days`: the dispatch promise of an order whose fulfillment order has no `fulfillBy` (0: none, and such
+    an order breaks the contract). See docs/architecture.md, "Shopify as a source"."""
+
+    shop_url: str
+    access_token: str
+    api_version: str = "2026-01"
+    page_size: int = 250
+    max_variants: int = 100
+    max_lines: int = 25
+    max_fulfillment_orders: int = 3
+    max_pages: int = 10_000
+    promise_days: float = 0.0
+    connect_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 30.0
+    retries: int = 5
+    backoff_seconds: float = 0.5
+    throttle_attempts: int = 5
+
+    _shop: ShopifyGraphQL | None = PrivateAttr(default=None)
+
+    @property
+    def shop(self) -> ShopifyGraphQL:
+        """The shop's GraphQL endpoint, built once per run so every query of the run shares one session and bucket."""
+        if self._shop is None:
+            self._shop = ShopifyGraphQL(
+                self.shop_url,
+                self.access_token,
+                api_version=self.api_version,
+                connect_timeout=self.connect_timeout_seconds,
+                read_timeout=self.read_timeout_seconds,
+                retries=self.retries,
+                backoff_factor=self.backoff_seconds,
+                throttle_attempts=self.throttle_attempts,
+            )
+        return self._shop
+
+    def pull(
+        self, con: duckdb.DuckDBPyConnection, feed: Feed, since: datetime | None, progress: ProgressFn | None = None
+    ) -> Batch:
+        """Stage the products (catalog) or orders (open_orders) changed since `since` (all when None)."""
+        limits = shopify.ShopifyLimits(
+            self.page_size, self.max_variants, self.max_lines, self.max_fulfillment_orders, self.max_pages
+        )
+        promise = timedelta(days=self.promise_days) if self.promise_days > 0 else None
+        batch = shopify.pull(con, self.shop, feed, since, limits, promise, progress)
+        if self.shop.throttled:
+            dg.get_dagster_logger().info(
+                f"{feed.table}: Shopify throttled {self.shop.throttled} queries; waited {sum(self.shop.waits):.1f} s "
+                "for its cost bucket"
+            )
+        return batch
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        _ = self.shop  # a malformed URL or a missing token fails before any write
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._shop is not None:
+            self._shop.close()
+
+
+def shopify_source(role: str) -> ShopifySourceResource:
+    """A builder of the Shopify source for a role (catalog, oms): CX_<ROLE>_URL (the shop), _TOKEN (an Admin API
+    access token), _SHOPIFY_API_VERSION, _SHOPIFY_MAX_VARIANTS, _SHOPIFY_MAX_LINES, _SHOPIFY_MAX_FULFILLMENT_ORDERS and
+    _PROMISE_DAYS."""
+    prefix = f"CX_{role.upper()}"
+    settings: dict[str, object] = {"shop_url": dg.EnvVar(f"{prefix}_URL"), "access_token": dg.EnvVar(f"{prefix}_TOKEN")}
+    if version := os.environ.get(f"{prefix}_SHOPIFY_API_VERSION", "").strip():
+        settings["api_version"] = version
+    for name in ("max_variants", "max_lines", "max_fulfillment_orders"):
+        if value := os.environ.get(f"{prefix}_SHOPIFY_{name.upper()}", "").strip():
+            settings[name] = int(value)
+    if value := os.environ.get(f"{prefix}_PROMISE_DAYS", "").strip():
+        settings["promise_days"] = float(value)
+    return ShopifySourceResource(**settings)
+
+
 # The sources each role's feeds may come from, by the name CX_<ROLE>_SOURCE gives (rest, the default, is the
 # bundled REST shape).
 SOURCES: dict[str, dict[str, Callable[[str], SourceResource]]] = {
@@ -376,6 +457,8 @@ SOURCES: dict[str, dict[str, Callable[[str], SourceResource]]] = {
 
 SOURCES["helpdesk"] |= {"zendesk": helpdesk_source(ZendeskResource), "gorgias": helpdesk_source(GorgiasResource)}
 SOURCES["wms"]["files"] = file_drop_source  # exports dropped as files in a folder (CX_WMS_DROP_DIR)
+SOURCES["catalog"]["shopify"] = shopify_source  # products from a Shopify shop (CX_CATALOG_URL, _TOKEN)
+SOURCES["oms"]["shopify"] = shopify_source  # orders from a Shopify shop (CX_OMS_URL, _TOKEN)
 
 
 def source_from_env(role: str) -> SourceResource:

@@ -31,6 +31,9 @@ field named in the query text and answers that field with the fixed selection th
 - the mutation `inventorySetQuantities(input:) @idempotent(key:)` on the `available` quantity, with
   `changeFromQuantity` compare-and-swap (and 2026-01's legacy `compareQuantity`/`ignoreCompareQuantity`);
 - the mutation `inventoryItemUpdate(id:, input: {tracked:})`.
+- with a demo `world`: `products(first:, after:, query:, sortKey:)` and `orders(...)` for the Shopify source of the
+  catalog and open orders feeds (`shopify_shop.py`: the `updated_at` filter, `UPDATED_AT` sorting, cursors on the
+  sort key), with `shop { currencyCode }` and a `Date` header on the world's clock.
 
 Any other operation gets a GraphQL error in Shopify's format. Faults: `fail_next` (5xx, optionally after the
 mutation was applied, as when an answer is lost) and `throttle_next` (a THROTTLED answer). `answers`,
@@ -49,6 +52,8 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import format_datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -56,6 +61,16 @@ from typing import Any, Self
 from urllib.parse import parse_qs
 
 import orjson
+
+from cx_pipeline.simulator.shopify_shop import (
+    SearchError,
+    ShopCatalog,
+    order_cost,
+    page,
+    product_cost,
+    search_filter,
+)
+from cx_pipeline.simulator.world import World
 
 API_VERSIONS = ("2026-01", "2026-04")
 DEFAULT_LOCATION = "gid://shopify/Location/1"
@@ -211,10 +226,18 @@ class ShopifySimulator:
         client_secret: str = "",
         token_lifetime: float = TOKEN_LIFETIME,
         clock: Callable[[], float] = time.monotonic,
+        world: World | None = None,
+        currency: str = "EUR",
+        now: Callable[[], datetime] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         self.token, self.shop_name, self.host, self.port = token, shop_name, host, port
+        # `world` backs the products and orders queries; `now` (default: the world's clock) dates every answer
+        self.catalog = ShopCatalog(world) if world is not None else None
+        self.currency = currency
+        self.now = (now or (lambda: world.clock)) if world is not None else now
+        self.searches: list[tuple[str, str | None]] = []  # (products | orders, the `query` filter sent)
         self.scopes = tuple(scopes)
         self.client_id, self.client_secret = client_id, client_secret
         self.token_lifetime, self.clock = token_lifetime, clock
@@ -306,6 +329,21 @@ class ShopifySimulator:
     ) -> None:
         with self._lock:
             self.locations[location_id] = Location(location_id, name, active, fulfills_online_orders)
+
+    def edit_product(self, sku: str, /, **fields: Any) -> None:
+        """Edit the world-backed product of `sku` as a merchant would (`price`, `sku`, `productType`, `status`...)."""
+        with self._lock:
+            self._shop().edit_product(sku, **fields)
+
+    def edit_order_line(self, order_id: str, line_no: int, /, **fields: Any) -> None:
+        """Edit a line item of the world-backed order `order_id` (`quantity`, `sku`...)."""
+        with self._lock:
+            self._shop().edit_order_line(order_id, line_no, **fields)
+
+    def _shop(self) -> ShopCatalog:
+        if self.catalog is None:
+            raise RuntimeError("this Shopify simulator has no world: pass world= for products and orders")
+        return self.catalog
 
     def expire_tokens(self) -> None:
         """Let every client-credentials token issued so far expire now (without moving the clock)."""
@@ -452,7 +490,7 @@ class ShopifySimulator:
 
     def _resolve(self, operation: str, query: str, variables: dict[str, Any], version: str) -> tuple[Any, int]:
         if operation == "shop":
-            data: dict[str, Any] = {"shop": {"name": self.shop_name}}
+            data: dict[str, Any] = {"shop": {"name": self.shop_name, "currencyCode": self.currency}}
             if "currentAppInstallation" in query:  # needs no scope: an app may always ask what it was granted
                 data["currentAppInstallation"] = {"accessScopes": [{"handle": s} for s in self.scopes]}
             return data, 2
@@ -468,6 +506,9 @@ class ShopifySimulator:
             self._require(operation, "read_products")
             self._require("inventoryLevels", "read_inventory")
             return self._variants(variables) if operation == "productVariants" else self._nodes(variables)
+        if operation in ("products", "orders") and self.catalog is not None:  # only a shop with a world has them
+            self._require(operation, "read_products" if operation == "products" else "read_orders")
+            return self._search(operation, variables)
         if operation == "inventorySetQuantities":
             self._require(operation, "write_inventory")
             return {"inventorySetQuantities": self._set_quantities(query, variables, version)}, MUTATION_COST
@@ -475,10 +516,32 @@ class ShopifySimulator:
             self._require(operation, "write_inventory")
             return {"inventoryItemUpdate": self._item_update(variables)}, MUTATION_COST
         raise GraphQLError(
-            "This Shopify simulator answers only the operations ShopifyStorefront sends: the shop check, location, "
-            "locations, productVariants, nodes, inventorySetQuantities and inventoryItemUpdate.",
+            "This Shopify simulator answers only the operations ShopifyStorefront and the Shopify source send: the "
+            "shop check, location, locations, productVariants, products and orders (with a world), nodes, "
+            "inventorySetQuantities and inventoryItemUpdate.",
             "undefinedField",
         )
+
+    def _search(self, operation: str, variables: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """`products` or `orders` of the demo world: filtered by `query`, sorted by `sortKey`, paged by `after`."""
+        first = _first(variables.get("first"))
+        self.searches.append((operation, variables.get("query")))
+        catalog = self._shop()
+        try:
+            matches = search_filter(variables.get("query"))
+            if operation == "products":
+                variants = _first(variables.get("variants"), "variants")
+                everything, per_node = catalog.nodes("products", variants), product_cost(variants)
+            else:
+                lines = _first(variables.get("lines"), "lines")
+                orders = _first(variables.get("fulfillmentOrders"), "fulfillmentOrders")
+                everything, per_node = catalog.nodes("orders", lines, orders), order_cost(lines, orders)
+            nodes, info = page(
+                [n for n in everything if matches(n[0][0])], first, variables.get("after"), variables.get("sortKey")
+            )
+        except SearchError as exc:
+            raise GraphQLError(str(exc), "BAD_REQUEST") from exc
+        return {operation: {"nodes": nodes, "pageInfo": info}}, 2 + per_node * len(nodes)
 
     def _locations(self, variables: dict[str, Any]) -> tuple[dict[str, Any], int]:
         first = _first(variables.get("first"))
@@ -692,7 +755,7 @@ def _operation(query: str) -> str:
             if re.search(rf"\b{name}\s*\(", query):
                 return name
         return "mutation"
-    for name in ("productVariants", "nodes", "locations", "location"):
+    for name in ("productVariants", "products", "orders", "nodes", "locations", "location"):
         if re.search(rf"\b{name}\s*\(", query):
             return name
     return "shop" if re.search(r"\bshop\s*\{", query) else "query"
@@ -711,6 +774,11 @@ def _requested_cost(operation: str, variables: dict[str, Any]) -> int:
         return per_variant * (len(ids) if isinstance(ids, list) else 0)
     if operation == "locations":
         return 2 + _positive(variables.get("first"))
+    if operation == "products":
+        return 2 + product_cost(_positive(variables.get("variants"))) * _positive(variables.get("first"))
+    if operation == "orders":
+        per_order = order_cost(_positive(variables.get("lines")), _positive(variables.get("fulfillmentOrders")))
+        return 2 + per_order * _positive(variables.get("first"))
     return 2
 
 
@@ -797,6 +865,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: no access log on stderr
         return
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The `Date` header: the shop's clock (the demo world's, when it has one), which clients read as `as_of`."""
+        now = self.server.sim.now
+        return (
+            format_datetime(now(), usegmt=True)
+            if now is not None and timestamp is None
+            else super().date_time_string(timestamp)
+        )
 
     def do_POST(self) -> None:
         self.dispatch("POST")
