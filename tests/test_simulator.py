@@ -155,7 +155,21 @@ def test_bad_parameters_are_400(sim):
     assert get(sim, "/wms/receipts", limit="x").status_code == 400
     assert get(sim, "/wms/receipts", cursor="garbage").status_code == 400
     assert get(sim, "/wms/receipts", updated_since="yesterday").status_code == 400
-    assert get(sim, "/wms/on_hand", updated_since="2026-01-01T00:00:00Z").status_code == 400
+    assert get(sim, "/wms/on_hand", updated_since="yesterday").status_code == 400
+    assert get(sim, "/storefront/stock", updated_since="2026-01-01T00:00:00Z").status_code == 400  # no change log
+
+
+def test_on_hand_by_change_lists_exactly_the_stock_that_moved(fresh):
+    start = get(fresh, "/wms/on_hand", limit=5000).json()
+    fresh.advance(6)
+    whole = {(r["sku"], r["warehouse"]): r for r in read_all(fresh, "/wms/on_hand", limit=5000)}
+    moved = read_all(fresh, "/wms/on_hand", limit=7, updated_since=start["as_of"])  # paged: 7 rows a page
+
+    before = {(r["sku"], r["warehouse"]): r for r in start["data"]}
+    figures = ("on_hand", "in_qc", "damaged")
+    expected = {k for k, r in whole.items() if any(r[f] != before[k][f] for f in figures)}
+    assert expected and {(r["sku"], r["warehouse"]) for r in moved} == expected
+    assert all(r == whole[(r["sku"], r["warehouse"])] for r in moved)
 
 
 def test_advancing_the_clock_reveals_new_rows_and_qc_updates(fresh):
