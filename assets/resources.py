@@ -27,7 +27,7 @@ from cx_pipeline.ingest.feeds import Feed
 from cx_pipeline.ingest.graphql import ShopifyGraphQL
 from cx_pipeline.ingest.http import ApiClient
 from cx_pipeline.ingest.landing import Batch, ProgressFn, fetch
-from cx_pipeline.ingest.sources import gorgias, shopify, zendesk
+from cx_pipeline.ingest.sources import gorgias, shopify, vendure, zendesk
 from cx_pipeline.ingest.sources.files import pull_files
 from cx_pipeline.ingest.sources.helpdesk import InquiryRules, load_rules, stage_tickets
 from cx_pipeline.storefront.adapters import ADAPTERS, StorefrontAdapter, StorefrontConfigError
@@ -449,6 +449,82 @@ def shopify_source(role: str) -> ShopifySourceResource:
     return ShopifySourceResource(**settings)
 
 
+class VendureSourceResource(dg.ConfigurableResource):
+    """A Vendure shop as the source of the catalog (variants) and open orders feeds, through its admin API: `url`
+    (`.../admin-api`), an administrator's `username` and `password` (from env vars, never logged), the facets that
+    carry the category and the supplier, the `warehouse` orders ship from and the dispatch promise (`promise_days`;
+    0: none, and such an order breaks the contract). See docs/architecture.md, "Vendure as a source"."""
+
+    url: str
+    username: str
+    password: str
+    category_facet: str = "category"
+    supplier_facet: str = "supplier"
+    warehouse: str = ""
+    promise_days: float = 0.0
+    # orders placed this recently are read on every pull: Vendure does not move an order's updatedAt as it ships
+    order_lookback_days: float = 14.0
+    page_size: int = 100
+    max_pages: int = 10_000
+    connect_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 30.0
+    retries: int = 5
+    backoff_seconds: float = 0.5
+
+    _admin: vendure.VendureAdmin | None = PrivateAttr(default=None)
+
+    @property
+    def admin(self) -> vendure.VendureAdmin:
+        """The admin API, logged in once per run."""
+        if self._admin is None:
+            self._admin = vendure.VendureAdmin(
+                self.url,
+                self.username,
+                self.password,
+                connect_timeout=self.connect_timeout_seconds,
+                read_timeout=self.read_timeout_seconds,
+                retries=self.retries,
+                backoff_factor=self.backoff_seconds,
+            )
+        return self._admin
+
+    def pull(
+        self, con: duckdb.DuckDBPyConnection, feed: Feed, since: datetime | None, progress: ProgressFn | None = None
+    ) -> Batch:
+        """Stage the variants (catalog) or placed orders (open_orders) changed since `since` (all when None)."""
+        mapping = vendure.VendureMapping(
+            self.category_facet,
+            self.supplier_facet,
+            self.warehouse or None,
+            timedelta(days=self.promise_days) if self.promise_days > 0 else None,
+            timedelta(days=self.order_lookback_days) if self.order_lookback_days > 0 else None,
+        )
+        return vendure.pull(con, self.admin, feed, since, mapping, self.page_size, self.max_pages, progress)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self.admin.login()  # a wrong URL or rejected credentials fail before any write
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._admin is not None:
+            self._admin.close()
+
+
+def vendure_source(role: str) -> VendureSourceResource:
+    """A builder of the Vendure source for a role (catalog, oms): CX_<ROLE>_URL (the admin API), _USERNAME,
+    _PASSWORD, _CATEGORY_FACET, _SUPPLIER_FACET, _WAREHOUSE, _PROMISE_DAYS and _ORDER_LOOKBACK_DAYS."""
+    prefix = f"CX_{role.upper()}"
+    settings: dict[str, object] = {
+        field: dg.EnvVar(f"{prefix}_{field.upper()}") for field in ("url", "username", "password")
+    }
+    for name in ("category_facet", "supplier_facet", "warehouse"):
+        if value := os.environ.get(f"{prefix}_{name.upper()}", "").strip():
+            settings[name] = value
+    for name in ("promise_days", "order_lookback_days"):
+        if value := os.environ.get(f"{prefix}_{name.upper()}", "").strip():
+            settings[name] = float(value)
+    return VendureSourceResource(**settings)
+
+
 # The sources each role's feeds may come from, by the name CX_<ROLE>_SOURCE gives (rest, the default, is the
 # bundled REST shape).
 SOURCES: dict[str, dict[str, Callable[[str], SourceResource]]] = {
@@ -459,12 +535,36 @@ SOURCES["helpdesk"] |= {"zendesk": helpdesk_source(ZendeskResource), "gorgias": 
 SOURCES["wms"]["files"] = file_drop_source  # exports dropped as files in a folder (CX_WMS_DROP_DIR)
 SOURCES["catalog"]["shopify"] = shopify_source  # products from a Shopify shop (CX_CATALOG_URL, _TOKEN)
 SOURCES["oms"]["shopify"] = shopify_source  # orders from a Shopify shop (CX_OMS_URL, _TOKEN)
+SOURCES["catalog"]["vendure"] = vendure_source  # variants from a Vendure shop (CX_CATALOG_URL, _USERNAME, _PASSWORD)
+SOURCES["oms"]["vendure"] = vendure_source  # orders from a Vendure shop (CX_OMS_URL, _USERNAME, _PASSWORD)
+
+# The stock truth comes from the WMS: the shops the status is pushed to are never read back as on hand.
+PUSH_TARGETS = ("vendure", "shopify")
+
+
+def push_target_refusal(source: str, source_url: str = "", adapter: str = "", storefront_url: str = "") -> str | None:
+    """Why the on-hand source `source` (at `source_url`) may not be used with the storefront `adapter` at
+    `storefront_url`, or None when it may."""
+    why = (
+        "the stock truth comes from the WMS, and the storefront is where the pipeline pushes stock: reading it back "
+        "as on hand would read the pipeline's own writes"
+    )
+    if source in PUSH_TARGETS:
+        return f"CX_WMS_SOURCE={source!r} is refused: {why}. Keep CX_WMS_SOURCE on the WMS (rest or files)"
+    # The bundled REST shape may share a host with the storefront (the simulator serves both); a shop's own API
+    # as the WMS's address is the push target read back.
+    same = source_url and storefront_url and source_url.rstrip("/").lower() == storefront_url.rstrip("/").lower()
+    if same and adapter in PUSH_TARGETS:
+        return f"CX_WMS_URL is the {adapter} storefront the stock is pushed to (CX_STOREFRONT_URL): refused, as {why}"
+    return None
 
 
 def source_from_env(role: str) -> SourceResource:
     """The resource of `role`'s source, as CX_<ROLE>_SOURCE names it (rest when unset)."""
     variable = f"CX_{role.upper()}_SOURCE"
     name = os.environ.get(variable, "rest").strip().lower() or "rest"
+    if role == "wms" and (refusal := push_target_refusal(name)):
+        raise ValueError(refusal)
     if name not in SOURCES[role]:
         raise ValueError(f"{variable}={name!r} is not a source of the {role} feeds: choose {', '.join(SOURCES[role])}")
     return SOURCES[role][name](role)
@@ -589,6 +689,11 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
 
     # Only the settings the chosen adapter needs are read, so the others may stay unset.
     kind = os.environ.get("CX_STOREFRONT_ADAPTER", "rest")
+    wms = os.environ.get("CX_WMS_SOURCE", "rest").strip().lower() or "rest"
+    if refusal := push_target_refusal(
+        wms, os.environ.get("CX_WMS_URL", ""), kind, os.environ.get("CX_STOREFRONT_URL", "")
+    ):
+        raise ValueError(refusal)
     shopify = ("client_id", "client_secret") if os.environ.get("CX_STOREFRONT_CLIENT_ID") else ("token",)
     if not os.environ.get("CX_STOREFRONT_LOCATIONS"):  # a location mapping names the locations itself
         shopify += ("location_id",)

@@ -1,0 +1,292 @@
+"""Vendure as the source of the catalog and open orders feeds: a real Vendure 3 server (npm) seeded with the demo
+world's SKUs, pulled through the real assets into the warehouse, where the same landing and contracts judge the rows;
+reads by change, bad data, the refusal to read stock back from a push target, and what Vendure's `updatedAt` shows."""
+
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from cx_pipeline.assets.resources import SOURCES, VendureSourceResource, resources_from_env, source_from_env
+from cx_pipeline.ingest.sources import vendure
+from cx_pipeline.simulator import Simulator, build_world
+from cx_pipeline.warehouse import connect
+from tests.helpers import TOKEN, WORLD_NOW, check_results, materializations, nodes, resources
+from tests.storefront.vendure_server import VendureServer
+
+WORLD_SKUS = 30  # every SKU is a Vendure product: small keeps the shop's setup to seconds
+ORDERS = 3
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:  # replaces conftest's: a smaller world, one Vendure product per SKU
+    with Simulator(world=build_world(seed=7, n_skus=WORLD_SKUS, now=WORLD_NOW), token=TOKEN) as server:
+        yield server
+
+
+def facet(shop: VendureServer, code: str, names: set[str]) -> dict[str, str]:
+    """A facet `code` with one value per name; name -> value id."""
+    values = [{"code": f"v{i}", "translations": [{"languageCode": "en", "name": n}]} for i, n in enumerate(names)]
+    made = shop.admin(
+        """mutation($input: CreateFacetInput!) { createFacet(input: $input) { values { id name } } }""",
+        input={
+            "code": code,
+            "isPrivate": False,
+            "translations": [{"languageCode": "en", "name": code}],
+            "values": values,
+        },
+    )["createFacet"]["values"]
+    return {v["name"]: v["id"] for v in made}
+
+
+@pytest.fixture
+def shop(sim: Simulator) -> Iterator[VendureServer]:
+    """The world's SKUs as Vendure variants, with category and supplier facets, and a few paid orders."""
+    products = sim.world.current("products")
+    with VendureServer() as server:
+        categories = facet(server, "category", set(products["category"]))
+        suppliers = facet(server, "supplier", set(products["supplier_id"]))
+        ids = {}
+        for row in products.itertuples():
+            ids[row.sku] = server.create_variant(
+                row.sku,
+                20,
+                price=round(float(row.price) * 100),
+                facetValueIds=[categories[row.category], suppliers[row.supplier_id]],
+            )
+        for sku in list(ids)[:ORDERS]:
+            server.place_order(ids[sku], 2)
+        server.ids = ids  # type: ignore[attr-defined]
+        yield server
+
+
+def source(shop: VendureServer, **settings: object) -> VendureSourceResource:
+    return VendureSourceResource(
+        url=shop.admin_url,
+        username=shop.username,
+        password=shop.password,
+        warehouse="WH-WEST",
+        promise_days=3,
+        backoff_seconds=0.05,
+        **settings,
+    )
+
+
+def run(sim: Simulator, shop: VendureServer, warehouse_path: Path, **settings: object) -> dg.ExecuteInProcessResult:
+    """The ingest room's assets and contracts with the catalog and open orders from Vendure (the rest from the REST
+    simulator, over the same world's SKUs)."""
+    vendure_source = source(shop, **settings)
+    return dg.materialize(
+        nodes("ingest"),
+        resources={**resources(sim, warehouse_path), "catalog": vendure_source, "oms": vendure_source},
+        raise_on_error=False,
+    )
+
+
+def table(warehouse_path: Path, sql: str) -> pd.DataFrame:
+    with connect(str(warehouse_path), read_only=True) as con:
+        return con.execute(sql).df()
+
+
+@pytest.mark.slow
+def test_variants_and_orders_land_from_vendure_and_pass_their_contracts(sim, shop, warehouse_path):
+    result = run(sim, shop, warehouse_path)
+
+    checks = check_results(result)
+    assert checks["raw_catalog"].passed and checks["raw_open_orders"].passed
+    catalog = table(warehouse_path, "SELECT * FROM raw_catalog").set_index("sku")
+    world = sim.world.current("products").set_index("sku")
+    assert sorted(catalog.index) == sorted(world.index)
+    for column in ("category", "supplier_id"):
+        assert (catalog[column] == world.loc[catalog.index, column]).all(), column
+    assert (catalog["price"].astype(float) == world.loc[catalog.index, "price"].round(2)).all()
+    assert set(catalog["status"]) == {"active"} and set(catalog["currency"]) == {"USD"}
+    orders = table(warehouse_path, "SELECT * FROM raw_open_orders")
+    assert len(orders) == ORDERS and set(orders["status"]) == {"open"} and set(orders["qty"]) == {2}
+    assert set(orders["sku"]) == set(list(shop.ids)[:ORDERS]) and orders["customer_id"].notna().all()
+    assert (orders["promised_at"] - orders["ordered_at"] == pd.Timedelta(days=3)).all()
+
+    # a second run reads only what changed: one edited variant, no orders (no look-back for this part)
+    time.sleep(1.1)  # Vendure stores whole seconds in SQLite: an edit must fall in a later second than the cursor
+    edited = list(shop.ids)[10]
+    shop.update_variant(shop.ids[edited], price=1999)
+    second = run(sim, shop, warehouse_path, order_lookback_days=0)
+
+    metadata = materializations(second)
+    assert check_results(second)["raw_catalog"].passed
+    read = metadata["raw_catalog"]
+    # the edit, and what changed in the cursor's own second (re-read on purpose, landing as unchanged)
+    assert read["rows_updated"] == 1 and read["rows_fetched"] == 1 + read["rows_unchanged"] < WORLD_SKUS
+    orders = metadata["raw_open_orders"]
+    assert orders["rows_new"] == orders["rows_updated"] == 0 and orders["rows_fetched"] == orders["rows_unchanged"]
+    price = table(warehouse_path, f"SELECT price FROM raw_catalog WHERE sku = '{edited}'")["price"]
+    assert price.astype(float).tolist() == [19.99]
+
+
+@pytest.mark.slow
+def test_bad_variants_are_quarantined_and_named(sim, shop, warehouse_path):
+    skus = list(shop.ids)
+    shop.update_variant(shop.ids[skus[3]], sku="")  # Vendure accepts a variant without SKU
+    shop.update_variant(shop.ids[skus[4]], facetValueIds=[])  # no supplier (nor category) facet
+
+    result = run(sim, shop, warehouse_path)
+
+    checks = check_results(result)
+    assert not checks["raw_catalog"].passed
+    quarantined = table(warehouse_path, "SELECT feed, row_key, expectation FROM quarantine WHERE feed = 'catalog'")
+    assert quarantined.loc[quarantined["row_key"] == skus[4], "expectation"].str.contains("supplier_id").any()
+    assert quarantined["expectation"].str.contains("sku").any()
+    assert skus[4] not in set(table(warehouse_path, "SELECT sku FROM valid_catalog")["sku"])
+
+
+VARIANT = """query($id: ID!) { productVariant(id: $id) { updatedAt stockLevels { updatedAt } } }"""
+ORDER = """{ orders(options: {sort: {id: DESC}, take: 1}) { items { id updatedAt state lines { id } } } }"""
+
+
+@pytest.mark.slow
+def test_what_vendures_updated_at_shows_and_misses():
+    """The delta question against the real server (recorded in docs/architecture.md, "Vendure as a source"): a
+    stock adjustment moves the variant's `updatedAt`; an allocation (an order placed) and a fulfilment move only the
+    stock level's; fulfilling or shipping an order does not move the order's `updatedAt`."""
+    with VendureServer() as shop:
+        variant_id = shop.create_variant("DELTA-1", 10)
+
+        def variant() -> tuple[str, str]:
+            data = shop.admin(VARIANT, id=variant_id)["productVariant"]
+            return data["updatedAt"], data["stockLevels"][0]["updatedAt"]
+
+        def pause() -> None:
+            time.sleep(1.1)  # SQLite keeps whole seconds: each step must land in a later one
+
+        start = variant()
+        pause()
+        shop.update_variant(variant_id, stockOnHand=7)  # a stock adjustment
+        adjusted = variant()
+        pause()
+        shop.place_order(variant_id, 2)  # an allocation
+        allocated = variant()
+        order = shop.admin(ORDER)["orders"]["items"][0]
+        pause()
+        fulfilment = shop.admin(
+            """mutation($l: ID!) { addFulfillmentToOrder(input: {lines: [{orderLineId: $l, quantity: 1}],
+            handler: {code: "manual-fulfillment", arguments: [{name: "method", value: "post"},
+            {name: "trackingCode", value: "T1"}]}}) { ... on Fulfillment { id } } }""",
+            l=order["lines"][0]["id"],
+        )["addFulfillmentToOrder"]["id"]
+        shop.admin(
+            """mutation($f: ID!) { transitionFulfillmentToState(id: $f, state: "Shipped") { __typename } }""",
+            f=fulfilment,
+        )
+        fulfilled = variant()
+        shipped = shop.admin(ORDER)["orders"]["items"][0]
+
+    assert adjusted[0] > start[0] and adjusted[1] > start[1]  # adjustment: variant and stock level
+    assert allocated[0] == adjusted[0] and allocated[1] > adjusted[1]  # allocation: the stock level only
+    assert fulfilled[0] == adjusted[0] and fulfilled[1] > allocated[1]  # fulfilment: the stock level only
+    assert shipped["state"] == "PartiallyShipped" and shipped["updatedAt"] == order["updatedAt"]  # order: unmoved
+
+
+@pytest.mark.slow
+def test_the_look_back_sees_an_order_ship_though_its_updated_at_stands_still(sim, shop, warehouse_path):
+    assert check_results(run(sim, shop, warehouse_path))["raw_open_orders"].passed
+    order = shop.admin(ORDER)["orders"]["items"][0]
+    for query in (
+        """mutation($l: ID!) { addFulfillmentToOrder(input: {lines: [{orderLineId: $l, quantity: 2}],
+        handler: {code: "manual-fulfillment", arguments: [{name: "method", value: "post"},
+        {name: "trackingCode", value: "T1"}]}}) { ... on Fulfillment { id } } }""",
+    ):
+        shop.admin(query, l=order["lines"][0]["id"])
+
+    result = run(sim, shop, warehouse_path)
+
+    assert check_results(result)["raw_open_orders"].passed
+    assert materializations(result)["raw_open_orders"]["rows_fetched"] == ORDERS  # the look-back: every recent order
+    lines = table(warehouse_path, "SELECT status FROM raw_open_orders")["status"]
+    assert sorted(lines) == ["open"] * (ORDERS - 1) + ["shipped"]
+
+
+def test_catalog_and_order_mapping():
+    mapping = vendure.VendureMapping(warehouse="WH-EAST", promise=timedelta(days=2))
+    product = {"name": "Boot", "enabled": True, "updatedAt": "2026-11-03T00:00:00Z", "facetValues": []}
+    variant = {
+        "id": "7",
+        "name": "Boot 42",
+        "sku": "B-42",
+        "price": 12999,
+        "currencyCode": "EUR",
+        "enabled": True,
+        "createdAt": "2026-11-01T00:00:00Z",
+        "updatedAt": "2026-11-02T00:00:00Z",
+        "facetValues": [
+            {"code": "shoes", "name": "Shoes", "facet": {"code": "category"}},
+            {"code": "acme", "name": "SUP-1", "facet": {"code": "supplier"}},
+        ],
+        "options": [{"code": "42", "name": "42", "group": {"code": "size", "name": "Size"}}],
+    }
+    row = vendure.catalog_row(variant, product, mapping)
+    assert (row["sku"], row["title"], row["category"], row["supplier_id"]) == ("B-42", "Boot 42", "Shoes", "SUP-1")
+    assert (row["price"], row["currency"], row["status"]) == ("129.99", "EUR", "active")
+    assert row["registered_at"] == "2026-11-01T00:00:00Z" and row["updated_at"] == "2026-11-03T00:00:00Z"
+    assert row["attributes"] == {"Size": "42"}
+    assert vendure.catalog_row(variant, {**product, "enabled": False}, mapping)["status"] == "inactive"
+    assert vendure.catalog_row({**variant, "sku": ""}, product, mapping)["sku"] is None
+
+    order = {
+        "id": "1",
+        "code": "ABC",
+        "state": "PaymentSettled",
+        "orderPlacedAt": "2026-11-01T10:00:00Z",
+        "updatedAt": "2026-11-01T10:00:00Z",
+        "customer": {"id": "5"},
+        "lines": [
+            {"id": "1", "quantity": 2, "orderPlacedQuantity": 2, "productVariant": {"sku": "A"}},
+            {"id": "2", "quantity": 1, "orderPlacedQuantity": 1, "productVariant": {"sku": "B"}},
+            {"id": "3", "quantity": 0, "orderPlacedQuantity": 3, "productVariant": {"sku": "C"}},
+        ],
+        "fulfillments": [
+            {"state": "Shipped", "lines": [{"orderLineId": "2", "quantity": 1}]},
+            {"state": "Cancelled", "lines": [{"orderLineId": "1", "quantity": 2}]},
+        ],
+    }
+    record = vendure.order_record(order, mapping)
+    assert (record["order_id"], record["customer_id"], record["ordered_at"]) == ("ABC", "5", "2026-11-01T10:00:00Z")
+    lines = pd.DataFrame(record["lines"]).set_index("sku")
+    assert lines["status"].to_dict() == {"A": "open", "B": "shipped", "C": "cancelled"}
+    assert lines["qty"].to_dict() == {"A": 2, "B": 1, "C": 3}  # a cancelled line keeps what was ordered
+    assert set(lines["warehouse"]) == {"WH-EAST"} and lines.at["A", "promised_at"].startswith("2026-11-03T10:00")
+    assert {x["status"] for x in vendure.order_record({**order, "state": "Cancelled"}, mapping)["lines"]} == {
+        "cancelled"
+    }
+    assert vendure.changed_since(None) == {"sort": {"updatedAt": "ASC"}}
+    since = pd.Timestamp("2026-11-01T10:00:05Z").to_pydatetime()
+    assert vendure.changed_since(since)["filter"] == {"updatedAt": {"after": "2026-11-01T10:00:04Z"}}
+
+
+def test_the_vendure_source_comes_from_the_environment(monkeypatch):
+    for role in ("CATALOG", "OMS"):
+        monkeypatch.setenv(f"CX_{role}_SOURCE", "vendure")
+    monkeypatch.setenv("CX_OMS_WAREHOUSE", "WH-WEST")
+    monkeypatch.setenv("CX_OMS_PROMISE_DAYS", "3")
+    assert "vendure" in SOURCES["catalog"] and "vendure" in SOURCES["oms"]
+    catalog, oms = source_from_env("catalog"), source_from_env("oms")
+    assert isinstance(catalog, VendureSourceResource) and isinstance(oms, VendureSourceResource)
+    assert (oms.warehouse, oms.promise_days, catalog.warehouse) == ("WH-WEST", 3.0, "")
+
+
+@pytest.mark.parametrize("shop_kind", ["vendure", "shopify"])
+def test_a_push_target_is_never_the_on_hand_source(monkeypatch, shop_kind):
+    monkeypatch.setenv("CX_WMS_SOURCE", shop_kind)
+    with pytest.raises(ValueError, match=r"stock truth comes from the WMS.*own writes"):
+        source_from_env("wms")
+
+
+def test_the_wms_address_may_not_be_the_shop_the_stock_is_pushed_to(monkeypatch):
+    monkeypatch.setenv("CX_STOREFRONT_ADAPTER", "vendure")
+    monkeypatch.setenv("CX_STOREFRONT_URL", "http://shop.example/admin-api")
+    monkeypatch.setenv("CX_WMS_URL", "http://shop.example/admin-api/")
+    with pytest.raises(ValueError, match="CX_WMS_URL is the vendure storefront"):
+        resources_from_env()
