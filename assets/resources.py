@@ -82,13 +82,13 @@ class UpstreamApiResource(dg.ConfigurableResource):
     request_deadline_seconds: float = http.REQUEST_DEADLINE_SECONDS  # one request: retries and body included
     pull_deadline_seconds: float = http.PULL_DEADLINE_SECONDS  # one pull of a feed, every page
     follow_cross_origin_redirects: bool = False  # if on: followed with a warning, never with the token
+    # a snapshot the source reads by change (on hand) is read whole this often, to catch drift and deletions
+    full_read_every_hours: float = 24.0
     # the zone of timestamps the source sends without one (e.g. Europe/Berlin); "": such a timestamp breaks
     # the contract instead of being taken as UTC
     source_time_zone: str = ""
 
     _client: ApiClient | None = PrivateAttr(default=None)
-    # a snapshot the source reads by change (on hand) is read whole this often, to catch drift and deletions
-    full_read_every_hours: float = 24.0
 
     @property
     def client(self) -> ApiClient:
@@ -596,6 +596,8 @@ class StorefrontResource(dg.ConfigurableResource):
     zero_unmapped_locations: bool = False
     enable_tracking: bool = False
     batch_size: int = 100
+    # a shop with a change log (rest) is read by change each run and whole this often, to catch drift
+    full_read_every_hours: float = 24.0
     connect_timeout_seconds: float = 5.0
     read_timeout_seconds: float = 30.0
     retries: int = 5
@@ -705,6 +707,7 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
         locations=env_json("CX_STOREFRONT_LOCATIONS"),
         zero_unmapped_locations=env_flag("CX_STOREFRONT_ZERO_UNMAPPED_LOCATIONS"),
         enable_tracking=env_flag("CX_STOREFRONT_ENABLE_TRACKING"),
+        full_read_every_hours=float(os.environ.get("CX_STOREFRONT_FULL_READ_EVERY_HOURS", 24)),
     )
     return {
         "warehouse": WarehouseResource(

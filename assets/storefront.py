@@ -5,7 +5,7 @@ import dagster as dg
 from cx_pipeline.assets.metadata import markdown
 from cx_pipeline.assets.resources import WAREHOUSE_POOL, ContractsResource, StorefrontResource, WarehouseResource
 from cx_pipeline.ingest.clock import wms_clock
-from cx_pipeline.storefront import push, stock
+from cx_pipeline.storefront import push, shop_state, stock
 
 OWNERS = ["team:cx-data"]
 
@@ -67,13 +67,26 @@ def storefront_push_plan(
     """The dry-run diff: which SKUs the storefront shows wrongly now, and what each would be set to; and what
     became of the writes of an earlier run that died while pushing."""
     adapter = storefront.client
-    current = adapter.read()
-    context.log.info(f"storefront_push_plan: the {adapter.name} storefront lists {len(current):,} SKUs")
-    try:
-        push.check_not_empty(current, adapter.name, storefront.url, empty_shop_ok=config.empty_shop_ok)
-    except push.EmptyStorefrontError as exc:
-        raise dg.Failure(description=str(exc)) from None
     with warehouse.connect() as con:
+        try:
+            shop = shop_state.read_shop(
+                con,
+                adapter,
+                shop=push.public_url(storefront.url),
+                plan_id=context.run_id,
+                every_hours=storefront.full_read_every_hours,
+                empty_shop_ok=config.empty_shop_ok,
+            )
+        except push.EmptyStorefrontError as exc:
+            raise dg.Failure(description=str(exc)) from None
+        current = shop.current
+        how = "read whole" if shop.full_read else f"read by change ({shop.rows_read:,} SKUs changed)"
+        context.log.info(f"storefront_push_plan: the {adapter.name} storefront lists {len(current):,} SKUs ({how})")
+        if shop.drift and shop.drift.skus:
+            context.log.warning(
+                f"storefront_push_plan: the full read found {shop.drift.skus:,} SKUs the shop's change log had "
+                f"not listed ({shop.drift.changed:,} changed, {shop.drift.new:,} new, {shop.drift.gone:,} gone)"
+            )
         outcome = push.settle_and_plan(
             con,
             current,
@@ -102,6 +115,9 @@ def storefront_push_plan(
         metadata={
             "plan_id": context.run_id,
             "empty_shop": current.empty,
+            "shop_read": "full" if shop.full_read else "changes",
+            "shop_rows_read": shop.rows_read,
+            **drift_metadata(shop.drift),
             "interrupted_plans_settled": markdown(settled, "no interrupted push to settle"),
             "interrupted_applied": int(settled["applied"].sum()),
             "interrupted_not_applied": int(settled["not_applied"].sum()),
@@ -158,6 +174,13 @@ def storefront_status_push(
     if problems := outcome.problems:
         raise dg.Failure(description="\n\n".join(problems), metadata=metadata)
     return dg.MaterializeResult(metadata=metadata)
+
+
+def drift_metadata(drift: shop_state.Drift | None) -> dict[str, int]:
+    """What a full read of the shop found that its change log had not listed (nothing without a change log)."""
+    if drift is None:
+        return {}
+    return {"drift_skus": drift.skus, "drift_changed": drift.changed, "drift_new": drift.new, "drift_gone": drift.gone}
 
 
 defs = dg.Definitions(assets=[stock_position, storefront_push_plan, storefront_status_push])

@@ -14,10 +14,19 @@ from cx_pipeline.ingest import schema as ingest_schema
 from cx_pipeline.quality import inspections, returns
 from cx_pipeline.receiving import notices, reconciliation
 from cx_pipeline.review import decisions
-from cx_pipeline.storefront import push, stock
+from cx_pipeline.storefront import push, shop_state, stock
 
 # Each room's tables, in the order they depend on each other (ingest's raw tables and views first).
-ROOM_DDL = (reconciliation.DDL, notices.DDL, push.DDL, stock.DDL, decisions.DDL, inspections.DDL, returns.DDL)
+ROOM_DDL = (
+    reconciliation.DDL,
+    notices.DDL,
+    push.DDL,
+    shop_state.DDL,
+    stock.DDL,
+    decisions.DDL,
+    inspections.DDL,
+    returns.DDL,
+)
 
 
 def create_schema(con: duckdb.DuckDBPyConnection) -> None:

@@ -156,7 +156,8 @@ def test_bad_parameters_are_400(sim):
     assert get(sim, "/wms/receipts", cursor="garbage").status_code == 400
     assert get(sim, "/wms/receipts", updated_since="yesterday").status_code == 400
     assert get(sim, "/wms/on_hand", updated_since="yesterday").status_code == 400
-    assert get(sim, "/storefront/stock", updated_since="2026-01-01T00:00:00Z").status_code == 400  # no change log
+    assert get(sim, "/storefront/stock", updated_since="yesterday").status_code == 400
+    assert get(sim, "/notifications", updated_since="2026-01-01T00:00:00Z").status_code == 400  # no change log
 
 
 def test_on_hand_by_change_lists_exactly_the_stock_that_moved(fresh):

@@ -125,7 +125,10 @@ class Api:
         since = query.get("updated_since")
         if isinstance(feed, SnapshotFeed):  # on hand: the stock that moved since `updated_since`, if given
             return feed.page(clock, limit, query.get("cursor"), parse_time(since) if since else None)
-        if since:
+        if since and path == "/storefront/stock":  # the shop's change log: SKUs whose state changed since then
+            changed = self._stock_changed(parse_time(since))
+            feed = LiveFeed(path, lambda: len(changed), lambda start, end: self._stock_rows_of(changed[start:end]))
+        elif since:
             raise BadRequest(f"{path} is a snapshot: updated_since is not supported")
         return feed.page(clock, limit, query.get("cursor"))
 
@@ -170,8 +173,17 @@ class Api:
         return [orjson.dumps(r) for r in render(moved, list(moved.columns), ["as_of"])]
 
     def _stock_rows(self, start: int, end: int) -> list[bytes]:
+        return self._stock_rows_of(self.skus[start:end])
+
+    def _stock_rows_of(self, skus: list[str]) -> list[bytes]:
         with self.world.lock:
-            return [orjson.dumps({"sku": sku} | self._stock(sku)) for sku in self.skus[start:end]]
+            return [orjson.dumps({"sku": sku} | self._stock(sku)) for sku in skus]
+
+    def _stock_changed(self, since: int) -> list[str]:
+        """The SKUs whose storefront state changed at or after `since` (epoch seconds), in SKU order."""
+        moment = datetime.fromtimestamp(since, UTC)
+        with self.world.lock:
+            return [sku for sku in self.skus if self.world.storefront[sku]["updated_at"] >= moment]
 
     def _notification_rows(self, start: int, end: int) -> list[bytes]:
         with self.world.lock:

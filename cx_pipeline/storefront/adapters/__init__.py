@@ -3,6 +3,7 @@
 from cx_pipeline.storefront.adapters.base import (
     STATE_COLUMNS,
     STOCK_STATUSES,
+    ShopRead,
     StockUpdate,
     StorefrontAdapter,
     StorefrontConfigError,
@@ -15,6 +16,7 @@ __all__ = [
     "ADAPTERS",
     "STATE_COLUMNS",
     "STOCK_STATUSES",
+    "ShopRead",
     "StockUpdate",
     "StorefrontAdapter",
     "StorefrontConfigError",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import pandas as pd
 
@@ -45,6 +46,15 @@ class WriteResult:
     quantity_after: int | None = None
 
 
+@dataclass(frozen=True)
+class ShopRead:
+    """The shop's state as read: one row per SKU (`STATE_COLUMNS`); all of it, or only what changed since a time.
+    `as_of` is the shop's clock at the read, where the shop says (the next read by change starts there)."""
+
+    state: pd.DataFrame
+    as_of: datetime | None
+
+
 class StorefrontAdapter(ABC):
     """A storefront the pipeline pushes stock status to.
 
@@ -67,6 +77,15 @@ class StorefrontAdapter(ABC):
 
     @abstractmethod
     def write(self, updates: Sequence[StockUpdate], key: str) -> list[WriteResult]: ...
+
+    def read_changes(self, since: datetime) -> ShopRead | None:
+        """The SKUs whose state changed at or after `since` on the shop's clock, our own writes included; None
+        when the shop keeps no such log (every plan then reads it whole)."""
+        return None
+
+    def read_all(self) -> ShopRead:
+        """All of the shop's state, with the shop's clock when it gives one."""
+        return ShopRead(self.read(), None)
 
     @property
     def warnings(self) -> list[str]:

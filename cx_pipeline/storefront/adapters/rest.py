@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import pandas as pd
 
 from cx_pipeline.ingest.http import ApiClient, UpstreamError
 from cx_pipeline.storefront.adapters.base import (
     STATE_COLUMNS,
+    ShopRead,
     StockUpdate,
     StorefrontAdapter,
     StorefrontConfigError,
@@ -33,10 +35,21 @@ class RestStorefront(StorefrontAdapter):
             raise StorefrontConfigError(f"REST storefront at {self.client.base_url} is not usable: {exc}") from exc
 
     def read(self) -> pd.DataFrame:
-        rows = [
-            row for page in self.client.pages("/storefront/stock", {"limit": self.page_size}) for row in page["data"]
-        ]
-        return pd.DataFrame(rows, columns=list(STATE_COLUMNS))
+        return self.read_all().state
+
+    def read_all(self) -> ShopRead:
+        return self._read({"limit": self.page_size})
+
+    def read_changes(self, since: datetime) -> ShopRead:
+        return self._read({"limit": self.page_size, "updated_since": since.astimezone(UTC).isoformat()})
+
+    def _read(self, params: dict[str, object]) -> ShopRead:
+        rows, as_of = [], None
+        for page in self.client.pages("/storefront/stock", params):
+            rows += page["data"]
+            as_of = as_of or page.get("as_of")  # every page of one read carries the clock of its first
+        state = pd.DataFrame(rows, columns=list(STATE_COLUMNS))
+        return ShopRead(state, pd.Timestamp(as_of).to_pydatetime() if as_of else None)
 
     def write(self, updates: Sequence[StockUpdate], key: str) -> list[WriteResult]:
         body = {"updates": [{"sku": u.sku, "status": u.status, "quantity": u.quantity} for u in updates]}
