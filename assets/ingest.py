@@ -6,6 +6,7 @@ import duckdb
 from cx_pipeline.assets.resources import WAREHOUSE_POOL, ContractsResource, SourceResource, WarehouseResource
 from cx_pipeline.ingest.contracts import judge_pending
 from cx_pipeline.ingest.feeds import FEEDS, Feed
+from cx_pipeline.ingest.http import UpstreamError
 from cx_pipeline.ingest.landing import Drift, full_read_due, land, last_cursor, note_changes, snapshot_drift
 from cx_pipeline.ingest.sources.helpdesk import unclassified
 
@@ -52,15 +53,20 @@ def raw_asset(feed: Feed) -> dg.AssetsDefinition:
             every = api.full_read_every_hours if reads_changes else 0.0
             cursor = last_cursor(con, feed) if reads_changes or feed.incremental else None
             full = full_read_due(con, feed, every)
+            listed = False
             if reads_changes and full and cursor:
                 # what the source's change log lists since the last read is change, not drift
-                api.pull(con, feed, cursor)
-                note_changes(con, feed)
+                try:
+                    api.pull(con, feed, cursor)
+                    note_changes(con, feed)
+                    listed = True
+                except UpstreamError as exc:  # the full read does not need it: only the drift stays unknown
+                    context.log.warning(f"{feed.table}: the change log could not be read ({exc}); drift unknown")
             since = None if full else cursor
             context.log.info(f"{feed.table}: pulling {feed.path} " + (f"since {since}" if since else "in full"))
             batch = api.pull(con, feed, since, progress)
             if reads_changes:
-                drift = snapshot_drift(con, feed) if full and cursor else None
+                drift = snapshot_drift(con, feed) if full and listed else None
                 metadata |= read_metadata(context, feed, full, drift, every)
             stats = land(con, batch, run_id=context.run_id)
             reasons = unclassified_metadata(con) if feed.name == "inquiries" else {}

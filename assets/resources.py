@@ -25,7 +25,7 @@ from cx_pipeline.ingest import http
 from cx_pipeline.ingest.contracts import ContractPolicy
 from cx_pipeline.ingest.feeds import Feed
 from cx_pipeline.ingest.graphql import ShopifyGraphQL
-from cx_pipeline.ingest.http import ApiClient
+from cx_pipeline.ingest.http import ApiClient, register_secret
 from cx_pipeline.ingest.landing import Batch, ProgressFn, fetch
 from cx_pipeline.ingest.sources import gorgias, shopify, vendure, zendesk
 from cx_pipeline.ingest.sources.files import pull_files
@@ -236,6 +236,7 @@ class HelpdeskApiResource(dg.ConfigurableResource):
             )
             if not self.token:
                 raise ValueError(f"{client.name}: no API token configured")
+            register_secret(self.token)  # the token itself, not only the header built from it, is never shown
             client.session.headers["Authorization"] = self.authorization()
             self._client = client
         return self._client

@@ -80,6 +80,8 @@ def storefront_push_plan(
         except push.EmptyStorefrontError as exc:
             raise dg.Failure(description=str(exc)) from None
         current = shop.current
+        if shop.note:
+            context.log.warning(f"storefront_push_plan: {shop.note}")
         how = "read whole" if shop.full_read else f"read by change ({shop.rows_read:,} SKUs changed)"
         context.log.info(f"storefront_push_plan: the {adapter.name} storefront lists {len(current):,} SKUs ({how})")
         if shop.drift and shop.drift.skus:

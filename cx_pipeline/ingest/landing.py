@@ -72,15 +72,17 @@ def last_cursor(con: duckdb.DuckDBPyConnection, feed: Feed) -> datetime | None:
 
 def full_read_due(con: duckdb.DuckDBPyConnection, feed: Feed, every_hours: float) -> bool:
     """Whether this run reads snapshot `feed` whole: always for a snapshot the source cannot read by change,
-    else when no full read is on record or the last is `every_hours` old (0: every run)."""
+    else when the last full read is `every_hours` old (0: every run), missing, or was blocked by its contract (a
+    truncated snapshot is read whole again, not built on by change)."""
     if feed.incremental:
         return False
     if not feed.delta or every_hours <= 0:
         return True
     row = first_row(
         con,
-        """SELECT max(fetched_at) > now() - to_microseconds((? * 3.6e9)::BIGINT) FROM ingest_batches
-        WHERE feed = ? AND updated_since IS NULL AND judged_at IS NOT NULL""",
+        """SELECT arg_max(verdict IS DISTINCT FROM 'blocked'
+                          AND fetched_at > now() - to_microseconds((? * 3.6e9)::BIGINT), fetched_at)
+        FROM ingest_batches WHERE feed = ? AND updated_since IS NULL AND judged_at IS NOT NULL""",
         [every_hours, feed.name],
     )
     return not (row and row[0])

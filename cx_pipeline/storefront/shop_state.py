@@ -11,6 +11,7 @@ import pandas as pd
 
 from cx_pipeline.core.sql import first_row
 from cx_pipeline.core.transactions import transaction
+from cx_pipeline.ingest.http import UpstreamError
 from cx_pipeline.storefront.adapters.base import STATE_COLUMNS, ShopRead, StorefrontAdapter
 from cx_pipeline.storefront.push import check_not_empty
 
@@ -57,6 +58,7 @@ class KnownState:
     full_read: bool
     rows_read: int
     drift: Drift | None  # a full read after earlier reads: what the change log had missed
+    note: str | None = None  # why a read by change gave way to a full read, for the run's log
 
 
 def read_shop(
@@ -73,20 +75,31 @@ def read_shop(
     shop keeps no change log. A full read after earlier ones first asks the change log what it lists, so that
     only what it missed counts as drift. A full read that lists nothing stops here (`check_not_empty`), before it
     replaces the known state."""
-    cursor, known, fresh = first_row(
+    # The known state is the last shop read's: reading by change builds on it only when that was this shop.
+    cursor, known, fresh, refused = first_row(
         con,
-        """SELECT (SELECT as_of FROM shop_reads WHERE adapter = $adapter AND shop = $shop
-                   ORDER BY read_at DESC LIMIT 1),
-                  max(read_at) IS NOT NULL,
-                  coalesce(max(read_at) > now() - to_microseconds(($hours * 3.6e9)::BIGINT), false)
-        FROM shop_reads WHERE adapter = $adapter AND shop = $shop AND full_read""",
+        """WITH latest AS (SELECT adapter, shop, as_of FROM shop_reads ORDER BY read_at DESC LIMIT 1),
+             full_reads AS (SELECT max(read_at) AS last_full FROM shop_reads
+                            WHERE adapter = $adapter AND shop = $shop AND full_read)
+        SELECT (SELECT as_of FROM latest WHERE adapter = $adapter AND shop = $shop),
+               (SELECT count(*) FROM latest WHERE adapter = $adapter AND shop = $shop) > 0
+                   AND (SELECT last_full FROM full_reads) IS NOT NULL,
+               coalesce((SELECT last_full FROM full_reads) > now() - to_microseconds(($hours * 3.6e9)::BIGINT), false),
+               -- a write the shop refused since that full read (a SKU it stopped listing, say): the change log
+               -- never lists a deletion, so read it whole
+               EXISTS (SELECT 1 FROM push_audit WHERE NOT ok AND pushed_at > (SELECT last_full FROM full_reads))""",
         {"adapter": adapter.name, "shop": shop, "hours": every_hours},
     )
-    changes = adapter.read_changes(cursor) if cursor is not None and known else None
-    if changes is not None and fresh and every_hours > 0:
+    changes, note = None, None
+    if cursor is not None and known:
+        try:
+            changes = adapter.read_changes(cursor)
+        except UpstreamError as exc:  # a change log that fails (or forgot that far back): the full read still works
+            note = f"the shop's change log could not be read ({exc}); read it whole instead"
+    if changes is not None and fresh and not refused and every_hours > 0:
         upsert(con, changes.state)
         record(con, plan_id, adapter.name, shop, full_read=False, since=cursor, read=changes, drift=None)
-        return KnownState(state(con), False, len(changes.state), None)
+        return KnownState(state(con), False, len(changes.state), None, note)
     whole = adapter.read_all()
     check_not_empty(whole.state, adapter.name, shop, empty_shop_ok=empty_shop_ok)
     drift = compare(con, whole.state, listed=changes.state if changes is not None else None) if known else None
@@ -94,11 +107,11 @@ def read_shop(
         con.execute("DELETE FROM shop_state")
         con.register("whole_read", whole.state[list(STATE_COLUMNS)])
         try:
-            con.execute("INSERT INTO shop_state SELECT sku, status, quantity FROM whole_read")
+            con.execute("INSERT INTO shop_state SELECT DISTINCT ON (sku) sku, status, quantity FROM whole_read")
         finally:
             con.unregister("whole_read")
         record(con, plan_id, adapter.name, shop, full_read=True, since=None, read=whole, drift=drift)
-    return KnownState(state(con), True, len(whole.state), drift)
+    return KnownState(state(con), True, len(whole.state), drift, note)
 
 
 def compare(con: duckdb.DuckDBPyConnection, whole: pd.DataFrame, listed: pd.DataFrame | None) -> Drift | None:
@@ -126,12 +139,16 @@ def compare(con: duckdb.DuckDBPyConnection, whole: pd.DataFrame, listed: pd.Data
 
 
 def upsert(con: duckdb.DuckDBPyConnection, changes: pd.DataFrame) -> None:
-    """Apply the SKUs a read by change listed: their state now replaces the known one."""
-    con.register("changes_read", changes[list(STATE_COLUMNS)])
+    """Apply the SKUs a read by change listed: their state now replaces the known one (a SKU listed twice, as
+    a change log paged while it moved can do: its last listing)."""
+    con.register("changes_read", changes[list(STATE_COLUMNS)].reset_index(drop=True).reset_index(names="_pos"))
     try:
         with transaction(con):
             con.execute("DELETE FROM shop_state WHERE sku IN (SELECT sku FROM changes_read)")
-            con.execute("INSERT INTO shop_state SELECT sku, status, quantity FROM changes_read")
+            con.execute(
+                """INSERT INTO shop_state SELECT sku, status, quantity FROM changes_read
+                QUALIFY row_number() OVER (PARTITION BY sku ORDER BY _pos DESC) = 1"""
+            )
     finally:
         con.unregister("changes_read")
 

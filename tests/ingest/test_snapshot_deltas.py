@@ -94,3 +94,17 @@ def test_the_full_read_reports_the_drift_the_reads_by_change_missed(sim, warehou
     pd.testing.assert_frame_equal(stock(warehouse_path).astype(stock_dtypes()), world_stock(sim))
     with duckdb.connect(str(warehouse_path), read_only=True) as con:
         assert con.execute("SELECT row_key FROM snapshot_absent").fetchall() == [(f"{sku}|WH-CLOSED",)]
+
+
+def test_a_blocked_full_snapshot_is_read_whole_again_not_built_on_by_change(sim, warehouse_path):
+    pull(sim, warehouse_path, every_hours=24)
+    sim.faults.add("/wms/on_hand", "empty", times=2)  # the change log the full read starts with, and the full read
+    blocked = dg.materialize(
+        [*ON_HAND, *CHECKS], resources=resources(sim, warehouse_path, full_read_every_hours=0), raise_on_error=False
+    )
+    assert not check_results(blocked)["raw_on_hand"].passed
+
+    again = materializations(pull(sim, warehouse_path, every_hours=24))["raw_on_hand"]
+
+    assert again["read"] == "full"  # the blocked snapshot is no full read to build on
+    assert again["rows_fetched"] == len(sim.world.on_hand())

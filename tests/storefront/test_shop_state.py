@@ -1,12 +1,18 @@
 """The shop's state as the plan knows it: read by the shop's change log each run, whole on its own cadence, and a
 full read says what the change log had missed."""
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 
+from cx_pipeline import warehouse
 from cx_pipeline.assets.resources import StorefrontResource
+from cx_pipeline.ingest.http import UpstreamError
 from cx_pipeline.simulator import Simulator
+from cx_pipeline.storefront import shop_state
+from cx_pipeline.storefront.adapters import ShopRead, StorefrontAdapter
 from tests.helpers import TOKEN, materializations
 
 
@@ -76,3 +82,83 @@ def test_an_empty_full_read_leaves_the_known_shop_as_it_was(sim, run_all, wareho
     assert not stopped.success
     assert "storefront_push_plan" not in materializations(stopped)
     assert known(warehouse_path) == before
+
+
+class FakeShop(StorefrontAdapter):
+    """A shop held in memory with a change log, to drive `read_shop` through its cases."""
+
+    name = "rest"
+
+    def __init__(self, state: dict[str, tuple[str, int]], log_fails: bool = False) -> None:
+        self.state, self.log_fails, self.clock = dict(state), log_fails, datetime(2026, 11, 16, 6, tzinfo=UTC)
+        self.changed: list[str] = []
+
+    def check(self) -> None: ...
+
+    def read(self) -> pd.DataFrame:
+        return self.frame(list(self.state))
+
+    def read_all(self) -> ShopRead:
+        return ShopRead(self.read(), self.clock)
+
+    def read_changes(self, since: datetime) -> ShopRead:
+        if self.log_fails:
+            raise UpstreamError("GET /storefront/stock: 400 updated_since too old")
+        return ShopRead(self.frame(self.changed), self.clock)
+
+    def write(self, updates, key):
+        raise NotImplementedError
+
+    def frame(self, skus: list[str]) -> pd.DataFrame:
+        return pd.DataFrame([(s, *self.state[s]) for s in skus], columns=["sku", "status", "quantity"])
+
+
+def look(path: Path, shop: FakeShop, where: str, every_hours: float = 24) -> shop_state.KnownState:
+    with warehouse.connect(path) as con:
+        return shop_state.read_shop(con, shop, shop=where, plan_id="plan", every_hours=every_hours)
+
+
+def test_a_switch_of_shop_reads_the_new_one_whole_and_never_mixes_their_states(warehouse_path):
+    a, b = FakeShop({"A1": ("in_stock", 3)}), FakeShop({"B1": ("out_of_stock", 0)})
+    look(warehouse_path, a, "http://a")
+    look(warehouse_path, b, "http://b")
+
+    back = look(warehouse_path, a, "http://a")  # the known state is b's now: a is read whole again
+
+    assert back.full_read and back.current["sku"].tolist() == ["A1"]
+
+
+def test_a_change_log_that_fails_gives_way_to_a_full_read(warehouse_path):
+    shop = FakeShop({"S1": ("in_stock", 3)})
+    look(warehouse_path, shop, "http://shop")
+    shop.log_fails, shop.state["S1"] = True, ("out_of_stock", 0)
+
+    known = look(warehouse_path, shop, "http://shop")
+
+    assert known.full_read and "could not be read" in known.note
+    assert known.current.values.tolist() == [["S1", "out_of_stock", 0]]
+
+
+def test_a_refused_write_makes_the_next_plan_read_the_shop_whole(warehouse_path):
+    shop = FakeShop({"S1": ("in_stock", 3), "S2": ("in_stock", 1)})
+    look(warehouse_path, shop, "http://shop")
+    with warehouse.connect(warehouse_path) as con:  # the shop no longer lists S2 and refused a write to it
+        con.execute(
+            "INSERT INTO push_audit (plan_id, batch_no, idempotency_key, sku, adapter, ok, response, pushed_at) "
+            "VALUES ('p', 1, 'p-1', 'S2', 'rest', false, 'unknown sku', now())"
+        )
+    del shop.state["S2"]
+
+    known = look(warehouse_path, shop, "http://shop")
+
+    assert known.full_read and known.current["sku"].tolist() == ["S1"]
+
+
+def test_a_sku_the_change_log_lists_twice_is_known_once_as_last_listed(warehouse_path):
+    shop = FakeShop({"S1": ("in_stock", 3)})
+    look(warehouse_path, shop, "http://shop")
+    shop.state["S1"], shop.changed = ("out_of_stock", 0), ["S1", "S1"]
+
+    known = look(warehouse_path, shop, "http://shop")
+
+    assert not known.full_read and known.current.values.tolist() == [["S1", "out_of_stock", 0]]
