@@ -2,9 +2,10 @@
 world's SKUs, pulled through the real assets into the warehouse, where the same landing and contracts judge the rows;
 reads by change, bad data, the refusal to read stock back from a push target, and what Vendure's `updatedAt` shows."""
 
+import random
 import time
-from collections.abc import Iterator
-from datetime import timedelta
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -12,6 +13,7 @@ import pandas as pd
 import pytest
 
 from cx_pipeline.assets.resources import SOURCES, VendureSourceResource, resources_from_env, source_from_env
+from cx_pipeline.ingest.http import UpstreamError
 from cx_pipeline.ingest.sources import vendure
 from cx_pipeline.simulator import Simulator, build_world
 from cx_pipeline.warehouse import connect
@@ -264,6 +266,95 @@ def test_catalog_and_order_mapping():
     assert vendure.changed_since(None) == {"sort": {"updatedAt": "ASC"}}
     since = pd.Timestamp("2026-11-01T10:00:05Z").to_pydatetime()
     assert vendure.changed_since(since)["filter"] == {"updatedAt": {"after": "2026-11-01T10:00:04Z"}}
+
+
+class FakeList:
+    """A Vendure list sorted by `updatedAt` in whole seconds (as SQLite keeps them), answering list options as the
+    server does: `updatedAt` after / between, `id` notIn, skip/take; rows of one second in any order (a new shuffle
+    each time), and `between_page` runs after every answer: the changes made while the pull pages."""
+
+    def __init__(self, stamps: dict[str, datetime], between_page: Callable[[int], None] = lambda page: None) -> None:
+        self.rows, self.between_page, self.asked = dict(stamps), between_page, []
+        self.shuffle = random.Random(3)
+
+    def fetch(self, options: dict) -> list[dict]:
+        self.asked.append(options)
+        bounds, ids = options.get("filter", {}).get("updatedAt", {}), options.get("filter", {}).get("id", {})
+        after, between = bounds.get("after"), bounds.get("between")
+
+        def wanted(row_id: str, at: datetime) -> bool:
+            if after and not at > vendure.parse_stamp(after):
+                return False
+            if between and not vendure.parse_stamp(between["start"]) <= at <= vendure.parse_stamp(between["end"]):
+                return False
+            return row_id not in ids.get("notIn", [])
+
+        rows = [(at, self.shuffle.random(), row_id) for row_id, at in self.rows.items() if wanted(row_id, at)]
+        rows.sort()  # by updatedAt, ties in no particular order
+        chosen = rows[options["skip"] : options["skip"] + options["take"]]
+        items = [{"id": row_id, "updatedAt": vendure.stamp(at)} for at, _, row_id in chosen]
+        self.between_page(len(self.asked))
+        return items
+
+
+T0 = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
+
+
+def read_all(fake: FakeList, since: datetime | None, page_size: int, max_pages: int = 100) -> list[dict]:
+    options = vendure.changed_since(since)
+    pages = vendure.keyset_pages(fake.fetch, options, "updatedAt", page_size, max_pages)
+    return [item for page in vendure.latest(pages, "id", page_size) for item in page]
+
+
+def test_a_row_moving_to_the_end_while_paging_loses_no_row_and_lands_once():
+    """A read row changing between two pages jumps to the end of the list sorted by `updatedAt`: with skip/take
+    the row at the next page boundary was skipped. Paging by the key reads every row, each staged once, the moved
+    one as it is now."""
+    stamps = {f"v{i}": T0 + timedelta(seconds=i) for i in range(10)}
+
+    def adjust(page: int) -> None:
+        if page == 1:  # after the first page (v0..v2): a stock adjustment of v1
+            fake.rows["v1"] = T0 + timedelta(minutes=5)
+
+    fake = FakeList(stamps, adjust)
+    rows = read_all(fake, since=T0, page_size=3)
+
+    ids = [r["id"] for r in rows]
+    assert sorted(ids) == sorted(stamps) and len(ids) == len(set(ids))  # none lost, none twice
+    assert {r["id"]: r["updatedAt"] for r in rows}["v1"] == vendure.stamp(T0 + timedelta(minutes=5))  # read last
+    assert all(o["skip"] == 0 for o in fake.asked)
+    # each page starts one second (the overlap) before the previous page's latest updatedAt
+    assert fake.asked[1]["filter"] == {"updatedAt": {"after": vendure.stamp(T0 + timedelta(seconds=1))}}
+
+    # the same changes with skip/take, as before: v3 shifts to skip 2 and is never read
+    fake = FakeList(stamps, adjust)
+    skipped = {
+        i["id"] for s in range(0, 12, 3) for i in fake.fetch({**vendure.changed_since(T0), "skip": s, "take": 3})
+    }
+    assert "v3" not in skipped
+
+
+def test_a_page_full_of_one_second_is_read_whole_and_the_paging_ends():
+    """Many rows in one second (more than a page): asking after the page's second less the overlap would return the
+    same page forever; that second is read by id instead, while rows of it change, and the pages go on after it."""
+    stamps = {f"a{i}": T0 for i in range(3)}
+    stamps |= {f"s{i:02}": T0 + timedelta(seconds=5) for i in range(23)}
+    stamps |= {f"z{i}": T0 + timedelta(seconds=6 + i) for i in range(4)}
+
+    def changes(page: int) -> None:
+        if page == 2:  # a row of the crowded second, read or not yet, changes: it moves to the end
+            fake.rows["s07"] = fake.rows["s19"] = T0 + timedelta(minutes=1)
+
+    fake = FakeList(stamps, changes)
+    rows = read_all(fake, since=None, page_size=5)
+
+    ids = [r["id"] for r in rows]
+    assert sorted(ids) == sorted(stamps) and len(ids) == len(set(ids))
+    assert len(fake.asked) < 20  # it ends: no page asked twice
+    assert any("id" in o.get("filter", {}) for o in fake.asked)  # the crowded second was read by id
+
+    with pytest.raises(UpstreamError, match="max_pages=3"):
+        read_all(FakeList(stamps), since=None, page_size=5, max_pages=3)
 
 
 def test_the_vendure_source_comes_from_the_environment(monkeypatch):

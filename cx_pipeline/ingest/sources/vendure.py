@@ -1,11 +1,11 @@
 """Vendure as the source of the catalog (variants) and open orders feeds, through its admin GraphQL API.
 
-A pull reads the variants, and the products, changed since the feed's cursor (`filter: {updatedAt: {after}}`, sorted
-by `updatedAt`, paged by skip/take), or everything on a first pull, and maps them to the feed's columns; orders are
-read the same way, placed orders only. The same landing and contract then judge the rows as any other source's. The
-server's clock (the `Date` of its answers) is the batch's `as_of`, so the cursor never passes it. The field mapping,
-what Vendure cannot provide, and which changes its `updatedAt` misses are in docs/architecture.md ("Vendure as a
-source").
+A pull reads the variants, and the products, changed since the feed's cursor (`filter: {updatedAt: {after}}`, sorted by
+`updatedAt`, paged by the key: see `keyset_pages`), or everything on a first pull, and maps them to the feed's columns;
+orders are read the same way, placed orders only. A row read twice in one pull lands once, as read last. The same
+landing and contract then judge the rows as any other source's. The server's clock (the `Date` of its answers) is the
+batch's `as_of`, so the cursor never passes it. The field mapping, what Vendure cannot provide, and which changes its
+`updatedAt` misses are in docs/architecture.md ("Vendure as a source").
 
 Schema followed (Vendure 3 admin API): `productVariants` / `products` / `orders` with `ListOptions` (`skip`, `take`,
 `filter`, `sort`); ProductVariant `sku price currencyCode enabled createdAt updatedAt facetValues options product`;
@@ -16,7 +16,7 @@ fulfillments { state lines { orderLineId quantity } }`.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -38,6 +38,8 @@ CANCELLED_STATE = "Cancelled"
 # A change landing in the same second as the cursor is re-read rather than missed (`after` is strict, and the
 # server's Date header has whole seconds): landing a row again is harmless, it lands as unchanged.
 OVERLAP = timedelta(seconds=1)
+# The finest step of Vendure's timestamps (JavaScript dates): the first instant after a given one.
+TICK = timedelta(milliseconds=1)
 
 LOGIN = """mutation SourceLogin($username: String!, $password: String!) {
   login(username: $username, password: $password) { __typename ... on ErrorResult { errorCode message } }
@@ -147,24 +149,18 @@ class VendureAdmin:
         self.client.session.headers["Authorization"] = f"Bearer {self._token}"
 
     def pages(
-        self, operation: str, text: str, options: dict[str, Any], page_size: int, max_pages: int
+        self, operation: str, text: str, options: dict[str, Any], key: str, page_size: int, max_pages: int
     ) -> Iterator[list[dict[str, Any]]]:
-        """The items of list `operation`, a page of `page_size` at a time. Every pull ends: more than `max_pages`
-        pages, or a page that is empty before `totalItems` is reached, is an error."""
-        skip = 0
-        for count in range(1, max_pages + 1):
-            listing = self.query(operation, text, {"options": {**options, "skip": skip, "take": page_size}})
-            listing = listing.get(operation)
+        """The items of list `operation` from `options` (sorted by `key` ascending, optionally filtered by `key`
+        after a time), a page of `page_size` at a time, paged by `key` (`keyset_pages`)."""
+
+        def fetch(page: dict[str, Any]) -> list[dict[str, Any]]:
+            listing = self.query(operation, text, {"options": page}).get(operation)
             if not isinstance(listing, dict) or not isinstance(listing.get("items"), list):
                 raise UpstreamError(f"{self.name}: {operation} answered without a list of items: {str(listing)[:200]}")
-            items, total = listing["items"], int(listing.get("totalItems") or 0)
-            yield items
-            skip += len(items)
-            if skip >= total:
-                return
-            if not items:
-                raise UpstreamError(f"{self.name}: {operation} page {count} is empty at {skip} of {total} items")
-        raise UpstreamError(f"{self.name}: {operation} has more than max_pages={max_pages:,} pages in one pull")
+            return listing["items"]
+
+        return keyset_pages(fetch, options, key, page_size, max_pages, f"{self.name}: {operation}")
 
     def close(self) -> None:
         self.client.close()
@@ -190,6 +186,95 @@ def changed_since(since: datetime | None) -> dict[str, Any]:
         after = (since.astimezone(UTC) - OVERLAP).isoformat().replace("+00:00", "Z")
         options["filter"] = {"updatedAt": {"after": after}}
     return options
+
+
+def stamp(moment: datetime) -> str:
+    """A time as Vendure's `DateTime` input (UTC, milliseconds)."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def keyset_pages(
+    fetch: Callable[[dict[str, Any]], list[dict[str, Any]]],
+    options: dict[str, Any],
+    key: str,
+    page_size: int,
+    max_pages: int,
+    what: str = "vendure",
+) -> Iterator[list[dict[str, Any]]]:
+    """Pages of a list sorted by `key` (a timestamp, `updatedAt` or `orderPlacedAt`) ascending, from the list options
+    of the first page (`options`: the sort, and the filter `key` after a time or none); `fetch` asks the server for
+    one page's options and returns its items. Rows may be read more than once: `latest` keeps the last read.
+
+    Paged by the key, not by `skip`: a row read on one page and changed before the next moves to the end of the
+    list, so with skip/take every later row shifts left by one and the row at the page boundary was never read (and
+    the cursor, moved past it, would not read it again until it changes). Instead each page asks for the rows after
+    the previous page's latest `key` less OVERLAP, with `skip: 0`: the rows sharing the boundary's second (SQLite
+    keeps whole seconds, and ties have no order) are read again rather than missed, and a row moving to the end is
+    read again there. A short page ends the list.
+
+    A full page whose rows all lie within OVERLAP of the previous boundary would ask for itself again forever. Its
+    window (the previous boundary, its latest `key`] is then read whole by id: `key` between the window's ends and
+    `id` not among the ids read in it yet, `skip: 0`, until a page is short; then the pages go on after the window.
+    Chosen over skip-paging within the window, which has the same shifting defect (and the rows of one second have
+    no stable order: Vendure sorts by the given fields only, and GraphQL orders a sort object's fields as the schema
+    does, so an id tie-break cannot come second), and over raising `take` for that page, which Vendure refuses
+    above `adminListQueryLimit` (1,000 by default): a page full of one second's rows could not always be read so.
+
+    Every pull ends: more than `max_pages` pages is an error."""
+    sort = options.get("sort") or {key: "ASC"}
+    fixed = {name: value for name, value in (options.get("filter") or {}).items() if name != key}
+    start = ((options.get("filter") or {}).get(key) or {}).get("after")
+    after = parse_stamp(start) if start else None  # the strict lower bound of the next page's `key`
+    window: tuple[datetime, datetime, list[str]] | None = None  # (from, to, ids read) of a window read by id
+    for _ in range(max_pages):
+        if window is None:
+            bound = {key: {"after": stamp(after)}} if after is not None else {}
+        else:
+            low, high, ids = window
+            bound = {key: {"between": {"start": stamp(low), "end": stamp(high)}}, "id": {"notIn": ids}}
+        filters = {**fixed, **bound}
+        page = {"sort": sort, **({"filter": filters} if filters else {}), "skip": 0, "take": page_size}
+        items = fetch(page)
+        yield items
+        if window is not None:
+            window[2].extend(str(item.get("id")) for item in items)
+            if len(items) < page_size:  # the window is read whole: on after it
+                after, window = window[1], None
+            continue
+        if len(items) < page_size:
+            return  # every row after the boundary is read
+        times = [parse_stamp(item[key]) for item in items if item.get(key)]
+        if len(times) < len(items):
+            raise UpstreamError(f"{what}: a page has items without {key}: cannot page by it")
+        latest_time = max(times)
+        if after is None or latest_time - OVERLAP > after:
+            after = latest_time - OVERLAP
+        else:  # the whole page is within OVERLAP of the boundary: read that window by id
+            window = (after + TICK, latest_time, [str(item.get("id")) for item in items])
+    raise UpstreamError(f"{what} has more than max_pages={max_pages:,} pages in one pull")
+
+
+def parse_stamp(text: str) -> datetime:
+    """Vendure's `DateTime` ("2026-11-01T10:00:04.000Z") as an aware datetime."""
+    moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def latest(pages: Iterable[list[dict[str, Any]]], id_field: str, page_size: int) -> Iterator[list[dict[str, Any]]]:
+    """The rows of `pages` once per `id_field`, the one read last (the newest version), in pages of `page_size`:
+    paging by `updatedAt` reads a row again when it changes during the pull or shares a page boundary's second.
+    Holds the pull's rows (mapped, not the API's items) until the last page is read."""
+    rows: dict[Any, dict[str, Any]] = {}
+    for page in pages:
+        for row in page:
+            row_id = row.get(id_field)
+            row_id = id(row) if row_id is None else str(row_id)
+            rows.pop(row_id, None)  # read again: it goes where it was read last
+            rows[row_id] = row
+    kept = list(rows.values())
+    yield kept[:page_size]
+    for first in range(page_size, len(kept), page_size):
+        yield kept[first : first + page_size]
 
 
 def facet(facet_values: list[dict[str, Any]] | None, facet_code: str) -> str | None:
@@ -289,12 +374,12 @@ def variant_pages(
     then (a product's name, facets or enabling changes its variants' rows but not their `updatedAt`)."""
     seen: set[str] = set()
     options = changed_since(since)
-    for variants in admin.pages("productVariants", VARIANTS, options, page_size, max_pages):
+    for variants in admin.pages("productVariants", VARIANTS, options, "updatedAt", page_size, max_pages):
         seen.update(str(v.get("id")) for v in variants)
         yield [catalog_row(v, v.get("product") or {}, mapping) for v in variants]
     if since is None:
         return  # a first read has every variant already
-    for products in admin.pages("products", PRODUCTS, options, page_size, max_pages):
+    for products in admin.pages("products", PRODUCTS, options, "updatedAt", page_size, max_pages):
         rows = [
             catalog_row(v, p, mapping)
             for p in products
@@ -311,14 +396,14 @@ def order_pages(
     """Pages of placed orders with their lines changed since `since` (carts and drafts are not orders yet), then
     those placed within the look-back window (whose shipping Vendure's `updatedAt` does not show)."""
     seen: set[str] = set()
-    for orders in admin.pages("orders", ORDERS, changed_since(since), page_size, max_pages):
+    for orders in admin.pages("orders", ORDERS, changed_since(since), "updatedAt", page_size, max_pages):
         seen.update(str(o.get("id")) for o in orders)
         yield [order_record(o, mapping) for o in orders if o.get("orderPlacedAt")]
     if since is None or mapping.order_lookback is None or admin.server_clock is None:
         return
     start = (admin.server_clock - mapping.order_lookback).isoformat().replace("+00:00", "Z")
     recent = {"sort": {"orderPlacedAt": "ASC"}, "filter": {"orderPlacedAt": {"after": start}}}
-    for orders in admin.pages("orders", ORDERS, recent, page_size, max_pages):
+    for orders in admin.pages("orders", ORDERS, recent, "orderPlacedAt", page_size, max_pages):
         fresh = [o for o in orders if str(o.get("id")) not in seen]
         seen.update(str(o.get("id")) for o in fresh)
         yield [order_record(o, mapping) for o in fresh]
@@ -352,5 +437,6 @@ def pull(
             if progress:
                 progress(seen["pages"], seen["rows"])
 
-    batch = stage(con, feed, counted(), since)
+    id_field = "vendure_variant_id" if feed.name == "catalog" else "vendure_order_id"
+    batch = stage(con, feed, latest(counted(), id_field, page_size), since)
     return replace(batch, as_of=seen["clock"] or admin.server_clock)
