@@ -55,7 +55,7 @@ def add_order(con, sku: str, days_ago: float, order_id: str | None = None, line:
 def add_inquiry(con, sku: str | None, days_ago: float, order_id: str | None = None, reason: str = "cancellation"):
     n = con.execute("SELECT count(*) FROM raw_inquiries").fetchall()[0][0] + 1
     con.execute(
-        "INSERT INTO raw_inquiries VALUES (?, ?, ?, ?, ?, ?, 'b', ?)",
+        "INSERT INTO raw_inquiries VALUES (?, ?, ?, ?, ?, ?, NULL, 'b', ?)",  # no tags
         [f"I{n}", order_id, sku, reason, ago(days_ago), ago(days_ago), NOW],
     )
 
