@@ -24,8 +24,8 @@ def served_keys(sim, feed) -> set[tuple]:
     return keys
 
 
-def test_full_ingest_lands_every_row_and_passes_every_contract(sim, run_pipeline, warehouse_path):
-    result = run_pipeline()
+def test_full_ingest_lands_every_row_and_passes_every_contract(sim_readonly, run_pipeline_readonly, warehouse_path):
+    result = run_pipeline_readonly()
 
     assert result.success
     checks = check_results(result)
@@ -33,7 +33,7 @@ def test_full_ingest_lands_every_row_and_passes_every_contract(sim, run_pipeline
     assert all(c.passed for c in checks.values()), {k: c.metadata for k, c in checks.items() if not c.passed}
     counts = table_counts(warehouse_path)
     for feed in FEEDS.values():
-        assert counts[feed.table] == len(served_keys(sim, feed)) > 0, feed.name
+        assert counts[feed.table] == len(served_keys(sim_readonly, feed)) > 0, feed.name
     metadata = materializations(result)
     receipts = metadata["raw_receipts"]
     assert receipts["rows_new"] == counts["raw_receipts"]
@@ -41,11 +41,11 @@ def test_full_ingest_lands_every_row_and_passes_every_contract(sim, run_pipeline
     assert receipts["updated_since"] == "full load"
 
 
-def test_rerun_of_the_same_window_changes_nothing(run_pipeline, warehouse_path):
-    assert run_pipeline().success
+def test_rerun_of_the_same_window_changes_nothing(run_pipeline_readonly, warehouse_path):
+    assert run_pipeline_readonly().success
     before = table_counts(warehouse_path)
 
-    result = run_pipeline()
+    result = run_pipeline_readonly()
 
     assert result.success
     assert table_counts(warehouse_path) == before

@@ -12,16 +12,28 @@ from cx_pipeline.core import appstore
 from cx_pipeline.demo import seed_qa_history
 from cx_pipeline.quality import inspections, returns
 from cx_pipeline.quality.checklists import load_checklists
+from cx_pipeline.simulator import World
 from cx_pipeline.warehouse import connect
+from tests.conftest import SharedRun, first_run
 from tests.helpers import check_results, materializations
+
+
+def seed(world: World, warehouse_path: Path) -> Path:
+    """The app store with the demo world's inspection history, uploaded as QA would."""
+    path = warehouse_path.with_name("app.sqlite")
+    assert seed_qa_history(world, path) > 100
+    return path
 
 
 @pytest.fixture
 def app_db(sim, warehouse_path: Path) -> Path:
-    """The app store with the demo world's inspection history, uploaded as QA would."""
-    path = warehouse_path.with_name("app.sqlite")
-    assert seed_qa_history(sim.world, path) > 100
-    return path
+    return seed(sim.world, warehouse_path)
+
+
+@pytest.fixture(scope="module")
+def seeded_run(tmp_path_factory: pytest.TempPathFactory) -> SharedRun:
+    """One first run over the seeded history, for the module's tests that only read what it left."""
+    return first_run(tmp_path_factory.mktemp("seeded_run"), prepare=seed)
 
 
 def test_inspections_reach_the_warehouse_and_give_defects_per_hundred_units(run_all, app_db, warehouse_path):
@@ -78,8 +90,9 @@ def test_an_entry_that_breaks_its_contract_is_quarantined_and_stops_what_follows
         ]
 
 
-def test_the_return_risk_model_is_trained_evaluated_and_published(run_all, app_db, sim, warehouse_path):
-    result = run_all()
+def test_the_return_risk_model_is_trained_evaluated_and_published(seeded_run):
+    result, warehouse_path, world = seeded_run
+    app_db = warehouse_path.with_name("app.sqlite")
 
     meta = materializations(result)["return_risk"]
     assert meta["status"] == "scored"
@@ -94,14 +107,15 @@ def test_the_return_risk_model_is_trained_evaluated_and_published(run_all, app_d
     assert drivers == len(returns.segments(load_checklists()))  # every segment of every checklist
 
     # the evaluation against the world's truth runs on any world (its bars are for `cx-pipeline evaluate-returns`)
-    report = evaluation.report(warehouse_path, sim.world)
+    report = evaluation.report(warehouse_path, world)
     assert set(report.figures.columns) >= {"model", "baseline", "oracle"}
     assert len(report.calibration) == 10 and len(report.drivers) == 6
     assert report.capture_ratio > 0
 
 
-def test_the_inquiry_kpis_are_per_1000_orders_by_reason_and_week(run_all, warehouse_path):
-    meta = materializations(run_all())["inquiry_kpis"]
+def test_the_inquiry_kpis_are_per_1000_orders_by_reason_and_week(seeded_run):
+    result, warehouse_path, _ = seeded_run
+    meta = materializations(result)["inquiry_kpis"]
     with duckdb.connect(str(warehouse_path), read_only=True) as con:
         week, orders, returns_, per_1000 = con.execute(
             "SELECT week, orders, return_inquiries, return_per_1000 FROM inquiry_kpis WHERE week = ?", [meta["week"]]

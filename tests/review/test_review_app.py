@@ -4,6 +4,7 @@ escaping, paging, filters and the CSV export; and user management from the CLI."
 import csv
 import http.client
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -42,9 +43,7 @@ def fill_queue(app_db: Path, n: int) -> None:
         )
 
 
-@pytest.fixture
-def app_db(tmp_path: Path) -> Path:
-    path = tmp_path / "app.sqlite"
+def make_app_db(path: Path) -> Path:
     fill_queue(path, 2_500)
     add_user(path, "maria", "merchandiser", PASSWORD)
     add_user(path, "quinn", "qa", PASSWORD)
@@ -52,9 +51,48 @@ def app_db(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def url(app_db: Path):
+def app_db(tmp_path: Path) -> Path:
+    """An app store of the test's own: for a test that records a decision, fails a login or changes a user."""
+    return make_app_db(tmp_path / "app.sqlite")
+
+
+@pytest.fixture
+def url(app_db: Path) -> Iterator[str]:
     with serve_app(app_db) as served:
         yield served
+
+
+@pytest.fixture(scope="module")
+def shared_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """One app store and one server for the module's tests that only read (logging in is reading here)."""
+    path = make_app_db(tmp_path_factory.mktemp("shared_app") / "app.sqlite")
+    with serve_app(path) as served:
+        yield path, served
+
+
+def written(app_db: Path) -> tuple:
+    """What a test could leave behind in the app store: decisions, failed logins, the users as they are."""
+    with appstore.connect(app_db) as store:
+        return (
+            store.execute("SELECT count(*) FROM review_decisions").fetchone()[0],
+            store.execute("SELECT count(*) FROM login_failures").fetchone()[0],
+            [tuple(row) for row in store.execute("SELECT * FROM users ORDER BY username")],
+        )
+
+
+@pytest.fixture
+def readonly_app_db(shared_app: tuple[Path, str]) -> Iterator[Path]:
+    """The shared app store, checked after the test to be as it found it but for its sessions."""
+    path, _ = shared_app
+    before = written(path)
+    yield path
+    assert written(path) == before, "a test on the shared app wrote to it: use `url` and `app_db`"
+
+
+@pytest.fixture
+def readonly_url(shared_app: tuple[Path, str], readonly_app_db: Path) -> str:
+    """The shared server, for a test that records nothing, fails no login and changes no user."""
+    return shared_app[1]
 
 
 def skus(html: str) -> list[str]:
@@ -67,16 +105,18 @@ def decide(session: requests.Session, url: str, sku: str, decision: str = "keep"
     return session.post(f"{url}/reviews/decide", data=data, allow_redirects=False, timeout=10)
 
 
-def test_no_page_without_login(url):
+def test_no_page_without_login(readonly_url):
     anonymous = requests.Session()
     for path in ("/", "/reviews", "/reviews?category=home", "/reviews.csv", "/products/SKU-000001"):
-        response = anonymous.get(f"{url}{path}", allow_redirects=False, timeout=10)
+        response = anonymous.get(f"{readonly_url}{path}", allow_redirects=False, timeout=10)
         assert response.status_code == 303, path
         assert response.headers["location"].startswith("/login?next="), path
     for path in ("/reviews/decide", "/logout"):
-        response = anonymous.post(f"{url}{path}", data={"sku": "SKU-000001"}, allow_redirects=False, timeout=10)
+        response = anonymous.post(
+            f"{readonly_url}{path}", data={"sku": "SKU-000001"}, allow_redirects=False, timeout=10
+        )
         assert response.status_code == 303 and response.headers["location"].startswith("/login"), path
-    assert anonymous.get(f"{url}/static/app.css", timeout=10).status_code == 200  # the stylesheet is public
+    assert anonymous.get(f"{readonly_url}/static/app.css", timeout=10).status_code == 200  # the stylesheet is public
 
 
 def test_login_opens_a_session_and_logout_ends_it(url):
@@ -123,58 +163,58 @@ def test_a_wrong_password_is_refused_and_repeated_failures_lock_the_user_out(url
     assert locked.status_code == 401 and "too many failed attempts" in locked.text
 
 
-def test_a_login_or_a_decision_without_its_csrf_token_is_refused(url, app_db):
+def test_a_login_or_a_decision_without_its_csrf_token_is_refused(readonly_url, readonly_app_db):
     forged = requests.post(
-        f"{url}/login", data={"username": "maria", "password": PASSWORD, "csrf_token": "guess"}, timeout=10
+        f"{readonly_url}/login", data={"username": "maria", "password": PASSWORD, "csrf_token": "guess"}, timeout=10
     )
     assert forged.status_code == 403 and "cx_session" not in forged.headers.get("set-cookie", "")
 
-    session = login(url, "maria", PASSWORD)
+    session = login(readonly_url, "maria", PASSWORD)
     response = session.post(
-        f"{url}/reviews/decide",
+        f"{readonly_url}/reviews/decide",
         data={"csrf_token": "guess", "sku": "SKU-000001", "decision": "keep"},
         allow_redirects=False,
         timeout=10,
     )
     assert response.status_code == 403
-    with appstore.connect(app_db) as store:
+    with appstore.connect(readonly_app_db) as store:
         assert store.execute("SELECT count(*) FROM review_decisions").fetchone()[0] == 0
 
 
-def test_each_role_sees_only_its_pages(url):
-    qa = login(url, "quinn", PASSWORD)
-    assert qa.get(f"{url}/reviews", timeout=10).status_code == 403
-    assert qa.get(f"{url}/reviews.csv", timeout=10).status_code == 403
-    home = qa.get(f"{url}/", timeout=10)
+def test_each_role_sees_only_its_pages(readonly_url):
+    qa = login(readonly_url, "quinn", PASSWORD)
+    assert qa.get(f"{readonly_url}/reviews", timeout=10).status_code == 403
+    assert qa.get(f"{readonly_url}/reviews.csv", timeout=10).status_code == 403
+    home = qa.get(f"{readonly_url}/", timeout=10)
     assert home.status_code == 200 and "Review queue" not in home.text
     data = {"csrf_token": csrf_token(home.text), "sku": "SKU-000001", "decision": "keep"}
-    assert qa.post(f"{url}/reviews/decide", data=data, allow_redirects=False, timeout=10).status_code == 403
+    assert qa.post(f"{readonly_url}/reviews/decide", data=data, allow_redirects=False, timeout=10).status_code == 403
 
 
-def test_the_queue_is_paged_and_filtered(url):
-    session = login(url, "maria", PASSWORD)
+def test_the_queue_is_paged_and_filtered(readonly_url):
+    session = login(readonly_url, "maria", PASSWORD)
 
-    first = session.get(f"{url}/reviews", timeout=10).text
+    first = session.get(f"{readonly_url}/reviews", timeout=10).text
     assert "2,500 products" in first and "page 1 of 50" in first
     assert skus(first)[:3] == ["SKU-000001", "SKU-000002", "SKU-000003"]
-    last = session.get(f"{url}/reviews?page=50", timeout=10).text
+    last = session.get(f"{readonly_url}/reviews?page=50", timeout=10).text
     assert skus(last)[-1] == "SKU-002500" and "next →" not in last
 
-    home = session.get(f"{url}/reviews?category=home&reason=cancellations", timeout=10).text
+    home = session.get(f"{readonly_url}/reviews?category=home&reason=cancellations", timeout=10).text
     expected = [f"SKU-{i:06d}" for i in range(1, 2501) if i % 3 == 1 and i % 5 == 0]
     assert f"{len(expected)} products" in home
     assert skus(home) == expected[:50]
-    second = session.get(f"{url}/reviews?category=home&reason=cancellations&page=2", timeout=10).text
+    second = session.get(f"{readonly_url}/reviews?category=home&reason=cancellations&page=2", timeout=10).text
     assert skus(second) == expected[50:100]
     assert "category=home&amp;reason=cancellations&amp;page=1" in second  # paging keeps the filters
 
-    supplier = session.get(f"{url}/reviews?supplier=SUP-02", timeout=10).text
+    supplier = session.get(f"{readonly_url}/reviews?supplier=SUP-02", timeout=10).text
     assert skus(supplier)[:2] == ["SKU-000002", "SKU-000006"]
 
 
-def test_the_csv_export_holds_the_whole_filtered_queue(url):
-    session = login(url, "maria", PASSWORD)
-    response = session.get(f"{url}/reviews.csv?category=toys", timeout=10)
+def test_the_csv_export_holds_the_whole_filtered_queue(readonly_url):
+    session = login(readonly_url, "maria", PASSWORD)
+    response = session.get(f"{readonly_url}/reviews.csv?category=toys", timeout=10)
     assert response.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(response.text)))
     assert len(rows) == len([i for i in range(1, 2501) if i % 3 == 0])
@@ -200,19 +240,19 @@ def test_a_decision_is_recorded_leaves_the_queue_and_shows_in_the_history(url, a
     assert tuple(row) == ("SKU-000001", "refresh_listing", note, "maria")
 
 
-def test_a_decision_the_app_cannot_record_says_why(url):
-    session = login(url, "maria", PASSWORD)
-    unknown = decide(session, url, "SKU-999999")
+def test_a_decision_the_app_cannot_record_says_why(readonly_url):
+    session = login(readonly_url, "maria", PASSWORD)
+    unknown = decide(session, readonly_url, "SKU-999999")
     assert unknown.status_code == 400 and "not in the review cohort" in unknown.text
-    no_choice = decide(session, url, "SKU-000001", decision="")
+    no_choice = decide(session, readonly_url, "SKU-000001", decision="")
     assert no_choice.status_code == 400 and "choose a decision" in no_choice.text
 
 
-def test_login_never_redirects_off_site(url):
+def test_login_never_redirects_off_site(readonly_url):
     session = requests.Session()
-    token = csrf_token(session.get(f"{url}/login", timeout=10).text)
+    token = csrf_token(session.get(f"{readonly_url}/login", timeout=10).text)
     response = session.post(
-        f"{url}/login",
+        f"{readonly_url}/login",
         data={"username": "maria", "password": PASSWORD, "csrf_token": token, "next": "//evil.example/"},
         allow_redirects=False,
         timeout=10,
@@ -220,8 +260,8 @@ def test_login_never_redirects_off_site(url):
     assert response.headers["location"] == "/"
 
 
-def test_an_oversized_request_is_refused_before_its_body_is_read(url):
-    host, port = url.removeprefix("http://").split(":")
+def test_an_oversized_request_is_refused_before_its_body_is_read(readonly_url):
+    host, port = readonly_url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=10)
     connection.putrequest("POST", "/logout")
     connection.putheader("Content-Length", str(100 * 2**20))
@@ -236,8 +276,8 @@ def test_a_malformed_user_name_costs_a_check_but_is_never_stored(app_db):
         assert store.execute("SELECT count(*) FROM login_failures").fetchone()[0] == 0
 
 
-def test_pages_carry_security_headers(url):
-    response = requests.get(f"{url}/login", timeout=10)
+def test_pages_carry_security_headers(readonly_url):
+    response = requests.get(f"{readonly_url}/login", timeout=10)
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
     assert response.headers["x-content-type-options"] == "nosniff"
 

@@ -2,6 +2,7 @@
 imported under their contract and honoured by the next run."""
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -11,6 +12,7 @@ import pytest
 from cx_pipeline.core import appstore
 from cx_pipeline.review import decisions
 from cx_pipeline.review.decisions import QueueFilter
+from tests.conftest import SharedRun, first_run
 from tests.helpers import check_results, materializations
 
 
@@ -18,8 +20,26 @@ def app_db(warehouse_path: Path) -> Path:
     return warehouse_path.with_name("app.sqlite")
 
 
-def test_the_queue_is_published_to_the_app_and_exported_as_csv(run_all, warehouse_path):
-    result = run_all()
+def decision_count(warehouse_path: Path) -> int:
+    with appstore.connect(app_db(warehouse_path)) as store:
+        return store.execute("SELECT count(*) FROM review_decisions").fetchone()[0]
+
+
+@pytest.fixture(scope="module")
+def shared_first_run(tmp_path_factory: pytest.TempPathFactory) -> SharedRun:
+    """One first run on a fresh world, for the module's tests that only read what it left."""
+    return first_run(tmp_path_factory.mktemp("first_run"))
+
+
+@pytest.fixture
+def read_first_run(shared_first_run: SharedRun) -> Iterator[SharedRun]:
+    """The shared first run, checked after the test to hold no decision (a test that records one runs its own)."""
+    yield shared_first_run
+    assert decision_count(shared_first_run.warehouse_path) == 0, "a test on the shared first run recorded a decision"
+
+
+def test_the_queue_is_published_to_the_app_and_exported_as_csv(read_first_run):
+    result, warehouse_path, _ = read_first_run
 
     assert result.success
     meta = materializations(result)["stale_products"]
@@ -86,8 +106,8 @@ def test_a_decision_that_breaks_its_contract_is_quarantined_and_the_queue_is_not
         assert decisions.publication(store)["run_id"] == published["run_id"]  # the app keeps the last good queue
 
 
-def test_the_app_store_refuses_a_decision_it_cannot_stand_behind(run_all, warehouse_path):
-    run_all()
+def test_the_app_store_refuses_a_decision_it_cannot_stand_behind(read_first_run):
+    warehouse_path = read_first_run.warehouse_path
     with appstore.connect(app_db(warehouse_path)) as store:
         sku = decisions.queue_page(store, QueueFilter()).rows[0]["sku"]
         with pytest.raises(decisions.DecisionError, match="choose a decision"):
