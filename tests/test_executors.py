@@ -25,6 +25,7 @@ STAMPED = {
     "push_audit": {"plan_id", "idempotency_key", "pushed_at"},
     "push_changes": {"plan_id"},
     "push_plans": {"plan_id", "planned_at"},
+    "shop_reads": {"plan_id", "shop", "read_at", "since", "as_of"},  # the shop is the simulator's own port
     "quarantine": {"batch_id", "quarantined_at", "released_at"},
     "receipt_confirmations": {"run_id", "confirmed_at"},
     "reconciled": {"batch_id"},
