@@ -19,7 +19,6 @@ from pathlib import Path
 from cx_pipeline.core import transactions
 
 BUSY_TIMEOUT_MS = 30_000
-SCHEMA_VERSION = 2  # 2: inspections, lots and return risk
 ROLES = ("merchandiser", "qa", "admin")
 
 # The lots table is built aside under another name for a full publication (`inspections.publish_lots`).
@@ -141,6 +140,25 @@ CREATE TABLE IF NOT EXISTS publications (      -- what the pipeline published la
 );
 """
 
+# Changes to a store already in use, by the version they bring it to. `SCHEMA` is version 2 (2: inspections,
+# lots and return risk) and always runs first (it only creates what is missing); then each migration above
+# the store's version, in order, in the same transaction. Add a new one at the end; never edit a shipped one.
+MIGRATIONS: dict[int, str] = {
+    3: """
+    -- the merchandisers' pages
+    """,
+    4: """
+    -- QA's pages
+    """,
+    5: """
+    -- the KPI and operator pages
+    """,
+    6: """
+    -- sign-in and uploads
+    """,
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+
 
 def utc_now() -> str:
     return iso(datetime.now(UTC))
@@ -163,13 +181,23 @@ def open_store(path: str | Path) -> sqlite3.Connection:
     con.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across application crashes
     (version,) = con.execute("PRAGMA user_version").fetchone()
     if version < SCHEMA_VERSION:
-        try:  # one transaction: two processes creating the store at once both end with the full schema
-            con.executescript(f"BEGIN IMMEDIATE; {SCHEMA}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
-        except sqlite3.Error:
-            if con.in_transaction:
-                con.execute("ROLLBACK")
-            raise
+        _migrate(con, version)
     return con
+
+
+def _migrate(con: sqlite3.Connection, version: int) -> None:
+    """Bring the store from `version` to `SCHEMA_VERSION` in one transaction. Two processes opening an old
+    store at once: the second one's migration fails (the columns exist) and finds the store up to date."""
+    steps = [MIGRATIONS[v] for v in sorted(MIGRATIONS) if v > version]
+    try:
+        con.executescript(
+            f"BEGIN IMMEDIATE; {SCHEMA}; {';'.join(steps)}; PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        )
+    except sqlite3.Error:
+        if con.in_transaction:
+            con.execute("ROLLBACK")
+        if con.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+            raise
 
 
 @dataclass(frozen=True)
