@@ -1,5 +1,6 @@
 """Helpers for tests: resources aimed at the simulator, reading a run's results, the CLI and the review app."""
 
+import os
 import re
 import subprocess
 import sys
@@ -95,6 +96,17 @@ def listening(*args: str) -> Iterator[str]:
 def serve_app(app_db: Path) -> AbstractContextManager[str]:
     """`cx-pipeline serve` on a free port of 127.0.0.1."""
     return listening("serve", "--port", "0", "--app-db", str(app_db))
+
+
+def screenshot(page: object, name: str) -> Path:
+    """A full-page PNG of a Playwright `page` for the docs, as `<name>.png` in $CX_SCREENSHOTS (set it to
+    docs/img to refresh the docs' pictures) or else in a temporary folder; returns its path."""
+    folder = Path(os.environ.get("CX_SCREENSHOTS") or Path(os.environ.get("TMPDIR", "/tmp")) / "cx-screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    page.screenshot(path=path, full_page=True)
+    assert path.stat().st_size > 0
+    return path
 
 
 def login(url: str, username: str, password: str) -> requests.Session:
