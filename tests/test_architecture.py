@@ -31,6 +31,9 @@ NAMES_BEFORE_THE_MOVE = {
         "inspection_dhu": "quality",
         "inspection_lots": "quality",
         "inspections": "quality",
+        # kpi_weeks and operator_worklist came after the move (#20, the KPI and operator pages)
+        "kpi_weeks": "cx_kpis",
+        "operator_worklist": "cx_kpis",
         "raw_catalog": "ingest",
         "raw_inquiries": "ingest",
         "raw_on_hand": "ingest",
@@ -58,10 +61,11 @@ NAMES_BEFORE_THE_MOVE = {
         "storefront_push_plan:flip_share_within_limit",
         "storefront_push_plan:inputs_passed_contracts",
     ],
-    "jobs": ["__ASSET_JOB", "cx_housekeeping_job", "cx_pipeline_job"],
+    "jobs": ["__ASSET_JOB", "cx_housekeeping_job", "cx_pipeline_job", "cx_worklist_job"],  # cx_worklist_job: #20
     "schedules": ["cx_housekeeping_daily", "cx_pipeline_every_3_hours"],
     # wms_file_drop_sensor came after the move (#18, the WMS as a file drop): this list guards renames, not additions
-    "sensors": ["new_receipts_sensor", "run_failure_alert", "wms_file_drop_sensor"],
+    # worklist_after_failed_run too (#20, the operator's work list)
+    "sensors": ["new_receipts_sensor", "run_failure_alert", "wms_file_drop_sensor", "worklist_after_failed_run"],
     "resources": [
         "alerts",
         "app_store",

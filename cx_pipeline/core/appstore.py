@@ -152,9 +152,29 @@ MIGRATIONS: dict[int, str] = {
     """,
     5: """
     -- the KPI and operator pages
+    CREATE TABLE IF NOT EXISTS kpi_weeks (       -- the KPI page's weekly series, as the pipeline last published them
+        week   TEXT NOT NULL,                    -- ISO week, 2026-W46 (complete weeks only)
+        metric TEXT NOT NULL,                    -- kpis.weekly.METRICS
+        value  REAL,                             -- null: nothing to measure that week
+        PRIMARY KEY (week, metric)
+    );
+    CREATE TABLE IF NOT EXISTS operator_worklist ( -- the problems an operator should look at, refreshed whole
+        kind   TEXT NOT NULL,                    -- held, customer_view, quarantine, not_listed, notice_failed
+        key    TEXT NOT NULL,                    -- what it is about: a SKU, a feed and rule, a notice
+        detail TEXT NOT NULL,
+        since  TEXT NOT NULL,                    -- ISO 8601 UTC: first seen (kept while it stays on the list)
+        run_id TEXT,                             -- the Dagster run that last saw it
+        PRIMARY KEY (kind, key)
+    );
+    CREATE INDEX IF NOT EXISTS operator_worklist_by_age ON operator_worklist (since DESC);
     """,
     6: """
-    -- sign-in and uploads
+    -- sign-in and uploads: failed logins by client address, for the per-client throttle
+    CREATE TABLE IF NOT EXISTS login_client_failures (
+        client    TEXT NOT NULL,                     -- the client's address (a trusted proxy's forwarded one)
+        failed_at TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS login_client_failures_by_client ON login_client_failures (client, failed_at);
     """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
