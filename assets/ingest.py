@@ -51,8 +51,9 @@ def raw_asset(feed: Feed) -> dg.AssetsDefinition:
             # a source that reads snapshots by change says how often it reads them whole (others: every run)
             reads_changes = feed.delta and hasattr(api, "full_read_every_hours")
             every = api.full_read_every_hours if reads_changes else 0.0
-            cursor = last_cursor(con, feed) if reads_changes or feed.incremental else None
-            full = full_read_due(con, feed, every)
+            source = api.source_name
+            cursor = last_cursor(con, feed, source) if reads_changes or feed.incremental else None
+            full = full_read_due(con, feed, every, source)
             listed = False
             if reads_changes and full and cursor:
                 # what the source's change log lists since the last read is change, not drift
@@ -63,12 +64,12 @@ def raw_asset(feed: Feed) -> dg.AssetsDefinition:
                 except UpstreamError as exc:  # the full read does not need it: only the drift stays unknown
                     context.log.warning(f"{feed.table}: the change log could not be read ({exc}); drift unknown")
             since = None if full else cursor
-            context.log.info(f"{feed.table}: pulling {feed.path} " + (f"since {since}" if since else "in full"))
+            context.log.info(f"{feed.table}: pulling from {source} " + (f"since {since}" if since else "in full"))
             batch = api.pull(con, feed, since, progress)
             if reads_changes:
                 drift = snapshot_drift(con, feed) if full and listed else None
                 metadata |= read_metadata(context, feed, full, drift, every)
-            stats = land(con, batch, run_id=context.run_id)
+            stats = land(con, batch, run_id=context.run_id, source=source)
             reasons = unclassified_metadata(con) if feed.name == "inquiries" else {}
         context.log.info(
             f"{feed.table}: {stats.rows_fetched:,} fetched, {stats.rows_new:,} new, {stats.rows_updated:,} updated"

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import dagster as dg
 import duckdb
@@ -69,6 +69,8 @@ class AppStoreResource(dg.ConfigurableResource):
 class UpstreamApiResource(dg.ConfigurableResource):
     """An upstream JSON API: base URL, bearer token (from an env var, never logged), timeouts and retries,
     and the limits that make every pull end."""
+
+    source_name: ClassVar[str] = "rest"
 
     base_url: str
     token: str
@@ -163,7 +165,10 @@ class NotificationResource(UpstreamApiResource):
 
 class SourceResource(Protocol):
     """Where a role's feeds come from (the REST shape, a vendor's API, a folder of files): every source stages
-    its rows in the feed's columns in `landing_<feed>`, so the same landing and contract judge them all."""
+    its rows in the feed's columns in `landing_<feed>`, so the same landing and contract judge them all.
+    `source_name` is recorded with each batch: a read by change continues only from the same source's cursor."""
+
+    source_name: ClassVar[str]
 
     def pull(
         self, con: duckdb.DuckDBPyConnection, feed: Feed, since: datetime | None, progress: ProgressFn | None = None
@@ -259,6 +264,8 @@ class ZendeskResource(HelpdeskApiResource):
     """Zendesk Support (`url` = https://<subdomain>.zendesk.com): `email` + `token` an agent's API token, or `token`
     alone an OAuth access token; the ids of the custom fields holding an order number, a SKU and a contact reason."""
 
+    source_name: ClassVar[str] = "zendesk"
+
     order_field_id: int = 0
     sku_field_id: int = 0
     reason_field_id: int = 0
@@ -279,6 +286,8 @@ class ZendeskResource(HelpdeskApiResource):
 class GorgiasResource(HelpdeskApiResource):
     """Gorgias (`url` = https://<domain>.gorgias.com): `email` + `token` (a REST API key); the ids of the ticket
     fields holding an order number and a contact reason; how far back each pull re-reads (tags come late)."""
+
+    source_name: ClassVar[str] = "gorgias"
 
     order_field_id: str = ""
     reason_field_id: str = ""
@@ -325,6 +334,8 @@ class FileDropResource(dg.ConfigurableResource):
     """A folder the source system drops its exports into (the WMS's receipts, purchase orders and on-hand as CSV):
     each new file is loaded once, only once it has settled, and a malformed one is rejected whole
     (`cx_pipeline.ingest.sources.files`; the CSV shape per feed: docs/architecture.md, "File drop")."""
+
+    source_name: ClassVar[str] = "files"
 
     folder: str
     settle_seconds: float = 60.0  # a file changed more recently than this may still be being written
@@ -376,6 +387,8 @@ class ShopifySourceResource(dg.ConfigurableResource):
     version, how much of each product / order a page asks for, and the limits that make every pull end.
     `promise_days`: the dispatch promise of an order whose fulfillment order has no `fulfillBy` (0: none, and such
     an order breaks the contract). See docs/architecture.md, "Shopify as a source"."""
+
+    source_name: ClassVar[str] = "shopify"
 
     shop_url: str
     access_token: str
@@ -455,6 +468,8 @@ class VendureSourceResource(dg.ConfigurableResource):
     (`.../admin-api`), an administrator's `username` and `password` (from env vars, never logged), the facets that
     carry the category and the supplier, the `warehouse` orders ship from and the dispatch promise (`promise_days`;
     0: none, and such an order breaks the contract). See docs/architecture.md, "Vendure as a source"."""
+
+    source_name: ClassVar[str] = "vendure"
 
     url: str
     username: str

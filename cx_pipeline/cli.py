@@ -23,7 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.add_argument("--data-dir", type=Path, default=Path("data/demo"), help="where outputs go (data/demo)")
     demo.add_argument("--seed", type=int, default=42, help="seed of the demo world (42)")
-    demo.add_argument("--skus", type=int, default=2000, help="catalog size of the demo world (2000)")
+    demo.add_argument("--skus", type=int, help="catalog size of the demo world (2000; 200 with --storefront vendure)")
+    demo.add_argument(
+        "--storefront",
+        choices=("rest", "vendure"),
+        default="rest",
+        help="rest: the simulator is every system (the default); vendure: a real Vendure shop (needs Node.js 20+ "
+        "and npm) is the catalog, the order source and the shop pushed to, the simulator the WMS and the rest",
+    )
 
     simulate = commands.add_parser("simulate", help="serve the demo world over HTTP until interrupted")
     simulate.add_argument("--host", default="127.0.0.1")
@@ -76,6 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument(
         "--secure-cookies", action="store_true", help="mark cookies Secure (behind an HTTPS reverse proxy)"
     )
+    serve.add_argument(
+        "--trusted-proxies",
+        default=os.environ.get("CX_TRUSTED_PROXIES", ""),
+        help="addresses of reverse proxies whose X-Forwarded-For names the client, comma-separated "
+        "(env CX_TRUSTED_PROXIES; none by default: the client is whoever connects)",
+    )
 
     users = commands.add_parser("users", help="manage the review app's users").add_subparsers(
         dest="action", required=True
@@ -101,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from cx_pipeline.demo import run_demo
 
-        return run_demo(args.data_dir, seed=args.seed, skus=args.skus)
+        return run_demo(args.data_dir, seed=args.seed, skus=args.skus, storefront=args.storefront)
     if args.command == "evaluate-returns":
         from cx_pipeline.evaluation import evaluate_returns
 
@@ -172,7 +185,15 @@ def serve_app(args: argparse.Namespace) -> int:
     print(
         f"Review app on http://{args.host}:{sock.getsockname()[1]} (store {args.app_db}); Ctrl-C stops it.", flush=True
     )
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, proxy_headers=True))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            log_level="warning",
+            access_log=False,
+            proxy_headers=True,
+            forwarded_allow_ips=args.trusted_proxies,  # "" trusts none (uvicorn's own default trusts 127.0.0.1)
+        )
+    )
     server.run(sockets=[sock])
     return 0
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,55 +48,136 @@ def point_at(url: str, token: str, warehouse_path: Path) -> None:
     os.environ.update(simulator_env(url, token, warehouse_path))
 
 
-def run_demo(data_dir: Path, seed: int, skus: int) -> int:
+STOREFRONTS = ("rest", "vendure")
+DEFAULT_SKUS = {"rest": 2000, "vendure": 200}  # every SKU becomes a Vendure product: 200 take about a minute
+VENDURE_ORDERS = 10  # paid orders placed in the Vendure shop (each is seven admin API calls)
+VENDURE_LOCATIONS = {"WH-WEST": "Default Stock Location", "WH-EAST": "East"}  # the world's warehouses
+
+
+def run_demo(data_dir: Path, seed: int, skus: int | None = None, storefront: str = "rest") -> int:
     from cx_pipeline.simulator import build_world
 
-    now = demo_clock(data_dir, seed, skus)
+    if storefront == "vendure" and (missing := vendure_missing()):
+        print(f"cx-pipeline demo --storefront vendure: {missing}", file=sys.stderr)
+        return 2
+    skus = skus or DEFAULT_SKUS[storefront]
+    now = demo_clock(data_dir, seed, skus, storefront)
     print(f"Generating the demo world (seed {seed}, {skus:,} SKUs, clock {now:%Y-%m-%d %H:%M} UTC)...", flush=True)
-    result, elapsed = run_on_world(build_world(seed=seed, n_skus=skus, now=now), data_dir)
+    result, elapsed = run_on_world(build_world(seed=seed, n_skus=skus, now=now), data_dir, storefront)
     checks = result.get_asset_check_evaluations()
     print_summary(data_dir / "warehouse.duckdb", checks, result.success, elapsed)
     return 0 if result.success and all(c.passed for c in checks) else 1
 
 
-def run_on_world(world: Any, data_dir: Path) -> tuple[Any, float]:
+def run_on_world(world: Any, data_dir: Path, storefront: str = "rest") -> tuple[Any, float]:
     """Serve `world` on 127.0.0.1 and run the whole job once into a fresh warehouse in `data_dir`; returns the
     run's result and its duration. The app store beside it (users, decisions, inspections) is kept, so
-    decisions made in `cx-pipeline serve` between two demo runs are honoured by the second."""
+    decisions made in `cx-pipeline serve` between two demo runs are honoured by the second. With `storefront`
+    vendure, a real Vendure shop seeded with the world's catalog is the catalog, the order source and the shop
+    pushed to; the simulator stays the WMS (the stock truth), the helpdesk and the notification service."""
     from cx_pipeline.simulator import Simulator
 
     data_dir.mkdir(parents=True, exist_ok=True)
     warehouse_path = data_dir / "warehouse.duckdb"
     for stale in (warehouse_path, warehouse_path.with_suffix(".duckdb.wal")):
         stale.unlink(missing_ok=True)
-    defs = load_definitions()
+    if storefront == "vendure":  # the simulator's helpdesk cannot name Vendure's orders (Vendure makes their codes)
+        world = dataclasses.replace(world, inquiries=world.inquiries.assign(order_id=None))
     loaded = seed_qa_history(world, warehouse_path.with_name("app.sqlite"))
     if loaded:
         print(f"QA's inspection history loaded into the app store: {loaded:,} lots (one CSV upload)", flush=True)
-    with Simulator(world=world).start() as sim:
+    with Simulator(world=world).start() as sim, ExitStack() as stack:
         print(f"Simulator serving WMS, catalog, OMS, helpdesk, notifications and storefront on {sim.url}", flush=True)
         point_at(sim.url, sim.token, warehouse_path)
+        shop = stack.enter_context(vendure_shop(world)) if storefront == "vendure" else None
+        defs = load_definitions()  # after the environment names the sources and the shop
         started = time.monotonic()
         # An ephemeral instance: the demo keeps its outputs in the warehouse, not in Dagster's run history.
         result = defs.resolve_job_def("cx_pipeline_job").execute_in_process(
             raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         )
-        return result, time.monotonic() - started
+        elapsed = time.monotonic() - started
+        if shop is not None:
+            print_vendure_view(shop, warehouse_path)
+        return result, elapsed
+
+
+def vendure_missing() -> str:
+    """What to install for a Vendure shop, or "" when Node.js and npm are there."""
+    from cx_pipeline.simulator.vendure_shop import NodeMissing, ensure_installed
+
+    try:
+        ensure_installed()
+    except NodeMissing as exc:
+        return str(exc)
+    return ""
+
+
+@contextmanager
+def vendure_shop(world: Any) -> Iterator[Any]:
+    """A real Vendure shop holding the world's catalog and a few paid orders, with the environment aimed at it
+    as the catalog and order source and the storefront (the stock truth stays the simulator's WMS)."""
+    from cx_pipeline.simulator.vendure_shop import VendureServer
+
+    print("Starting a Vendure shop on 127.0.0.1 (Node.js)...", flush=True)
+    with VendureServer() as shop:
+        started = time.monotonic()
+        products = shop.seed_world(world, orders=VENDURE_ORDERS)
+        shop.create_stock_location(VENDURE_LOCATIONS["WH-EAST"])
+        print(
+            f"Vendure shop at {shop.admin_url}: {len(products):,} products (category and supplier as facets), "
+            f"{VENDURE_ORDERS} paid orders, set up in {time.monotonic() - started:.0f} s",
+            flush=True,
+        )
+        os.environ.update(vendure_env(shop.admin_url, shop.username, shop.password))
+        yield shop
+
+
+def vendure_env(admin_url: str, username: str, password: str) -> dict[str, str]:
+    """The env vars production uses for Vendure as catalog and order source and as the storefront."""
+    login = {"URL": admin_url, "USERNAME": username, "PASSWORD": password}
+    return {
+        "CX_CATALOG_SOURCE": "vendure",
+        "CX_OMS_SOURCE": "vendure",
+        **{f"CX_{role}_{name}": value for role in ("CATALOG", "OMS", "STOREFRONT") for name, value in login.items()},
+        "CX_OMS_WAREHOUSE": "WH-WEST",
+        "CX_OMS_PROMISE_DAYS": "3",
+        "CX_STOREFRONT_ADAPTER": "vendure",
+        "CX_STOREFRONT_LOCATIONS": json.dumps(VENDURE_LOCATIONS),
+    }
+
+
+def print_vendure_view(shop: Any, warehouse_path: Path) -> None:
+    """Compare what Vendure's shop API shows customers with the status the plan wanted, SKU by SKU."""
+    with warehouse.connect(warehouse_path, read_only=True) as con:
+        if not _exists(con, "stock_position"):
+            return
+        wanted = dict(con.execute("SELECT sku, publish_status FROM stock_position").fetchall())
+    shown = shop.shop_stock_levels()
+    agree = sum((shown.get(sku) == "OUT_OF_STOCK") == (status != "in_stock") for sku, status in wanted.items())
+    print(
+        f"\nVendure shop API (what customers see): {agree:,} of {len(wanted):,} SKUs show the status the pipeline "
+        f"planned ({sum(v == 'OUT_OF_STOCK' for v in shown.values()):,} out of stock).\n"
+        "  What a shop seeded today cannot show: long-registered products (Vendure sets createdAt on creation, so the "
+        "review queue stays empty),\n  90 days of order history (the return-risk model's minimum) and helpdesk tickets "
+        "naming its orders (Vendure makes their codes)."
+    )
 
 
 WORLD_DATA = ("review_decisions", "review_queue", "inspection_defects", "inspections", "inspection_lots",
               "return_risk", "risk_drivers", "publications")  # fmt: skip
 
 
-def demo_clock(data_dir: Path, seed: int, skus: int) -> datetime:
+def demo_clock(data_dir: Path, seed: int, skus: int, storefront: str = "rest") -> datetime:
     """The demo world's clock. The app store (users, decisions, inspections) belongs to one world, so a demo
-    run with the same seed and size rebuilds the same world, at the clock of the first one; another seed or
-    size starts a new world and clears the store's data about the old one (users are kept)."""
+    run with the same seed, size and storefront rebuilds the same world, at the clock of the first one; another
+    seed, size or storefront starts a new world and clears the store's data about the old one (users are kept)."""
     marker, store = data_dir / "app-world.json", data_dir / "app.sqlite"
     data_dir.mkdir(parents=True, exist_ok=True)
     known = json.loads(marker.read_text()) if marker.exists() else {}
-    if known.get("seed") == seed and known.get("skus") == skus:
+    same = known.get("seed") == seed and known.get("skus") == skus
+    if same and known.get("storefront", "rest") == storefront:
         return datetime.fromisoformat(known["now"])
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     if store.exists():
@@ -102,7 +187,7 @@ def demo_clock(data_dir: Path, seed: int, skus: int) -> datetime:
             for table in WORLD_DATA:
                 con.execute(f"DELETE FROM {table}")
         print(f"A new demo world (seed {seed}, {skus:,} SKUs): the app store keeps its users, not the old world's data")
-    marker.write_text(json.dumps({"seed": seed, "skus": skus, "now": now.isoformat()}))
+    marker.write_text(json.dumps({"seed": seed, "skus": skus, "storefront": storefront, "now": now.isoformat()}))
     return now
 
 
@@ -185,9 +270,7 @@ def print_summary(warehouse_path: Path, checks: list[Any], success: bool, elapse
         "           (raw_*, valid_*, quarantine, receipt_discrepancies, notice_ledger, stock_position, push_changes, "
         "push_audit, stale_products, inspections, inspection_dhu, return_risk, inquiry_kpis)"
     )
-    print(
-        "Dagster UI: cp .env.example .env; cx-pipeline simulate  and, in another shell,  dg dev"
-    )
+    print("Dagster UI: cp .env.example .env; cx-pipeline simulate  and, in another shell,  dg dev")
 
 
 def print_review_queue(warehouse_path: Path) -> None:

@@ -57,33 +57,40 @@ class LandingStats:
     keys_absent: int = 0  # a snapshot's: keys of the previous snapshot it no longer lists
 
 
-def last_cursor(con: duckdb.DuckDBPyConnection, feed: Feed) -> datetime | None:
-    """Where the next read by change of `feed` starts: the newest `updated_at` landed so far (for a snapshot read
-    by change, the source's clock at the last read)."""
+# A cursor is the source's: batches landed before sources were recorded came from the bundled REST shape.
+SOURCE_OF_BATCH = "coalesce(source, 'rest')"
+
+
+def last_cursor(con: duckdb.DuckDBPyConnection, feed: Feed, source: str = "rest") -> datetime | None:
+    """Where the next read by change of `feed` from `source` starts: the newest `updated_at` landed from it so far
+    (for a snapshot read by change, the source's clock at the last read). None when `source` never fed it: a
+    feed switched to another system starts with a full read, not at the old system's cursor."""
     if not (feed.incremental or feed.delta):
         return None
     row = first_row(
         con,
-        "SELECT cursor FROM ingest_batches WHERE feed = ? AND cursor IS NOT NULL ORDER BY fetched_at DESC LIMIT 1",
-        [feed.name],
+        f"""SELECT cursor FROM ingest_batches WHERE feed = ? AND {SOURCE_OF_BATCH} = ? AND cursor IS NOT NULL
+        ORDER BY fetched_at DESC LIMIT 1""",
+        [feed.name, source],
     )
     return row[0] if row else None
 
 
-def full_read_due(con: duckdb.DuckDBPyConnection, feed: Feed, every_hours: float) -> bool:
+def full_read_due(con: duckdb.DuckDBPyConnection, feed: Feed, every_hours: float, source: str = "rest") -> bool:
     """Whether this run reads snapshot `feed` whole: always for a snapshot the source cannot read by change,
-    else when the last full read is `every_hours` old (0: every run), missing, or was blocked by its contract (a
-    truncated snapshot is read whole again, not built on by change)."""
+    else when the last full read from `source` is `every_hours` old (0: every run), missing, or was blocked by
+    its contract (a truncated snapshot is read whole again, not built on by change)."""
     if feed.incremental:
         return False
     if not feed.delta or every_hours <= 0:
         return True
     row = first_row(
         con,
-        """SELECT arg_max(verdict IS DISTINCT FROM 'blocked'
+        f"""SELECT arg_max(verdict IS DISTINCT FROM 'blocked'
                           AND fetched_at > now() - to_microseconds((? * 3.6e9)::BIGINT), fetched_at)
-        FROM ingest_batches WHERE feed = ? AND updated_since IS NULL AND judged_at IS NOT NULL""",
-        [every_hours, feed.name],
+        FROM ingest_batches WHERE feed = ? AND {SOURCE_OF_BATCH} = ? AND updated_since IS NULL
+            AND judged_at IS NOT NULL""",
+        [every_hours, feed.name, source],
     )
     return not (row and row[0])
 
@@ -328,7 +335,7 @@ def copies_sql(feed: Feed) -> str:
                                    ORDER BY _row) > 1"""
 
 
-def land(con: duckdb.DuckDBPyConnection, batch: Batch, run_id: str | None = None) -> LandingStats:
+def land(con: duckdb.DuckDBPyConnection, batch: Batch, run_id: str | None = None, source: str = "rest") -> LandingStats:
     """Land a staged batch: upsert `landing_<feed>` (kept as fetched) into `raw_<feed>` by natural key.
 
     Re-landing the same rows changes nothing (they count as unchanged). Within one batch the last copy of
@@ -400,8 +407,8 @@ def land(con: duckdb.DuckDBPyConnection, batch: Batch, run_id: str | None = None
         con.execute(
             """INSERT INTO ingest_batches (batch_id, feed, run_id, fetched_at, as_of, updated_since, cursor, pages,
                 rows_fetched, rows_new, rows_updated, rows_unchanged, rows_duplicate, source_time_zone,
-                keys_previous, keys_absent)
-            VALUES (?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                keys_previous, keys_absent, source)
+            VALUES (?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             [
                 batch_id,
                 feed.name,
@@ -418,6 +425,7 @@ def land(con: duckdb.DuckDBPyConnection, batch: Batch, run_id: str | None = None
                 batch.time_zone,
                 keys_previous,
                 keys_absent,
+                source,
             ],
         )
         con.execute("COMMIT")

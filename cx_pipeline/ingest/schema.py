@@ -37,6 +37,7 @@ ALTER TABLE ingest_batches ADD COLUMN IF NOT EXISTS source_time_zone VARCHAR;  -
 ALTER TABLE ingest_batches ADD COLUMN IF NOT EXISTS keys_previous INTEGER;  -- a snapshot's: keys the last one listed
 ALTER TABLE ingest_batches ADD COLUMN IF NOT EXISTS keys_absent INTEGER;    -- ... that this one no longer lists
 ALTER TABLE ingest_batches ADD COLUMN IF NOT EXISTS verdict VARCHAR;  -- the contract's: passed, rows_held, blocked
+ALTER TABLE ingest_batches ADD COLUMN IF NOT EXISTS source VARCHAR;  -- rest, vendure, shopify, files...: whose cursor
 CREATE TABLE IF NOT EXISTS snapshot_absent (  -- keys of a full snapshot feed that its latest snapshot left out
     feed         VARCHAR NOT NULL,
     row_key      VARCHAR NOT NULL,

@@ -9,7 +9,7 @@ import pytest
 from cx_pipeline.core.sql import row_exists_sql
 from cx_pipeline.ingest.contracts import min_rows
 from cx_pipeline.ingest.feeds import FEEDS
-from cx_pipeline.ingest.landing import land, last_cursor, stage
+from cx_pipeline.ingest.landing import full_read_due, land, last_cursor, stage
 from cx_pipeline.warehouse import connect
 
 INQUIRIES = FEEDS["inquiries"]
@@ -58,6 +58,25 @@ def test_the_cursor_never_passes_the_source_clock(tmp_path):
         landed(con, [inquiry(1, hours_ago=2), future])
 
         assert last_cursor(con, INQUIRIES) == NOW - timedelta(hours=2)
+
+
+def test_a_feed_switched_to_another_source_starts_with_a_full_read_not_the_old_sources_cursor(tmp_path):
+    on_hand = FEEDS["on_hand"]
+    stock = [{"sku": f"S{n}", "warehouse": "WH-EAST", "on_hand": 1, "in_qc": 0, "damaged": 0} for n in range(3)]
+    with connect(tmp_path / "w.duckdb") as con:
+        land(con, stage(con, INQUIRIES, [[inquiry(1, hours_ago=2)]], None, NOW), source="zendesk")
+        land(con, stage(con, on_hand, [stock], as_of=NOW))  # the bundled REST shape's, read whole
+        con.execute("UPDATE ingest_batches SET judged_at = now(), verdict = 'passed'")
+
+        assert last_cursor(con, INQUIRIES, "zendesk") == NOW - timedelta(hours=2)
+        assert last_cursor(con, INQUIRIES, "gorgias") is None  # another helpdesk: read from the start
+        assert last_cursor(con, INQUIRIES) is None
+        assert not full_read_due(con, on_hand, 24, "rest")
+        assert full_read_due(con, on_hand, 24, "files")  # the first read from a folder of exports is whole
+        assert con.execute("SELECT feed, source FROM ingest_batches ORDER BY feed").fetchall() == [
+            ("inquiries", "zendesk"),
+            ("on_hand", "rest"),
+        ]
 
 
 def test_a_newer_version_releases_a_quarantined_row(tmp_path):

@@ -16,9 +16,9 @@ from cx_pipeline.assets.resources import SOURCES, VendureSourceResource, resourc
 from cx_pipeline.ingest.http import UpstreamError
 from cx_pipeline.ingest.sources import vendure
 from cx_pipeline.simulator import Simulator, build_world
+from cx_pipeline.simulator.vendure_shop import VendureServer
 from cx_pipeline.warehouse import connect
 from tests.helpers import TOKEN, WORLD_NOW, check_results, materializations, nodes, resources
-from tests.storefront.vendure_server import VendureServer
 
 WORLD_SKUS = 30  # every SKU is a Vendure product: small keeps the shop's setup to seconds
 ORDERS = 3
@@ -30,39 +30,11 @@ def sim() -> Iterator[Simulator]:  # replaces conftest's: a smaller world, one V
         yield server
 
 
-def facet(shop: VendureServer, code: str, names: set[str]) -> dict[str, str]:
-    """A facet `code` with one value per name; name -> value id."""
-    values = [{"code": f"v{i}", "translations": [{"languageCode": "en", "name": n}]} for i, n in enumerate(names)]
-    made = shop.admin(
-        """mutation($input: CreateFacetInput!) { createFacet(input: $input) { values { id name } } }""",
-        input={
-            "code": code,
-            "isPrivate": False,
-            "translations": [{"languageCode": "en", "name": code}],
-            "values": values,
-        },
-    )["createFacet"]["values"]
-    return {v["name"]: v["id"] for v in made}
-
-
 @pytest.fixture
 def shop(sim: Simulator) -> Iterator[VendureServer]:
     """The world's SKUs as Vendure variants, with category and supplier facets, and a few paid orders."""
-    products = sim.world.current("products")
     with VendureServer() as server:
-        categories = facet(server, "category", set(products["category"]))
-        suppliers = facet(server, "supplier", set(products["supplier_id"]))
-        ids = {}
-        for row in products.itertuples():
-            ids[row.sku] = server.create_variant(
-                row.sku,
-                20,
-                price=round(float(row.price) * 100),
-                facetValueIds=[categories[row.category], suppliers[row.supplier_id]],
-            )
-        for sku in list(ids)[:ORDERS]:
-            server.place_order(ids[sku], 2)
-        server.ids = ids  # type: ignore[attr-defined]
+        server.ids = server.seed_world(sim.world, orders=ORDERS)  # type: ignore[attr-defined]
         yield server
 
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from cx_pipeline.simulator.vendure_shop import VendureServer, free_port
 from cx_pipeline.storefront.adapters import StockUpdate, StorefrontConfigError
 from cx_pipeline.storefront.adapters.vendure import VendureStorefront
-from tests.storefront.vendure_server import VendureServer, free_port
 
 pytestmark = pytest.mark.slow  # a real Vendure server from npm
 

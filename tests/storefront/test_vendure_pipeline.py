@@ -9,8 +9,8 @@ import pytest
 
 from cx_pipeline.assets.resources import StorefrontResource
 from cx_pipeline.simulator import Simulator, build_world
+from cx_pipeline.simulator.vendure_shop import VendureServer
 from tests.helpers import TOKEN, WORLD_NOW, materializations
-from tests.storefront.vendure_server import VendureServer
 
 pytestmark = pytest.mark.slow  # a real Vendure server from npm and two pipeline runs
 

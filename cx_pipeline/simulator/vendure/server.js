@@ -1,6 +1,6 @@
-// A real Vendure 3 server for the storefront adapter's tests: 127.0.0.1:$PORT, SQLite in memory (sql.js,
+// A real Vendure 3 shop for the demo and the Vendure tests: 127.0.0.1:$PORT, SQLite in memory (sql.js,
 // no compiler needed), a superadmin from env vars, bearer tokens for API clients. Seeded with the minimum
-// a sellable variant needs (a zone, a country, a tax rate); the tests create the products.
+// a sellable variant needs (a zone, a country, a tax rate); cx_pipeline/simulator/vendure_shop.py adds the rest.
 const { bootstrap, DefaultLogger, LogLevel } = require('@vendure/core');
 const { populate } = require('@vendure/core/cli');
 

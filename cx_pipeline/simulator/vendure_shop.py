@@ -1,11 +1,15 @@
-"""A real Vendure 3 server for the Vendure adapter's tests: installed from npm, started on 127.0.0.1.
+"""A real Vendure 3 shop on 127.0.0.1, for `cx-pipeline demo --storefront vendure` and the Vendure tests.
 
-`npm ci` runs on first use (about 20 s) into tests/vendure/node_modules; the server starts in a few
-seconds with an in-memory SQLite database, so every test module gets a clean shop. The helpers set up, through
-the admin API, what the adapter must cope with: stock locations, global settings, paid orders that allocate
-stock, disabled, deleted and duplicated variants, administrators with restricted roles.
+The pinned packages (`vendure/package.json` and its lock file) are installed from npm on first use (about 20 s)
+into a cache folder ($CX_VENDURE_HOME, else ~/.cache/cx-pipeline/vendure-<version>), outside the installed
+package; the server starts in a few seconds with an in-memory SQLite database, so every shop starts clean. The
+helpers set up, through the admin API, what a real shop has: products with facets, stock locations, global
+settings, paid orders that allocate stock, disabled, deleted and duplicated variants, restricted administrators.
 """
 
+from __future__ import annotations
+
+import json
 import os
 import shutil
 import socket
@@ -13,24 +17,50 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import requests
 
-HERE = Path(__file__).parent / "vendure"
+if TYPE_CHECKING:
+    from cx_pipeline.simulator.world import World
+
+PACKAGE = Path(__file__).parent / "vendure"  # package.json, its lock file and server.js
+FILES = ("package.json", "package-lock.json", "server.js")
 READY_TIMEOUT_SECONDS = 90
+DEFAULT_LOCATION = "Default Stock Location"
 
 
-def ensure_installed() -> None:
-    """Install the pinned Vendure packages unless node_modules is newer than the lock file."""
+class NodeMissing(RuntimeError):
+    """Node.js or npm is not installed: the message says what to install."""
+
+
+def home() -> Path:
+    """Where the shop's packages are installed: $CX_VENDURE_HOME, else a cache folder named by the version."""
+    version = json.loads((PACKAGE / "package.json").read_text())["dependencies"]["@vendure/core"]
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cx-pipeline" / f"vendure-{version}"
+    return Path(os.environ.get("CX_VENDURE_HOME") or default)
+
+
+def ensure_installed() -> Path:
+    """Install the pinned Vendure packages (once: again only when the lock file changes); the folder."""
     if shutil.which("node") is None or shutil.which("npm") is None:
-        raise RuntimeError("the Vendure tests need Node.js 20+ and npm on PATH (apt-get install nodejs npm)")
-    modules, lock = HERE / "node_modules", HERE / "package-lock.json"
-    if modules.exists() and modules.stat().st_mtime >= lock.stat().st_mtime:
-        return
-    print("installing Vendure from npm (first run only)...", flush=True)
-    subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=HERE, check=True, timeout=600)
-    modules.touch()
+        raise NodeMissing(
+            "a Vendure shop needs Node.js 20+ and npm on PATH: `sudo apt-get install nodejs npm` (Debian/Ubuntu), "
+            "`brew install node` (macOS) or https://nodejs.org"
+        )
+    folder = home()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = (PACKAGE / "package-lock.json").read_bytes()
+    installed = folder / "node_modules" / ".cx-installed-lock.json"
+    for name in FILES:
+        if not (folder / name).exists() or (folder / name).read_bytes() != (PACKAGE / name).read_bytes():
+            shutil.copyfile(PACKAGE / name, folder / name)
+    if installed.exists() and installed.read_bytes() == lock:
+        return folder
+    print(f"Installing Vendure from npm into {folder} (first run only, about 20 s)...", flush=True)
+    subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=folder, check=True, timeout=600)
+    installed.write_bytes(lock)
+    return folder
 
 
 def free_port() -> int:
@@ -55,10 +85,10 @@ class VendureServer:
         self._shipping_method: str | None = None
 
     def __enter__(self) -> Self:
-        ensure_installed()
+        folder = ensure_installed()
         env = {**os.environ, "PORT": str(self.port), "VENDURE_ADMIN": self.username, "VENDURE_PASSWORD": self.password}
         self._process = subprocess.Popen(
-            ["node", "server.js"], cwd=HERE, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            ["node", "server.js"], cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         output = []
@@ -104,6 +134,41 @@ class VendureServer:
         if answer.get("errors"):
             raise RuntimeError(answer["errors"])
         return answer["data"]
+
+    def seed_world(self, world: World, orders: int = 0, on_hand: int = 20) -> dict[str, str]:
+        """The world's catalog as products, one variant per SKU with its price and its category and supplier as
+        facets, `on_hand` units at the default location; then `orders` paid orders of 2 units (the first SKUs).
+        Progress is printed every 250 SKUs. sku -> variant id."""
+        products = world.current("products")
+        categories = self.create_facet("category", set(products["category"]))
+        suppliers = self.create_facet("supplier", set(products["supplier_id"]))
+        ids: dict[str, str] = {}
+        for row in products.itertuples():
+            ids[row.sku] = self.create_variant(
+                row.sku,
+                on_hand,
+                price=round(float(row.price) * 100),
+                facetValueIds=[categories[row.category], suppliers[row.supplier_id]],
+            )
+            if len(ids) % 250 == 0:
+                print(f"  Vendure: {len(ids):,} of {len(products):,} products created", flush=True)
+        for sku in list(ids)[:orders]:
+            self.place_order(ids[sku], 2)
+        return ids
+
+    def create_facet(self, code: str, names: set[str]) -> dict[str, str]:
+        """A public facet `code` with one value per name; name -> value id."""
+        values = [{"code": f"v{i}", "translations": [{"languageCode": "en", "name": n}]} for i, n in enumerate(names)]
+        made = self.admin(
+            """mutation($input: CreateFacetInput!) { createFacet(input: $input) { values { id name } } }""",
+            input={
+                "code": code,
+                "isPrivate": False,
+                "translations": [{"languageCode": "en", "name": code}],
+                "values": values,
+            },
+        )["createFacet"]["values"]
+        return {v["name"]: v["id"] for v in made}
 
     def create_products(self, stock: dict[str, int]) -> dict[str, str]:
         """One enabled product with one variant per SKU (price 9.99, inventory tracked); sku -> variant id."""
