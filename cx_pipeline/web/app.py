@@ -15,7 +15,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from cx_pipeline.core import appstore
-from cx_pipeline.web import quality, reviews
+from cx_pipeline.web import kpis, quality, reviews, worklist
 from cx_pipeline.web.core import BodyLimit, SecurityHeaders, home, login_page, logout
 
 MAX_BODY_BYTES = 25 * 2**20  # the largest CSV upload (20 MB) and its form around it
@@ -31,6 +31,8 @@ def create_app(store_path: str | Path, secure_cookies: bool = False) -> ASGIApp:
             Route("/", home),
             *reviews.routes,
             *quality.routes,
+            *kpis.routes,
+            *worklist.routes,
             Mount("/static", StaticFiles(packages=[("cx_pipeline.web", "static")]), name="static"),
         ]
     )
