@@ -145,7 +145,37 @@ CREATE TABLE IF NOT EXISTS publications (      -- what the pipeline published la
 # the store's version, in order, in the same transaction. Add a new one at the end; never edit a shipped one.
 MIGRATIONS: dict[int, str] = {
     3: """
-    -- the merchandisers' pages
+    -- the merchandisers' pages: one-time form submissions, undo and bulk decisions. review_submissions is
+    -- created first and without IF NOT EXISTS on purpose: a second process re-running this step fails here
+    -- (and finds the store migrated) instead of rebuilding review_decisions again.
+    CREATE TABLE review_submissions (            -- each form sent once: a replay gets the first answer
+        token        TEXT PRIMARY KEY,
+        username     TEXT NOT NULL,
+        answer       TEXT NOT NULL,              -- where the first submission was sent on (a local URL)
+        submitted_at TEXT NOT NULL
+    );
+    -- review_decisions rebuilt to admit 'undo' rows (SQLite cannot change a CHECK in place); ids are kept
+    CREATE TABLE review_decisions_v3 (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,  -- the pipeline imports decisions in id order
+        sku        TEXT NOT NULL,
+        decision   TEXT NOT NULL CHECK (decision IN ('keep', 'refresh_listing', 'discontinue', 'undo')),
+        note       TEXT NOT NULL DEFAULT '',
+        reviewer   TEXT NOT NULL,
+        decided_at TEXT NOT NULL,                      -- ISO 8601, UTC
+        undoes     INTEGER REFERENCES review_decisions_v3 (id),  -- an undo row names the decision it takes back
+        submission TEXT,                               -- the form that recorded it; one for a whole bulk decision
+        CHECK ((decision = 'undo') = (undoes IS NOT NULL))
+    );
+    INSERT INTO review_decisions_v3 (id, sku, decision, note, reviewer, decided_at)
+        SELECT id, sku, decision, note, reviewer, decided_at FROM review_decisions;
+    DROP TABLE review_decisions;
+    ALTER TABLE review_decisions_v3 RENAME TO review_decisions;
+    CREATE INDEX IF NOT EXISTS review_decisions_by_sku ON review_decisions (sku, id);
+    CREATE INDEX IF NOT EXISTS review_decisions_by_submission ON review_decisions (submission);
+    CREATE UNIQUE INDEX IF NOT EXISTS review_decisions_undone_once ON review_decisions (undoes);
+    CREATE VIEW IF NOT EXISTS effective_review_decisions AS  -- decisions in force: neither undos nor undone
+        SELECT * FROM review_decisions d
+        WHERE d.decision <> 'undo' AND NOT EXISTS (SELECT 1 FROM review_decisions u WHERE u.undoes = d.id)
     """,
     4: """
     -- QA's pages

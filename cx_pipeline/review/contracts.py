@@ -8,7 +8,7 @@ import great_expectations as gx
 import great_expectations.expectations as gxe
 
 from cx_pipeline.ingest.suites import CLOCK_SKEW
-from cx_pipeline.review.staleness import DECISIONS
+from cx_pipeline.review.staleness import DECISIONS, UNDO
 
 
 def review_decisions_suite(now: datetime) -> gx.ExpectationSuite:
@@ -18,7 +18,7 @@ def review_decisions_suite(now: datetime) -> gx.ExpectationSuite:
         expectations=[
             gxe.ExpectColumnValuesToBeUnique(column="decision_id"),
             *(gxe.ExpectColumnValuesToNotBeNull(column=c) for c in ("sku", "decision", "reviewer", "decided_at")),
-            gxe.ExpectColumnValuesToBeInSet(column="decision", value_set=list(DECISIONS)),
+            gxe.ExpectColumnValuesToBeInSet(column="decision", value_set=[*DECISIONS, UNDO]),
             gxe.ExpectColumnValuesToBeBetween(column="decided_at", max_value=now + CLOCK_SKEW),
             gxe.ExpectColumnValuesToBeInSet(column="_known_sku", value_set=[True]),
         ],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -42,6 +43,8 @@ CREATE TABLE IF NOT EXISTS review_decisions (
     _raw        JSON NOT NULL,       -- the row exactly as stored by the app
     _loaded_at  TIMESTAMPTZ NOT NULL
 );
+-- an 'undo' row takes back the decision it names: the product is assessed as if that decision was never made
+ALTER TABLE review_decisions ADD COLUMN IF NOT EXISTS undoes BIGINT;
 CREATE OR REPLACE VIEW valid_review_decisions AS
 SELECT * FROM review_decisions
 WHERE decision_id::VARCHAR NOT IN (
@@ -62,19 +65,20 @@ def import_decisions(store: sqlite3.Connection, con: duckdb.DuckDBPyConnection, 
     batch_id = uuid.uuid4().hex
     (through,) = first_row(con, "SELECT coalesce(max(decision_id), 0) FROM review_decisions")
     rows = store.execute(
-        "SELECT id, sku, decision, note, reviewer, decided_at FROM review_decisions WHERE id > ? ORDER BY id",
+        "SELECT id, sku, decision, note, reviewer, decided_at, undoes FROM review_decisions WHERE id > ? ORDER BY id",
         [through],
     ).fetchall()
-    frame = pd.DataFrame(
-        [tuple(r) for r in rows], columns=["id", "sku", "decision", "note", "reviewer", "decided_at"], dtype=object
-    )
+    columns = ["id", "sku", "decision", "note", "reviewer", "decided_at", "undoes"]
+    frame = pd.DataFrame([tuple(r) for r in rows], columns=columns, dtype=object)
     con.register("new_decisions", frame)
     try:
         with transaction(con):
             con.execute(
-                """INSERT INTO review_decisions
-                SELECT id, sku, decision, note, reviewer, TRY_CAST(decided_at AS TIMESTAMPTZ), $batch,
-                       to_json(struct_pack(id, sku, decision, note, reviewer, decided_at)), $now
+                """INSERT INTO review_decisions BY NAME
+                SELECT id AS decision_id, sku, decision, note, reviewer,
+                       TRY_CAST(decided_at AS TIMESTAMPTZ) AS decided_at, $batch AS _batch_id,
+                       to_json(struct_pack(id, sku, decision, note, reviewer, decided_at, undoes)) AS _raw,
+                       $now AS _loaded_at, TRY_CAST(undoes AS BIGINT) AS undoes
                 FROM new_decisions""",
                 {"batch": batch_id, "now": now},
             )
@@ -126,22 +130,43 @@ def publish_queue(store: sqlite3.Connection, con: duckdb.DuckDBPyConnection, run
 
 # --- the app's side ---
 
+# Columns the queue sorts by (the key is the `sort` parameter); ties keep the pipeline's order (`rank`).
+SORTS = {
+    "rank": "q.rank",
+    "sku": "q.sku",
+    "title": "q.title COLLATE NOCASE",
+    "category": "q.category",
+    "supplier": "q.supplier_id",
+    "score": "q.score",
+    "registered": "q.registered_at",
+}
+# Every cohort product is long-registered, so filtering by "registered" would filter nothing.
+FILTER_REASONS = tuple(code for code in REASON_CODES if code != "registered")
+THROUGH = "coalesce((SELECT decisions_through FROM publications WHERE name = 'review_queue'), 0)"
+
 
 @dataclass(frozen=True)
 class QueueFilter:
     category: str = ""
     supplier: str = ""
     reason: str = ""
+    search: str = ""  # a part of the SKU or the title; searches the whole cohort, decided products included
 
     def where(self) -> tuple[str, list[object]]:
-        """SQL conditions on `review_queue q` and their parameters. Products decided after the publication
-        are left out: the pipeline has not seen their decision yet, but the reviewer has made it."""
-        clauses = [
-            "q.in_queue = 1",
-            """NOT EXISTS (SELECT 1 FROM review_decisions d WHERE d.sku = q.sku AND d.id > coalesce(
-                (SELECT decisions_through FROM publications WHERE name = 'review_queue'), 0))""",
-        ]
+        """SQL conditions on `review_queue q` and their parameters. Without a search: the queue, less the
+        products decided after the publication (the pipeline has not seen their decision yet, but the
+        reviewer has made it). A search finds any product of the cohort, so a decided one can be found again."""
+        clauses: list[str] = []
         params: list[object] = []
+        if self.search:
+            pattern = "%" + self.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            clauses.append("(q.sku LIKE ? ESCAPE '\\' OR q.title LIKE ? ESCAPE '\\')")
+            params += [pattern, pattern]
+        else:
+            clauses += [
+                "q.in_queue = 1",
+                f"NOT EXISTS (SELECT 1 FROM effective_review_decisions d WHERE d.sku = q.sku AND d.id > {THROUGH})",
+            ]
         if self.category:
             clauses.append("q.category = ?")
             params.append(self.category)
@@ -153,6 +178,26 @@ class QueueFilter:
             params.append(f"%,{self.reason},%")
         return " AND ".join(clauses), params
 
+    @property
+    def active(self) -> bool:
+        return bool(self.category or self.supplier or self.reason or self.search)
+
+
+@dataclass(frozen=True)
+class QueueOrder:
+    sort: str = "rank"
+    descending: bool = False
+
+    def sql(self) -> str:
+        """ORDER BY for the queue: the chosen column, then the pipeline's rank, so pages never overlap."""
+        column = SORTS.get(self.sort, SORTS["rank"])
+        return f"{column} {'DESC' if self.descending else 'ASC'}, q.rank"
+
+
+# The decision a product got after the publication (in force, not undone), shown next to a searched product.
+PENDING_DECISION = f"""(SELECT d.decision FROM effective_review_decisions d WHERE d.sku = q.sku AND d.id > {THROUGH}
+    ORDER BY d.id DESC LIMIT 1) AS pending_decision"""
+
 
 def _product(row: sqlite3.Row | dict[str, object]) -> dict[str, object]:
     product = dict(row)
@@ -160,29 +205,44 @@ def _product(row: sqlite3.Row | dict[str, object]) -> dict[str, object]:
     return product
 
 
-def queue_page(store: sqlite3.Connection, filters: QueueFilter, page: int = 1, size: int = PAGE_SIZE) -> appstore.Page:
-    """One page of the queue, most urgent first."""
+def queue_page(
+    store: sqlite3.Connection,
+    filters: QueueFilter,
+    page: int = 1,
+    size: int = PAGE_SIZE,
+    order: QueueOrder = QueueOrder(),
+) -> appstore.Page:
+    """One page of the queue (or of a search), most urgent first unless sorted otherwise."""
     where, params = filters.where()
-    found = appstore.paged(store, "q.*", f"FROM review_queue q WHERE {where}", params, "q.rank", page, size)
+    found = appstore.paged(
+        store, f"q.*, {PENDING_DECISION}", f"FROM review_queue q WHERE {where}", params, order.sql(), page, size
+    )
     return replace(found, rows=[_product(r) for r in found.rows])
 
 
-def queue_rows(store: sqlite3.Connection, filters: QueueFilter) -> list[dict[str, object]]:
+def queue_rows(store: sqlite3.Connection, filters: QueueFilter, order: QueueOrder = QueueOrder()) -> list[dict]:
     """The whole (filtered) queue, for the CSV export."""
     where, params = filters.where()
-    rows = store.execute(f"SELECT q.* FROM review_queue q WHERE {where} ORDER BY q.rank", params).fetchall()
+    rows = store.execute(f"SELECT q.* FROM review_queue q WHERE {where} ORDER BY {order.sql()}", params).fetchall()
     return [_product(r) for r in rows]
 
 
+def count_matching(store: sqlite3.Connection, filters: QueueFilter) -> int:
+    where, params = filters.where()
+    (total,) = store.execute(f"SELECT count(*) FROM review_queue q WHERE {where}", params).fetchone()
+    return int(total)
+
+
 def facets(store: sqlite3.Connection) -> dict[str, list[str]]:
-    """The values each filter offers: categories and suppliers in the queue, and every reason."""
+    """The values each filter offers: categories and suppliers in the queue, and the reasons that tell
+    products apart (not "registered": every product of the cohort has it)."""
     where, params = QueueFilter().where()
 
     def distinct(column: str) -> list[str]:
         sql = f"SELECT DISTINCT q.{column} FROM review_queue q WHERE {where} ORDER BY 1"
         return [v for (v,) in store.execute(sql, params).fetchall() if v]
 
-    return {"category": distinct("category"), "supplier": distinct("supplier_id"), "reason": list(REASON_CODES)}
+    return {"category": distinct("category"), "supplier": distinct("supplier_id"), "reason": list(FILTER_REASONS)}
 
 
 def product(store: sqlite3.Connection, sku: str) -> dict[str, object] | None:
@@ -191,11 +251,31 @@ def product(store: sqlite3.Connection, sku: str) -> dict[str, object] | None:
 
 
 def history(store: sqlite3.Connection, sku: str) -> list[dict[str, object]]:
-    """Every decision on `sku`, newest first."""
+    """Every decision on `sku`, newest first, undos included: an undo names the decision it took back
+    (`undone_decision`), and a decision taken back says so (`undone`)."""
     rows = store.execute(
-        "SELECT id, decision, note, reviewer, decided_at FROM review_decisions WHERE sku = ? ORDER BY id DESC", [sku]
+        """SELECT d.id, d.decision, d.note, d.reviewer, d.decided_at, d.undoes, d.submission,
+                  u.decision AS undone_decision,
+                  EXISTS (SELECT 1 FROM review_decisions x WHERE x.undoes = d.id) AS undone
+        FROM review_decisions d LEFT JOIN review_decisions u ON u.id = d.undoes
+        WHERE d.sku = ? ORDER BY d.id DESC""",
+        [sku],
     ).fetchall()
     return [dict(r) for r in rows]
+
+
+def pending(store: sqlite3.Connection, sku: str) -> dict[str, object] | None:
+    """The newest change to `sku`'s review since the publication (a decision in force or an undo), if any:
+    the published state does not show it yet."""
+    row = store.execute(
+        f"""SELECT d.id, d.decision, u.decision AS undone_decision FROM review_decisions d
+        LEFT JOIN review_decisions u ON u.id = d.undoes
+        WHERE d.sku = ? AND d.id > {THROUGH} AND d.id NOT IN (SELECT undoes FROM review_decisions
+            WHERE undoes IS NOT NULL)
+        ORDER BY d.id DESC LIMIT 1""",
+        [sku],
+    ).fetchone()
+    return dict(row) if row else None
 
 
 def publication(store: sqlite3.Connection) -> dict[str, object] | None:
@@ -203,21 +283,116 @@ def publication(store: sqlite3.Connection) -> dict[str, object] | None:
     return dict(row) if row else None
 
 
-def record_decision(store: sqlite3.Connection, sku: str, decision: str, note: str, reviewer: str) -> int:
-    """Store a reviewer's decision on a product the pipeline published; returns its id."""
-    sku, note = sku.strip(), note.strip()
+def _check(decision: str, note: str) -> None:
     if decision not in DECISIONS:
         raise DecisionError(f"choose a decision: {', '.join(DECISIONS)}")
     if len(note) > MAX_NOTE:
         raise DecisionError(f"the note is {len(note)} characters long; at most {MAX_NOTE}, please")
-    with appstore.transaction(store):
-        if store.execute("SELECT 1 FROM review_queue WHERE sku = ?", [sku]).fetchone() is None:
-            raise DecisionError(f"product {sku!r} is not in the review cohort")
-        cursor = store.execute(
-            "INSERT INTO review_decisions (sku, decision, note, reviewer, decided_at) VALUES (?, ?, ?, ?, ?)",
-            [sku, decision, note, reviewer, utc_now()],
+
+
+def _insert(
+    store: sqlite3.Connection, chosen: str, params: list[object], decision: str, note: str, reviewer: str, submission
+) -> int:
+    """Record `decision` for the cohort products `chosen` (a condition on `review_queue q`); returns how many.
+    The caller holds the transaction."""
+    cursor = store.execute(
+        f"""INSERT INTO review_decisions (sku, decision, note, reviewer, decided_at, submission)
+        SELECT q.sku, ?, ?, ?, ?, ? FROM review_queue q WHERE {chosen} ORDER BY q.rank""",
+        [decision, note, reviewer, utc_now(), submission, *params],
+    )
+    return cursor.rowcount
+
+
+def record_for_skus(
+    store: sqlite3.Connection, skus: list[str], decision: str, note: str, reviewer: str, submission: str | None = None
+) -> int:
+    """Record one decision for each of `skus` (all in the cohort, or none is recorded); in the caller's
+    transaction. Returns how many."""
+    skus = sorted({s.strip() for s in skus if s.strip()})
+    note = note.strip()
+    _check(decision, note)
+    if not skus:
+        raise DecisionError("choose at least one product")
+    recorded = _insert(
+        store, "q.sku IN (SELECT value FROM json_each(?))", [orjson.dumps(skus).decode()], decision, note, reviewer,
+        submission,
+    )  # fmt: skip
+    if recorded < len(skus):
+        missing = len(skus) - recorded
+        raise DecisionError(
+            f"product {skus[0]!r} is not in the review cohort"
+            if len(skus) == 1
+            else f"{missing} of the {len(skus)} products are not in the review cohort"
         )
-    return int(cursor.lastrowid)
+    return recorded
+
+
+def record_for_filter(
+    store: sqlite3.Connection, filters: QueueFilter, expected: int, decision: str, note: str, reviewer: str, submission
+) -> int:
+    """Record one decision for every product matching `filters`, if they are still the `expected` number the
+    reviewer was shown; in the caller's transaction. Returns how many."""
+    note = note.strip()
+    _check(decision, note)
+    where, params = filters.where()
+    recorded = _insert(store, where, params, decision, note, reviewer, submission)
+    if recorded != expected:
+        raise DecisionError(f"the queue changed: {recorded} products match now, not {expected}; please look again")
+    return recorded
+
+
+def record_decision(store: sqlite3.Connection, sku: str, decision: str, note: str, reviewer: str) -> int:
+    """Store a reviewer's decision on a product the pipeline published; returns its id."""
+    with appstore.transaction(store):
+        record_for_skus(store, [sku], decision, note, reviewer)
+        (decision_id,) = store.execute("SELECT last_insert_rowid()").fetchone()
+    return int(decision_id)
+
+
+def undo(
+    store: sqlite3.Connection, reviewer: str, submission: str | None, batch: str = "", decision_id: int = 0
+) -> int:
+    """Take back `reviewer`'s own decisions in force: every one of the submission `batch`, or the one
+    `decision_id`. Each gets an undo row (the history keeps both); in the caller's transaction."""
+    cursor = store.execute(
+        """INSERT INTO review_decisions (sku, decision, note, reviewer, decided_at, undoes, submission)
+        SELECT d.sku, 'undo', '', ?, ?, d.id, ? FROM effective_review_decisions d
+        WHERE d.reviewer = ? AND ((? <> '' AND d.submission = ?) OR d.id = ?) ORDER BY d.id""",
+        [reviewer, utc_now(), submission, reviewer, batch, batch, decision_id],
+    )
+    if cursor.rowcount == 0:
+        raise DecisionError("there is no decision of yours in force to undo there")
+    return cursor.rowcount
+
+
+def outcome(store: sqlite3.Connection, submission: str, reviewer: str) -> dict[str, object] | None:
+    """What `reviewer`'s submission stored, for the banner after it: the decision (for an undo, the one
+    taken back), how many products, the SKU when only one, and whether any of it can still be undone."""
+    row = store.execute(
+        """SELECT max(d.decision = 'undo') AS undo, coalesce(max(u.decision), max(d.decision)) AS decision,
+                  count(*) AS products, min(d.sku) AS sku,
+                  count(*) FILTER (WHERE d.decision <> 'undo' AND NOT EXISTS
+                      (SELECT 1 FROM review_decisions x WHERE x.undoes = d.id)) AS in_force
+        FROM review_decisions d LEFT JOIN review_decisions u ON u.id = d.undoes
+        WHERE d.submission = ? AND d.reviewer = ?""",
+        [submission, reviewer],
+    ).fetchone()
+    return dict(row) if row and row["products"] else None
+
+
+def submit_once(store: sqlite3.Connection, token: str, username: str, record: Callable[[], str]) -> str:
+    """Run `record` (it writes and returns where to send the reviewer) once per form submission `token`: a
+    replay, or a duplicate sent in parallel (it waits for the first's transaction), writes nothing and gets
+    the first one's answer."""
+    with appstore.transaction(store):
+        first = store.execute("SELECT username, answer FROM review_submissions WHERE token = ?", [token]).fetchone()
+        if first is not None:
+            if first["username"] != username:
+                raise DecisionError("this form was sent by someone else; please reload the page")
+            return str(first["answer"])
+        answer = record()
+        store.execute("INSERT INTO review_submissions VALUES (?, ?, ?, ?)", [token, username, answer, utc_now()])
+    return answer
 
 
 def latest(con: duckdb.DuckDBPyConnection, limit: int = 20) -> pd.DataFrame:

@@ -17,6 +17,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 DECISIONS = ("keep", "refresh_listing", "discontinue")
+UNDO = "undo"  # a decision row that takes back an earlier one (`undoes`)
 REASON_CODES = (
     "registered",
     "no_receipt",
@@ -78,7 +79,10 @@ WITH receipts AS (
     LEFT JOIN (SELECT DISTINCT order_id, sku FROM valid_open_orders) o ON i.sku IS NULL AND o.order_id = i.order_id
     WHERE i.reason = 'cancellation' AND i.created_at > $now - to_days($cancellation_window_days)
 ), latest_decision AS (
+    -- the newest decision in force: an undo takes its decision back, so the one before it counts again
     SELECT sku, decision_id, decision, note, reviewer, decided_at FROM valid_review_decisions
+    WHERE decision <> 'undo'
+      AND decision_id NOT IN (SELECT undoes FROM valid_review_decisions WHERE undoes IS NOT NULL)
     QUALIFY row_number() OVER (PARTITION BY sku ORDER BY decided_at DESC, decision_id DESC) = 1
 ), cancellations AS (
     SELECT c.sku, count(*) AS cancellations_30d,
@@ -100,10 +104,12 @@ WITH receipts AS (
 ), facts AS (
     SELECT c.sku, c.title, c.category, c.supplier_id, c.status AS product_status, c.registered_at,
            date_diff('day', c.registered_at, $now) / 365.25 AS years_registered,
-           r.last_receipt_at,
-           date_diff('day', coalesce(r.last_receipt_at, h.receipts_from), $now) AS days_since_receipt,
-           o.last_order_at,
-           date_diff('day', coalesce(o.last_order_at, h.orders_from), $now) AS days_since_order,
+           -- days since the last receipt / order: null when there is none on record (then the days of
+           -- history stand in for the rule and its reason, but are never shown as "days since")
+           r.last_receipt_at, date_diff('day', r.last_receipt_at, $now) AS days_since_receipt,
+           date_diff('day', coalesce(r.last_receipt_at, h.receipts_from), $now) AS days_without_receipt,
+           o.last_order_at, date_diff('day', o.last_order_at, $now) AS days_since_order,
+           date_diff('day', coalesce(o.last_order_at, h.orders_from), $now) AS days_without_order,
            CASE WHEN s.publish_status = 'out_of_stock' THEN s.since END AS out_of_stock_since,
            coalesce(date_diff('day', out_of_stock_since, $now), 0) AS days_out_of_stock,
            coalesce(x.cancellations_30d, 0) AS cancellations_30d,
@@ -121,8 +127,8 @@ WITH receipts AS (
     SELECT *,
            years_registered >= $long_registered_years AS long_registered,
            long_registered AS r_registered,
-           coalesce(days_since_receipt >= $no_receipt_days, false) AS r_no_receipt,
-           coalesce(days_since_order >= $no_order_days, false) AS r_no_order,
+           coalesce(days_without_receipt >= $no_receipt_days, false) AS r_no_receipt,
+           coalesce(days_without_order >= $no_order_days, false) AS r_no_order,
            days_out_of_stock >= $out_of_stock_days AS r_out_of_stock,
            cancellations_30d >= $cancellations AS r_cancellations,
            mismatches_30d >= $mismatches AS r_status_mismatch,
@@ -137,10 +143,10 @@ WITH receipts AS (
            list_filter([
                CASE WHEN r_registered THEN printf('registered %.1f years ago', years_registered) END,
                CASE WHEN r_no_receipt THEN CASE WHEN last_receipt_at IS NULL
-                   THEN printf('no receipt on record (%d days of history)', days_since_receipt)
+                   THEN printf('no receipt on record (%d days of history)', days_without_receipt)
                    ELSE printf('no receipt for %d days', days_since_receipt) END END,
                CASE WHEN r_no_order THEN CASE WHEN last_order_at IS NULL
-                   THEN printf('no order on record (%d days of history)', days_since_order)
+                   THEN printf('no order on record (%d days of history)', days_without_order)
                    ELSE printf('no order for %d days', days_since_order) END END,
                CASE WHEN r_out_of_stock THEN printf('out of stock for %d days', days_out_of_stock) END,
                CASE WHEN r_cancellations THEN printf('%d cancellation inquir%s in %d days', cancellations_30d,
@@ -163,7 +169,8 @@ WITH receipts AS (
                OR coalesce(last_mismatch_at > last_decided_at, false) AS material_change
     FROM rules
 )
-SELECT * EXCLUDE (r_registered, r_no_receipt, r_no_order, r_out_of_stock, r_cancellations, r_status_mismatch,
+SELECT * EXCLUDE (days_without_receipt, days_without_order,
+                  r_registered, r_no_receipt, r_no_order, r_out_of_stock, r_cancellations, r_status_mismatch,
                   r_incomplete, decision_due, cancellations_since_decision),
        score >= $flag_score AS flagged,
        CASE WHEN NOT long_registered THEN NULL

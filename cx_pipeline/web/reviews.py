@@ -1,66 +1,213 @@
-"""The merchandisers' pages: the review queue (filters, paging, decisions in place), a product's history, CSV."""
+"""The merchandisers' pages: the review queue (search, filters, sorting, paging, decisions in place, bulk
+decisions, undo), a product's history, CSV.
+
+Every form that records something carries a one-time submission token (`submission`): the first submission
+records and is remembered with its answer (`decisions.submit_once`), so a double click, a replay or a
+duplicate sent in parallel stores once and gets the same answer. The banner after a decision is looked up
+by that token among the signed-in user's own decisions, never taken from the URL's words.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
-from urllib.parse import quote, urlencode
+import secrets
+from urllib.parse import parse_qsl, quote, urlencode
 
-from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from cx_pipeline.review import decisions
-from cx_pipeline.web.core import REVIEWERS, Context, page
+from cx_pipeline.web.core import REVIEWERS, Context, page, templates
+
+VIEW_KEYS = ("search", "category", "supplier", "reason", "sort", "dir", "page")
+BULK_PREVIEW_ROWS = 20  # the products a bulk preview lists by name; the count covers all of them
+
+templates.filters["path_segment"] = lambda value: quote(str(value), safe="")  # a SKU may hold "/" or "?"
+templates.globals["submission_token"] = lambda: secrets.token_urlsafe(16)  # one per rendered form
 
 
-def _filters(request: Request) -> decisions.QueueFilter:
-    q = request.query_params
-    return decisions.QueueFilter(q.get("category", ""), q.get("supplier", ""), q.get("reason", ""))
+def _view(values: object) -> dict[str, str]:
+    """The queue's view (search, filters, sort, page) from query parameters or a form's `back` field: known
+    keys only, so nothing else is carried into a redirect."""
+    pairs = parse_qsl(values, keep_blank_values=False) if isinstance(values, str) else values.items()
+    return {k: v for k, v in pairs if k in VIEW_KEYS and v}
 
 
-def _query(filters: decisions.QueueFilter, **extra: object) -> str:
-    values = {"category": filters.category, "supplier": filters.supplier, "reason": filters.reason, **extra}
-    return urlencode({k: v for k, v in values.items() if v not in ("", None)})
+def _filters(view: dict[str, str]) -> decisions.QueueFilter:
+    return decisions.QueueFilter(
+        view.get("category", ""), view.get("supplier", ""), view.get("reason", ""), view.get("search", "").strip()
+    )
+
+
+def _order(view: dict[str, str]) -> decisions.QueueOrder:
+    sort = view.get("sort", "rank")
+    return decisions.QueueOrder(sort if sort in decisions.SORTS else "rank", view.get("dir") == "desc")
+
+
+def _query(view: dict[str, str], **changes: object) -> str:
+    return urlencode({k: v for k, v in {**view, **changes}.items() if v not in ("", None)})
+
+
+def _page_number(view: dict[str, str]) -> int:
+    try:
+        return max(1, min(int(view.get("page", "1")), 10**6))
+    except ValueError:
+        return 1
+
+
+def _sort_links(view: dict[str, str], order: decisions.QueueOrder) -> dict[str, dict[str, str]]:
+    """Per sortable column: the link that sorts by it (ascending first, then flipping), and its aria-sort."""
+    links = {}
+    for column in decisions.SORTS:
+        current = order.sort == column
+        descending = not order.descending if current else column == "score"  # the highest score first
+        links[column] = {
+            "href": "/reviews?" + _query(view, sort=column, dir="desc" if descending else "", page=""),
+            "aria": ("descending" if order.descending else "ascending") if current else "none",
+        }
+    return links
 
 
 @page(*REVIEWERS)
 def reviews(ctx: Context) -> Response:
-    filters = _filters(ctx.request)
-    try:
-        page_no = min(int(ctx.request.query_params.get("page", "1")), 10**6)
-    except ValueError:
-        page_no = 1
-    result = decisions.queue_page(ctx.store, filters, page_no)
+    view = _view(ctx.request.query_params)
+    filters, order = _filters(view), _order(view)
+    result = decisions.queue_page(ctx.store, filters, _page_number(view), order=order)
+    view = {**view, "page": str(result.page)} if result.page > 1 else {k: v for k, v in view.items() if k != "page"}
+    done = ctx.request.query_params.get("done", "")
     return ctx.render(
         "reviews.html",
         queue=result,
         filters=filters,
+        order=order,
+        view=view,
+        sort_links=_sort_links(view, order),
         facets=decisions.facets(ctx.store),
         publication=decisions.publication(ctx.store),
-        back=_query(filters, page=result.page),
-        prev_query=_query(filters, page=result.page - 1),
-        next_query=_query(filters, page=result.page + 1),
-        export_query=_query(filters),
-        done=ctx.request.query_params.get("done", ""),
-        done_decision=ctx.request.query_params.get("decision", ""),
+        back=_query(view),
+        prev_query=_query(view, page=result.page - 1),
+        next_query=_query(view, page=result.page + 1),
+        export_query=_query(view, page=""),
+        done=decisions.outcome(ctx.store, done, ctx.user.username) if done else None,
+        done_token=done,
+        focus=ctx.request.query_params.get("focus", ""),
     )
+
+
+def _submission(ctx: Context) -> str:
+    """The form's one-time token; a client that sends none gets a fresh one (and no protection from replays)."""
+    return ctx.field("submission")[:64] or secrets.token_urlsafe(16)
+
+
+def _refused(ctx: Context, exc: decisions.DecisionError) -> Response:
+    return ctx.render("error.html", 400, message=str(exc), back=ctx.request.headers.get("referer", "/reviews"))
+
+
+def _to_queue(view: dict[str, str], token: str, focus: str = "") -> str:
+    """Back to the reviewer's page of the queue, the banner for `token`, and the focus on row `focus`."""
+    target = "/reviews?" + _query(view, done=token, focus=focus)
+    return target + (f"#row-{quote(focus, safe='')}" if focus else "")
 
 
 @page(*REVIEWERS)
 def decide(ctx: Context) -> Response:
-    sku = ctx.field("sku")
+    """One product's decision; a discontinue is first shown for confirmation."""
+    sku, decision, note = ctx.field("sku").strip(), ctx.field("decision"), ctx.field("note")
+    if decision == "discontinue" and ctx.field("confirmed") != "yes":
+        carried = {k: ctx.field(k) for k in ("sku", "note", "from", "back", "next", "submission")}
+        return ctx.render("confirm_discontinue.html", sku=sku, product=decisions.product(ctx.store, sku), form=carried)
+    view = _view(ctx.field("back"))
+
+    def record(token: str) -> str:
+        decisions.record_for_skus(ctx.store, [sku], decision, note, ctx.user.username, token)
+        if ctx.field("from") == "product":
+            return f"/products/{quote(sku, safe='')}?{urlencode({'done': token})}"
+        return _to_queue(view, token, ctx.field("next"))
+
+    return _once(ctx, record)
+
+
+def _once(ctx: Context, record) -> Response:
+    token = _submission(ctx)
     try:
-        decisions.record_decision(ctx.store, sku, ctx.field("decision"), ctx.field("note"), ctx.user.username)
+        target = decisions.submit_once(ctx.store, token, ctx.user.username, lambda: record(token))
     except decisions.DecisionError as exc:
-        return ctx.render("error.html", 400, message=str(exc), back=ctx.request.headers.get("referer", "/reviews"))
-    if ctx.field("from") == "product":
-        return RedirectResponse(f"/products/{quote(sku, safe='')}?{urlencode({'done': sku})}", status_code=303)
-    back = ctx.field("back")
-    separator = "&" if back else ""
-    return RedirectResponse(
-        f"/reviews?{back}{separator}{urlencode({'done': sku, 'decision': ctx.field('decision')})}", status_code=303
+        return _refused(ctx, exc)
+    return RedirectResponse(target, status_code=303)
+
+
+@page(*REVIEWERS)
+def undo(ctx: Context) -> Response:
+    """Take back the user's own decisions: a whole submission (`batch`) or one decision (`decision_id`)."""
+    batch = ctx.field("batch")
+    try:
+        decision_id = int(ctx.field("decision_id") or 0)
+    except ValueError:
+        decision_id = 0
+    sku = ctx.field("sku")
+
+    def record(token: str) -> str:
+        decisions.undo(ctx.store, ctx.user.username, token, batch=batch, decision_id=decision_id)
+        if ctx.field("from") == "product":
+            return f"/products/{quote(sku, safe='')}?{urlencode({'done': token})}"
+        return _to_queue(_view(ctx.field("back")), token)
+
+    return _once(ctx, record)
+
+
+def _bulk_selection(ctx: Context) -> tuple[list[str], decisions.QueueFilter | None]:
+    """The products a bulk form chose: the ticked SKUs, or every product matching the view's filters."""
+    if ctx.field("scope") == "filter":
+        return [], _filters(_view(ctx.field("back")))
+    return [v for v in ctx.form.getlist("sku") if isinstance(v, str) and v.strip()], None
+
+
+@page(*REVIEWERS)
+def bulk_preview(ctx: Context) -> Response:
+    """What a bulk decision would record, with its count, before it does ("Record keep for 37 products?")."""
+    skus, filters = _bulk_selection(ctx)
+    decision, note = ctx.field("decision"), ctx.field("note").strip()
+    if decision not in decisions.DECISIONS:
+        return _refused(ctx, decisions.DecisionError(f"choose a decision: {', '.join(decisions.DECISIONS)}"))
+    if filters is not None:
+        count = decisions.count_matching(ctx.store, filters)
+        names = [r["sku"] for r in decisions.queue_page(ctx.store, filters, 1, BULK_PREVIEW_ROWS).rows]
+    else:
+        count, names = len(set(skus)), sorted(set(skus))[:BULK_PREVIEW_ROWS]
+    if count == 0:
+        return _refused(ctx, decisions.DecisionError("choose at least one product: tick rows, or all matching"))
+    return ctx.render(
+        "bulk_preview.html",
+        decision=decision,
+        note=note,
+        count=count,
+        names=names,
+        skus=sorted(set(skus)),
+        scope="filter" if filters is not None else "selected",
+        back=ctx.field("back"),
+        back_query=_query(_view(ctx.field("back"))),
     )
+
+
+@page(*REVIEWERS)
+def bulk_record(ctx: Context) -> Response:
+    """A confirmed bulk decision: one submission, one note, one undo for the whole batch."""
+    skus, filters = _bulk_selection(ctx)
+    decision, note, view = ctx.field("decision"), ctx.field("note"), _view(ctx.field("back"))
+    try:
+        expected = int(ctx.field("count") or 0)
+    except ValueError:
+        expected = 0
+
+    def record(token: str) -> str:
+        if filters is not None:
+            decisions.record_for_filter(ctx.store, filters, expected, decision, note, ctx.user.username, token)
+        else:
+            decisions.record_for_skus(ctx.store, skus, decision, note, ctx.user.username, token)
+        return _to_queue(view, token)
+
+    return _once(ctx, record)
 
 
 @page(*REVIEWERS)
@@ -70,15 +217,15 @@ def product_page(ctx: Context) -> Response:
     history = decisions.history(ctx.store, sku)
     if found is None and not history:
         return ctx.render("error.html", 404, message=f"Product {sku} is not in the review cohort.")
-    published = decisions.publication(ctx.store)
-    through = published["decisions_through"] if published else 0
+    done = ctx.request.query_params.get("done", "")
     return ctx.render(
         "product.html",
         sku=sku,
         product=found,
         history=history,
-        pending=bool(history) and history[0]["id"] > through,  # decided after the last assessment
-        done=ctx.request.query_params.get("done", ""),
+        pending=decisions.pending(ctx.store, sku),
+        done=decisions.outcome(ctx.store, done, ctx.user.username) if done else None,
+        done_token=done,
     )
 
 
@@ -94,19 +241,22 @@ EXPORT_COLUMNS = (
     "reasons",
     "next_review_due",
 )
+# A cell starting with one of these is run as a formula by spreadsheets (tab and CR too: some strip them first)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _cell(value: object) -> object:
-    """A text a spreadsheet would run as a formula (=, +, -, @) is written with a leading quote."""
-    return f"'{value}" if isinstance(value, str) and value[:1] in ("=", "+", "-", "@") else value
+    """A text a spreadsheet would run as a formula is written with a leading quote."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
 
 
 @page(*REVIEWERS)
 def export(ctx: Context) -> Response:
+    view = _view(ctx.request.query_params)
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(EXPORT_COLUMNS)
-    for row in decisions.queue_rows(ctx.store, _filters(ctx.request)):
+    for row in decisions.queue_rows(ctx.store, _filters(view), _order(view)):
         writer.writerow([_cell("; ".join(row[c]) if c == "reasons" else row[c]) for c in EXPORT_COLUMNS])
     return Response(
         out.getvalue(),
@@ -119,5 +269,8 @@ routes = [
     Route("/reviews", reviews),
     Route("/reviews.csv", export),
     Route("/reviews/decide", decide, methods=["POST"]),
-    Route("/products/{sku}", product_page),
+    Route("/reviews/undo", undo, methods=["POST"]),
+    Route("/reviews/bulk", bulk_preview, methods=["POST"]),
+    Route("/reviews/bulk/record", bulk_record, methods=["POST"]),
+    Route("/products/{sku:path}", product_page),
 ]

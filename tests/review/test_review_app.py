@@ -228,7 +228,8 @@ def test_a_decision_is_recorded_leaves_the_queue_and_shows_in_the_history(url, a
     note = '<script>alert("x")</script> & check the photos'
     response = decide(session, url, "SKU-000001", "refresh_listing", note, back="category=home&page=1")
     assert response.status_code == 303
-    assert response.headers["location"].startswith("/reviews?category=home&page=1&done=SKU-000001")
+    assert response.headers["location"].startswith("/reviews?category=home&page=1&done=")  # the submission's token
+    assert "Recorded “refresh listing” for SKU-000001" in session.get(url + response.headers["location"]).text
 
     assert "SKU-000001" not in skus(session.get(f"{url}/reviews", timeout=10).text)
     product = session.get(f"{url}/products/SKU-000001", timeout=10).text

@@ -40,7 +40,7 @@ def test_a_merchandiser_filters_decides_and_sees_the_product_leave_the_queue(bro
     page.get_by_role("button", name="Filter").click()
     rows = page.locator("table.queue tbody tr")
     expect(rows.first).to_be_visible()
-    assert set(rows.locator("td:nth-child(2)").all_inner_texts()) == {"apparel"}
+    assert set(rows.locator("td[data-label=Category]").all_inner_texts()) == {"apparel"}
     before = rows.count()
     sku = rows.first.get_attribute("id").removeprefix("row-")
 
@@ -48,6 +48,7 @@ def test_a_merchandiser_filters_decides_and_sees_the_product_leave_the_queue(bro
     row.get_by_label(f"Decision for {sku}").select_option("discontinue")
     row.get_by_label(f"Note for {sku}").fill("<b>replaced</b> by the 2027 range")
     row.get_by_role("button", name="Record").click()
+    page.get_by_role("button", name=f"Yes, discontinue {sku}").click()  # a discontinue is confirmed first
 
     expect(page.get_by_role("status")).to_contain_text(f"Recorded “discontinue” for {sku}")
     expect(page.get_by_label("Category")).to_have_value("apparel")  # back on the same filtered page

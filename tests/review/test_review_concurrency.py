@@ -106,7 +106,7 @@ def test_a_decision_waits_for_a_publication_in_progress_instead_of_failing(run_a
         started = time.monotonic()
         response = session.post(
             f"{url}/reviews/decide",
-            data={"csrf_token": token, "sku": sku, "decision": "discontinue"},
+            data={"csrf_token": token, "sku": sku, "decision": "discontinue", "confirmed": "yes"},
             allow_redirects=False,
             timeout=30,
         )

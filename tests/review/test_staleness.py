@@ -79,7 +79,8 @@ def add_mismatch(con, sku: str, days_ago: float, stale: bool = True) -> None:
 def decide(con, sku: str, decision: str, days_ago: float) -> None:
     n = con.execute("SELECT count(*) FROM review_decisions").fetchall()[0][0] + 1
     con.execute(
-        "INSERT INTO review_decisions VALUES (?, ?, ?, '', 'maria', ?, 'b', '{}', ?)",
+        """INSERT INTO review_decisions (decision_id, sku, decision, note, reviewer, decided_at, _batch_id, _raw,
+        _loaded_at) VALUES (?, ?, ?, '', 'maria', ?, 'b', '{}', ?)""",
         [n, sku, decision, ago(days_ago), NOW],
     )
 
