@@ -8,8 +8,12 @@ from here and publishes the queue back here; the web app never opens the warehou
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import os
 import sqlite3
+import stat
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -18,6 +22,7 @@ from pathlib import Path
 
 from cx_pipeline.core import transactions
 
+log = logging.getLogger(__name__)
 BUSY_TIMEOUT_MS = 30_000
 ROLES = ("merchandiser", "qa", "admin")
 
@@ -223,6 +228,7 @@ def open_store(path: str | Path) -> sqlite3.Connection:
     """Open (creating if needed) the store in WAL mode with a busy timeout; rows come back as `sqlite3.Row`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _owner_only(path)
     con = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
     con.row_factory = sqlite3.Row
     con.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -233,6 +239,24 @@ def open_store(path: str | Path) -> sqlite3.Connection:
     if version < SCHEMA_VERSION:
         _migrate(con, version)
     return con
+
+
+def _owner_only(path: Path) -> None:
+    """The store holds password hashes: create it readable by its owner only (SQLite gives its -wal and -shm
+    files the database file's mode), and take group and other access off a store (and those files) found
+    wider, with a warning. A file of another user's is left as it is."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    for file in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & 0o077:
+                file.chmod(mode & 0o700)
+                log.warning("%s was readable by other users (mode %o); now %o", file, mode, mode & 0o700)
+        except FileNotFoundError:
+            continue
+        except PermissionError as exc:
+            log.warning("could not make %s owner-only: %s", file, exc)
 
 
 def _migrate(con: sqlite3.Connection, version: int) -> None:

@@ -7,6 +7,7 @@ only its SHA-256 is stored, so a copy of the store does not hand out live sessio
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import secrets
 import sqlite3
@@ -22,6 +23,9 @@ from cx_pipeline.core.appstore import ROLES, iso, transaction, utc_now
 SESSION_HOURS = 12  # a working day; then log in again
 MIN_PASSWORD = 10
 MAX_FAILURES, LOCKOUT_MINUTES = 5, 15  # failed logins per user within the window before it is refused
+# Failed logins from one client address within the window, whatever the user names: room for an office
+# behind one address to mistype, too few for a client to try name after name.
+MAX_CLIENT_FAILURES = 20
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 
 _hasher = PasswordHasher()
@@ -32,6 +36,17 @@ _DUMMY_HASH = _hasher.hash("not a password of anyone")
 
 class AccountError(ValueError):
     """A user-management request that cannot be done; the message says why."""
+
+
+class ClientThrottled(AccountError):
+    """Too many failed logins from one client address: refused for `retry_after` seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        minutes = math.ceil(retry_after / 60)
+        super().__init__(
+            f"too many failed logins from your network address; try again in {minutes} minute{'s' * (minutes > 1)}"
+        )
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -105,13 +120,18 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def login(store: sqlite3.Connection, username: str, password: str) -> str:
+def login(
+    store: sqlite3.Connection, username: str, password: str, client: str | None = None, now: datetime | None = None
+) -> str:
     """Check the password and open a session; returns the session token for the cookie. Raises AccountError
     with one message for every failure (unknown user, wrong password, disabled). Each attempt counts as a
     failure until it succeeds, so parallel guesses are counted too; with `MAX_FAILURES` in the last
-    `LOCKOUT_MINUTES`, the user is refused until the oldest of them is that old."""
-    now = datetime.now(UTC)
+    `LOCKOUT_MINUTES`, the user is refused until the oldest of them is that old. `client` is the address the
+    attempt came from: with `MAX_CLIENT_FAILURES` failures from it in the window, whatever the user names, it
+    is refused (ClientThrottled) before any name is looked at, so the refusal says nothing about the name."""
+    now = now or datetime.now(UTC)
     window = iso(now - timedelta(minutes=LOCKOUT_MINUTES))
+    client_attempt = _count_client_attempt(store, client, now) if client is not None else None
     if not USERNAME.match(username):  # never stored; the same work as a real check, so it says nothing
         _verify(_DUMMY_HASH, password)
         raise AccountError("unknown user or wrong password")
@@ -130,6 +150,8 @@ def login(store: sqlite3.Connection, username: str, password: str) -> str:
         if _hasher.check_needs_rehash(row["password_hash"]):
             store.execute("UPDATE users SET password_hash = ? WHERE username = ?", [_hasher.hash(password), username])
         store.execute("DELETE FROM login_failures WHERE username = ?", [username])
+        # only this attempt stops counting against the client: a login of one's own clears no one's guesses
+        store.execute("DELETE FROM login_client_failures WHERE rowid = ?", [client_attempt])
         store.execute("DELETE FROM sessions WHERE expires_at <= ?", [iso(now)])
         store.execute(
             "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
@@ -142,6 +164,21 @@ def login(store: sqlite3.Connection, username: str, password: str) -> str:
             ],
         )
     return token
+
+
+def _count_client_attempt(store: sqlite3.Connection, client: str, now: datetime) -> int:
+    """Count an attempt from `client` as a failure (until it succeeds) and return its row id; raise
+    ClientThrottled when the client already has `MAX_CLIENT_FAILURES` in the window."""
+    window = now - timedelta(minutes=LOCKOUT_MINUTES)
+    with transaction(store):
+        store.execute("DELETE FROM login_client_failures WHERE failed_at <= ?", [iso(window)])
+        failures, oldest = store.execute(
+            "SELECT count(*), min(failed_at) FROM login_client_failures WHERE client = ?", [client]
+        ).fetchone()
+        if failures >= MAX_CLIENT_FAILURES:
+            free_at = datetime.fromisoformat(oldest) + timedelta(minutes=LOCKOUT_MINUTES)
+            raise ClientThrottled(max(1, math.ceil((free_at - now).total_seconds())))
+        return store.execute("INSERT INTO login_client_failures VALUES (?, ?)", [client, iso(now)]).lastrowid
 
 
 def _verify(password_hash: str, password: str) -> bool:

@@ -7,6 +7,8 @@ everything (Jinja2 autoescape). The warehouse is never opened, so a pipeline run
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import secrets
 import sqlite3
@@ -125,7 +127,11 @@ def _login(request: Request, form: FormData) -> Response:
         return render("login.html", 403, next=target, csrf_token=expected, error="The form expired; please try again.")
     with appstore.connect(request.app.state.store_path) as store:
         try:
-            token = accounts.login(store, username, password)
+            token = accounts.login(store, username, password, client=request.client.host if request.client else "")
+        except accounts.ClientThrottled as exc:
+            refused = render("login.html", 429, next=target, csrf_token=expected, error=str(exc), username=username)
+            refused.headers["retry-after"] = str(exc.retry_after)
+            return refused
         except accounts.AccountError as exc:
             return render("login.html", 401, next=target, csrf_token=expected, error=str(exc), username=username)
     response = RedirectResponse(target, status_code=303)
@@ -160,7 +166,13 @@ def home(ctx: Context) -> Response:
 
 
 class BodyLimit:
-    """Refuses request bodies over `max_bytes` (413) before they are read whole, whatever the route."""
+    """Refuses a request body over `max_bytes` with 413, whatever the route, without holding it: at once when
+    the declared Content-Length is over, else (a chunked body) as soon as the bytes read pass the limit; the
+    route then sees the client gone, and its own answer is dropped. The refusal reads and drops the rest of
+    the body (up to `DRAIN_BYTES`, for `DRAIN_SECONDS`) before it closes the connection, so that a client
+    still sending gets the answer instead of a reset."""
+
+    DRAIN_BYTES, DRAIN_SECONDS = 32 * 2**20, 10.0
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -169,21 +181,58 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers", [])).get(b"content-length", b"0")
-        if int(declared or 0) > self.max_bytes:
-            await Response("request too large", status_code=413)(scope, receive, send)
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(receive, send, body_pending=True)
             return
-        seen = 0
+        seen, refused, started = 0, False, False
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise ValueError("request body over the limit")  # uvicorn answers 500 and drops the connection
-            return message
+            if seen <= self.max_bytes:
+                return message
+            refused = True
+            if not started:
+                await self._refuse(receive, send, body_pending=message.get("more_body", False))
+            return {"type": "http.disconnect"}  # the route stops reading (Starlette: ClientDisconnect)
 
-        await self.app(scope, counted, send)
+        async def unless_refused(message: Message) -> None:
+            nonlocal started
+            if not refused:
+                started = True
+                await send(message)
+
+        try:
+            await self.app(scope, counted, unless_refused)
+        except Exception:
+            if not refused:  # else: the route failing on a body it never got whole, already answered
+                raise
+
+    async def _refuse(self, receive: Receive, send: Send, body_pending: bool) -> None:
+        mib = self.max_bytes / 2**20
+        response = render(
+            "error.html", 413, message=f"The request is too large: the most this app takes is {mib:g} MiB."
+        )
+        headers = [*response.raw_headers, (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": response.body, "more_body": True})
+        if body_pending:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drain(receive), self.DRAIN_SECONDS)
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _drain(self, receive: Receive) -> None:
+        """Read and drop what the client is still sending, up to `DRAIN_BYTES`."""
+        drained = 0
+        while drained < self.DRAIN_BYTES:
+            message = await receive()
+            drained += len(message.get("body", b""))
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
 
 
 class SecurityHeaders:
