@@ -105,9 +105,10 @@ def _refused(ctx: Context, exc: decisions.DecisionError) -> Response:
 
 
 def _to_queue(view: dict[str, str], token: str, focus: str = "") -> str:
-    """Back to the reviewer's page of the queue, the banner for `token`, and the focus on row `focus`."""
-    target = "/reviews?" + _query(view, done=token, focus=focus)
-    return target + (f"#row-{quote(focus, safe='')}" if focus else "")
+    """Back to the reviewer's page of the queue, the banner for `token`, and the focus on row `focus` (its
+    decision control gets `autofocus`, which scrolls it into view; no #fragment: a fragment's target makes
+    browsers skip autofocus)."""
+    return "/reviews?" + _query(view, done=token, focus=focus)
 
 
 @page(*REVIEWERS)
