@@ -69,7 +69,7 @@ KPIS = (
         (
             (Metric("return_per_1000", "Return inquiries", PER_1000),),
             (Metric("inspections_logged", "Inspections logged", "lots"),),
-            (Metric("dhu", "Defects per hundred units (DHU)", "DHU"),),
+            (Metric("dhu", "Defects per hundred units", "DHU"),),
         ),
     ),
 )

@@ -34,8 +34,9 @@ WITH latest_plan AS (
     WHERE state NOT IN ('sent', 'applied', 'not_applied')
     QUALIFY row_number() OVER (PARTITION BY sku ORDER BY pushed_at DESC, batch_no DESC) = 1
 ), quarantined AS (
-    SELECT q.feed, q.expectation, count(*) AS rows, min(q.quarantined_at) AS since,
-           arg_max(b.run_id, q.quarantined_at) AS run_id,
+    -- on the source's clock, as every other age here: the pull's as_of (quarantined_at is the host's)
+    SELECT q.feed, q.expectation, count(*) AS rows, min(coalesce(b.as_of, q.quarantined_at)) AS since,
+           arg_max(b.run_id, coalesce(b.as_of, q.quarantined_at)) AS run_id,
            string_agg(DISTINCT coalesce(q.row_key, '(no key)'), ', ' ORDER BY coalesce(q.row_key, '(no key)'))
                AS keys
     FROM quarantine q LEFT JOIN ingest_batches b USING (batch_id)

@@ -14,8 +14,15 @@ from cx_pipeline.web.core import Context, page
 def _panel(kpi: weekly.Kpi, shown: weekly.Published) -> dict[str, object]:
     """One KPI's charts (one per unit, the KPI itself first), its table and its change since the first week."""
     charts = [
-        svg_lines(shown.weeks, {m.label: shown.values[m.name] for m in chart}, _chart_title(chart), chart[0].unit)
+        {
+            "title": _chart_title(chart),
+            # a measure with nothing on record in these weeks gets a sentence, not an empty frame
+            "svg": svg_lines(shown.weeks, series, _chart_title(chart), chart[0].unit)
+            if any(v is not None for values in series.values() for v in values)
+            else None,
+        }
         for chart in kpi.charts
+        for series in [{m.label: shown.values[m.name] for m in chart}]
     ]
     return {
         "kpi": kpi,

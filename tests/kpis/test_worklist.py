@@ -9,7 +9,8 @@ from cx_pipeline import warehouse
 from cx_pipeline.core import appstore
 from cx_pipeline.kpis import worklist
 
-NOW = datetime(2026, 11, 16, 6, tzinfo=UTC)
+NOW = datetime(2026, 11, 16, 6, tzinfo=UTC)  # the sources' clock
+HOST_CLOCK = datetime(2026, 12, 5, 5, tzinfo=UTC)  # the pipeline host's, which stamps quarantined_at
 
 
 def ago(hours: float) -> datetime:
@@ -42,19 +43,20 @@ def plant_every_kind(con) -> None:
     audit(con, "run-2", "SKU-OK", "refused", ago(5), "storefront busy")
     audit(con, "run-3", "SKU-OK", "ok", ago(2))  # a later write got through: settled
     con.execute(
-        """INSERT INTO ingest_batches (batch_id, feed, run_id, fetched_at, pages, rows_fetched, rows_new,
+        """INSERT INTO ingest_batches (batch_id, feed, run_id, fetched_at, as_of, pages, rows_fetched, rows_new,
                                        rows_updated, rows_unchanged, rows_duplicate)
-        VALUES ('b1', 'on_hand', 'run-1', ?, 1, 3, 3, 0, 0, 0), ('b2', 'on_hand', 'run-3', ?, 1, 3, 3, 0, 0, 0)""",
-        [ago(30), ago(2)],
+        VALUES ('b1', 'on_hand', 'run-1', ?, ?, 1, 3, 3, 0, 0, 0),
+               ('b2', 'on_hand', 'run-3', ?, ?, 1, 3, 3, 0, 0, 0)""",
+        [HOST_CLOCK, ago(30), HOST_CLOCK, ago(2)],  # the host's clock is not the sources': ages use as_of
     )
-    for batch, key, at, released in (
-        ("b1", "SKU-H|WH-EAST", ago(30), None),
-        ("b2", "SKU-X|WH-EAST", ago(2), None),
-        ("b1", "SKU-Y|WH-EAST", ago(30), ago(3)),  # released: no longer a problem
+    for batch, key, released in (
+        ("b1", "SKU-H|WH-EAST", None),
+        ("b2", "SKU-X|WH-EAST", None),
+        ("b1", "SKU-Y|WH-EAST", ago(3)),  # released: no longer a problem
     ):
         con.execute(
             "INSERT INTO quarantine VALUES ('on_hand', ?, 'on_hand is an integer >= 0', ?, '{}', ?, ?)",
-            [batch, key, at, released],
+            [batch, key, HOST_CLOCK, released],
         )
     con.execute(
         "INSERT INTO push_plans VALUES ('run-3', ?, 'rest', 2, 0, 0, 0, 0, 1, 1, 0, 0.2, false, 'pushed')", [ago(2)]
