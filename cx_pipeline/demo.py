@@ -166,7 +166,7 @@ def print_vendure_view(shop: Any, warehouse_path: Path) -> None:
 
 
 WORLD_DATA = ("review_decisions", "review_queue", "inspection_defects", "inspections", "inspection_lots",
-              "return_risk", "risk_drivers", "publications")  # fmt: skip
+              "return_risk", "risk_drivers", "kpi_weeks", "operator_worklist", "publications")  # fmt: skip
 
 
 def demo_clock(data_dir: Path, seed: int, skus: int, storefront: str = "rest") -> datetime:
