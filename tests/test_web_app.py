@@ -1,5 +1,6 @@
-"""What every page of the web app shares, over real HTTP: uploads over the size limit
-refused with 413 however they are sent, the per-client login throttle and an owner-only app store."""
+"""What every page of the web app shares, over real HTTP and in a real Chromium: uploads over the size limit
+refused with 413 however they are sent, the per-client login throttle, an owner-only app store, and the
+global layout's contrast, skip link and phone width."""
 
 import logging
 import os
@@ -11,11 +12,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from playwright.sync_api import Browser, Page, expect
 
 from cx_pipeline.core import appstore
 from cx_pipeline.web import accounts
 from cx_pipeline.web.app import MAX_BODY_BYTES
-from tests.helpers import WORLD_NOW, add_user, listening, login, serve_app
+from tests.helpers import WORLD_NOW, add_user, listening, login, screenshot, serve_app
 
 PASSWORD = "a long enough password"
 BOUNDARY = "cx-test-boundary"
@@ -199,3 +201,95 @@ def test_an_existing_store_readable_by_others_is_made_owner_only_with_a_warning(
     assert mode(path) == 0o600
     warned = [r.getMessage() for r in caplog.records if "readable by other users" in r.getMessage()]
     assert len(warned) == 3 and all("(mode 644); now 600" in message for message in warned)
+
+
+# --- the global layout in Chromium: contrast, skip link, phone width ---
+
+BACKGROUND = """el => {  // the colour behind an element: its own or the nearest ancestor's that is not transparent
+  for (let e = el; e; e = e.parentElement) {
+    const c = getComputedStyle(e).backgroundColor;
+    if (c !== 'rgba(0, 0, 0, 0)' && c !== 'transparent') return c;
+  }
+  return 'rgb(255, 255, 255)';
+}"""
+
+
+def rgb(css: str) -> tuple[int, int, int]:
+    red, green, blue = (int(v) for v in re.findall(r"\d+", css)[:3])
+    return red, green, blue
+
+
+def contrast(one: str, other: str) -> float:
+    """The WCAG 2.1 contrast ratio of two CSS colours."""
+
+    def luminance(color: str) -> float:
+        linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in (v / 255 for v in rgb(color))]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    light, dark = sorted((luminance(one), luminance(other)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def log_in(page: Page, url: str, path: str = "/quality/upload") -> None:
+    page.goto(f"{url}{path}")
+    page.get_by_label("User name").fill("quinn")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("button", name="Log out")).to_be_visible()
+
+
+def test_links_reach_4_5_to_1_and_field_borders_3_to_1_against_their_background(browser: Browser, url):
+    page = browser.new_page()
+    page.goto(f"{url}/login")
+    for field in (page.get_by_label("User name"), page.get_by_label("Password")):
+        border = field.evaluate("el => getComputedStyle(el).borderTopColor")
+        assert contrast(border, field.evaluate(BACKGROUND)) >= 3
+        assert contrast(border, page.locator("body").evaluate(BACKGROUND)) >= 3  # and the page around the box
+
+    log_in(page, url)
+    links = page.locator("header nav a, main a")
+    assert links.count() >= 4
+    for link in links.all():
+        ratio = contrast(link.evaluate("el => getComputedStyle(el).color"), link.evaluate(BACKGROUND))
+        assert ratio >= 4.5, f"{link.inner_text()}: {ratio:.2f}:1"
+    page.close()
+
+
+def test_the_skip_link_is_the_first_stop_and_leads_to_the_content(browser: Browser, url):
+    page = browser.new_page()
+    log_in(page, url)
+    skip = page.get_by_role("link", name="Skip to content")
+    expect(skip).not_to_be_in_viewport()  # out of sight until it has the focus
+    page.keyboard.press("Tab")
+    expect(skip).to_be_focused()
+    expect(skip).to_be_in_viewport()
+    page.keyboard.press("Enter")
+    assert page.url.endswith("#content")
+    assert page.locator("main").get_attribute("id") == "content"
+    page.keyboard.press("Tab")  # the next stop is inside the page's content, past the header
+    assert page.evaluate("document.activeElement.closest('main') !== null")
+    page.close()
+
+
+def scrolls_sideways(page: Page, selector: str = "html") -> bool:
+    return page.locator(selector).evaluate("el => el.scrollWidth > el.clientWidth")
+
+
+def test_at_phone_width_nothing_scrolls_sideways_and_log_out_is_on_screen(browser: Browser, url):
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.goto(f"{url}/login")
+    assert not scrolls_sideways(page)
+    screenshot(page, "login-phone")
+
+    log_in(page, url)
+    for path in ("/quality/upload", "/reviews"):  # a QA page, and the error page of one QA may not open
+        page.goto(f"{url}{path}")
+        expect(page.get_by_role("button", name="Log out")).to_be_in_viewport(ratio=1)
+        assert not scrolls_sideways(page, "header")
+    expect(page.get_by_role("alert")).to_contain_text("Your role does not give access")
+    assert not scrolls_sideways(page)  # the whole error page
+
+    page.goto(f"{url}/quality/upload")
+    screenshot(page, "header-phone")
+    context.close()
