@@ -68,15 +68,26 @@ def inspection_results(
 
 
 @dg.asset(
-    group_name="quality", kinds={"duckdb", "python"}, owners=OWNERS, pool=WAREHOUSE_POOL, deps=[inspection_results]
+    group_name="quality",
+    kinds={"duckdb", "sqlite", "python"},
+    owners=OWNERS,
+    pool=WAREHOUSE_POOL,
+    deps=[inspection_results],
 )
-def inspection_dhu(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """Defects per hundred units (DHU) by inspection segment, supplier and category over the last 90 days."""
+def inspection_dhu(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, app_store: AppStoreResource
+) -> dg.MaterializeResult:
+    """Defects per hundred units (DHU) by inspection segment, supplier and category over the last 90 days, from
+    each lot's latest result (an amendment replaces the result it amends); per category and segment, published
+    to the web app's segments page."""
     with warehouse.connect() as con:
-        inspections.build_dhu(con, wms_clock(con))
+        now = wms_clock(con)
+        inspections.build_dhu(con, now)
         by_segment = inspections.dhu_by(con, "category", "item")
         by_supplier = inspections.dhu_by(con, "supplier_id")
         by_category = inspections.dhu_by(con, "category")
+    with app_store.connect() as store:
+        inspections.publish_dhu(store, by_segment, context.run_id, now)
     metadata: dict[str, object] = {
         "segments": len(by_segment),
         "by_segment": markdown(by_segment, "no inspections in the window"),

@@ -183,7 +183,26 @@ MIGRATIONS: dict[int, str] = {
         WHERE d.decision <> 'undo' AND NOT EXISTS (SELECT 1 FROM review_decisions u WHERE u.undoes = d.id)
     """,
     4: """
-    -- QA's pages
+    -- QA's pages: an entry that amends the lot's result on record names it and says why (the latest counts)
+    ALTER TABLE inspections ADD COLUMN amends INTEGER;
+    ALTER TABLE inspections ADD COLUMN amend_reason TEXT NOT NULL DEFAULT '';
+    CREATE TABLE IF NOT EXISTS qa_submissions (   -- one per QA form sent: the same one sent again stores nothing
+        token         TEXT PRIMARY KEY,
+        inspection_id INTEGER NOT NULL,           -- the last inspection it stored
+        lots          INTEGER NOT NULL,
+        username      TEXT NOT NULL,
+        submitted_at  TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS dhu_segments (     -- defects per hundred units per category and item, as published
+        category TEXT NOT NULL,
+        item     TEXT NOT NULL,
+        lots     INTEGER NOT NULL,
+        units    INTEGER NOT NULL,
+        defects  INTEGER NOT NULL,
+        dhu      REAL NOT NULL,
+        PRIMARY KEY (category, item)
+    );
+    CREATE INDEX IF NOT EXISTS inspection_lots_by_sku ON inspection_lots (sku);
     """,
     5: """
     -- the KPI and operator pages

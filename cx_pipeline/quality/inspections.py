@@ -3,19 +3,25 @@ lots QA may inspect, their import into the warehouse, and defects per hundred un
 
 An entry is one lot (a receipt line): per checklist item of the lot's category, the number of defects of each
 severity found in the Z1.4 sample. Every entry is checked whole before anything is stored; a CSV file is
-checked whole before any of it is stored, and every bad row is reported with its row number.
+checked whole before any of it is stored, and its problems are reported grouped by reason, with their rows.
+A lot's first result is an inspection; a later one must be an explicit amendment (with a reason) that supersedes
+it: both are kept, and the latest counts. Every form submission carries a one-time token, so a submission sent
+twice stores once.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from typing import IO
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from cx_pipeline.core import appstore
@@ -30,9 +36,14 @@ FEED = "inspections"  # its name in ingest_batches and quarantine
 LOT_WINDOW_DAYS = 60  # received lots offered to QA, and accepted in an entry
 PUBLISH_CHUNK = 50_000  # lots per read from DuckDB and per write to SQLite
 CLOCK_SKEW = timedelta(minutes=5)
+LOTS_BY_SKU = "CREATE INDEX IF NOT EXISTS inspection_lots_by_sku ON inspection_lots (sku)"
 CSV_REQUIRED = ("receipt_id", "line_no", "item", *aql.SEVERITIES)
 CSV_OPTIONAL = ("inspected_at", "note")
 MAX_NOTE = 1000
+CSV_CHUNK_ROWS = 50_000  # rows parsed at a time from an upload
+MAX_PROBLEM_ROWS = 10_000  # past this many bad rows, an upload's problems are counted, no longer collected
+SHOWN_PROBLEMS, SHOWN_RANGES = 50, 30  # reasons listed, and row ranges per reason
+WHOLE_NUMBER = r"[0-9]{1,9}(?:\.0*)?"  # what a spreadsheet writes for a count: 12 or 12.0; never inf, nan, 1e400
 
 DDL = """
 CREATE TABLE IF NOT EXISTS inspections (
@@ -79,12 +90,73 @@ QUALIFY row_number() OVER (PARTITION BY receipt_id, line_no ORDER BY inspection_
 
 
 class InspectionError(ValueError):
-    """An entry or a file that cannot be stored; `problems` lists every reason (with row numbers for a file)."""
+    """An entry or a file that cannot be stored; `problems` lists every reason (with row numbers for a file),
+    `count` how many problems were found (a file's list groups and caps them)."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], count: int | None = None) -> None:
         self.problems = problems
+        self.count = len(problems) if count is None else count
         shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
         super().__init__(shown)
+
+
+def row_ranges(rows: np.ndarray) -> str:
+    """Sorted, distinct row numbers in words: `row 4`, `rows 4, 9, 12-40` (the first SHOWN_RANGES runs)."""
+    breaks = np.flatnonzero(np.diff(rows) != 1)
+    starts, ends = rows[np.r_[0, breaks + 1]], rows[np.r_[breaks, len(rows) - 1]]
+    runs = [str(a) if a == b else f"{a}-{b}" for a, b in zip(starts[:SHOWN_RANGES], ends[:SHOWN_RANGES], strict=True)]
+    text = f"{'row' if len(rows) == 1 else 'rows'} {', '.join(runs)}"
+    if len(starts) > SHOWN_RANGES:
+        text += f" and {int((rows > ends[SHOWN_RANGES - 1]).sum()):,} more"
+    return text
+
+
+class Problems:
+    """A file's problems by reason, each with its rows: `line_no is not a whole number: rows 4, 9, 12-40`.
+
+    Row numbers are kept up to MAX_PROBLEM_ROWS; past that, problems are only counted, so a large file of bad
+    rows costs neither the memory nor the time of a line per row."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[np.ndarray]] = {}
+        self.counted: dict[str, int] = {}  # problems per reason among the rows kept
+        self.kept = self.count = 0
+
+    @property
+    def full(self) -> bool:
+        return self.kept >= MAX_PROBLEM_ROWS
+
+    def add(self, reason: str, rows: Iterable[int], count: int | None = None) -> None:
+        """`reason` on `rows`: a problem per row, or `count` of them (a lot with a gap is one, over its rows)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        count = len(rows) if count is None else count
+        self.count += count
+        room = min(len(rows), MAX_PROBLEM_ROWS - self.kept)
+        if room > 0:
+            self.rows.setdefault(reason, []).append(rows[:room])
+            self.counted[reason] = self.counted.get(reason, 0) + (count if room == len(rows) else room)
+            self.kept += room
+
+    def add_each(self, reasons: pd.Series, rows: pd.Series) -> None:
+        """Rows with a reason of their own each (`lot RCV-9/1 is not ...`), grouped by reason."""
+        room = max(0, MAX_PROBLEM_ROWS - self.kept)
+        self.count += max(0, len(rows) - room)
+        for reason, group in rows.iloc[:room].groupby(reasons.iloc[:room].to_numpy(), sort=False):
+            self.add(str(reason), group.to_numpy())
+
+    def lines(self) -> list[str]:
+        """The reasons in the order of their first row, the rest counted in a last line."""
+        groups = sorted(
+            ((np.unique(np.concatenate(r)), reason) for reason, r in self.rows.items()), key=lambda g: g[0][0]
+        )
+        shown = groups[:SHOWN_PROBLEMS]
+        lines = [f"{reason}: {row_ranges(rows)}" for rows, reason in shown]
+        if hidden := self.count - sum(self.counted[reason] for _, reason in shown):
+            lines.append(f"and {hidden:,} more problem{'s' if hidden > 1 else ''} not shown")
+        return lines
+
+    def error(self) -> InspectionError:
+        return InspectionError(self.lines(), self.count)
 
 
 @dataclass(frozen=True)
@@ -155,6 +227,7 @@ def publish_lots(
             store.execute("DROP TABLE inspection_lots")
             store.execute(f"ALTER TABLE {table} RENAME TO inspection_lots")
             store.execute(appstore.LOTS_INDEX)
+            store.execute(LOTS_BY_SKU)  # QA's search by SKU (migration 4 made it on the first list)
         store.execute("DELETE FROM inspection_lots WHERE received_at < ?", [iso(now - timedelta(days=window_days))])
         if through is not None:
             store.execute(
@@ -231,20 +304,74 @@ def lot(store: sqlite3.Connection, receipt_id: str, line_no: int) -> Lot | None:
     return Lot(**dict(row)) if row else None
 
 
+@dataclass(frozen=True)
+class LotSearch:
+    """What QA narrows the list of lots to; empty fields do not narrow it. `sku` and `supplier` match from the
+    start (any case); `lot` matches a receipt id from the start, or one lot as `receipt id/line`; the dates are
+    days received (UTC), both included."""
+
+    category: str = ""
+    sku: str = ""
+    lot: str = ""
+    supplier: str = ""
+    received_from: date | None = None
+    received_to: date | None = None
+    pending_only: bool = True
+
+
+def like_prefix(text: str) -> str:
+    """A LIKE pattern matching what starts with `text` (its own % and _ taken literally)."""
+    return re.sub(r"([\\%_])", r"\\\1", text) + "%"
+
+
 def lots_page(
-    store: sqlite3.Connection, category: str = "", pending_only: bool = True, page: int = 1, size: int = 50
+    store: sqlite3.Connection, search: LotSearch = LotSearch(), page: int = 1, size: int = 50
 ) -> appstore.Page:
-    """Received lots, newest first, with their latest inspection if any."""
-    where = ["(? = '' OR l.category = ?)"]
-    if pending_only:
-        where.append("i.id IS NULL")
+    """Received lots matching `search`, newest first, with their latest inspection if any."""
+    where, params = ["1 = 1"], []
+    if search.category:
+        where.append("l.category = ?")
+        params.append(search.category)
+    if search.sku:
+        where.append("l.sku LIKE ? ESCAPE '\\'")
+        params.append(like_prefix(search.sku))
+    if search.supplier:
+        where.append("l.supplier_id LIKE ? ESCAPE '\\'")
+        params.append(like_prefix(search.supplier))
+    if search.lot:
+        receipt, _, line = search.lot.rpartition("/")
+        one_lot = receipt and line.isascii() and line.isdigit() and len(line) <= 9
+        where.append("(l.receipt_id LIKE ? ESCAPE '\\' OR (l.receipt_id = ? AND l.line_no = ?))")
+        params += [like_prefix(search.lot), receipt if one_lot else None, int(line) if one_lot else None]
+    if search.received_from:
+        where.append("l.received_at >= ?")
+        params.append(search.received_from.isoformat())
+    if search.received_to:
+        where.append("l.received_at < ?")
+        params.append((search.received_to + timedelta(days=1)).isoformat())
+    if search.pending_only:
+        where.append("last.id IS NULL")
     source = f"""FROM inspection_lots l
-        LEFT JOIN (SELECT receipt_id, line_no, max(id) AS id FROM inspections GROUP BY receipt_id, line_no) last
-            USING (receipt_id, line_no)
+        LEFT JOIN (SELECT receipt_id, line_no, max(id) AS id, count(*) AS entries FROM inspections
+                   GROUP BY receipt_id, line_no) last USING (receipt_id, line_no)
         LEFT JOIN inspections i ON i.id = last.id
         WHERE {" AND ".join(where)}"""
     order = "l.received_at DESC, l.receipt_id, l.line_no"
-    return appstore.paged(store, "l.*, i.id AS inspection_id, i.verdict", source, [category] * 2, order, page, size)
+    select = "l.*, i.id AS inspection_id, i.verdict, last.entries"
+    return appstore.paged(store, select, source, params, order, page, size)
+
+
+def lot_history(store: sqlite3.Connection, receipt_id: str, line_no: int) -> list[dict[str, object]]:
+    """Every result entered for a lot, latest first, with its defect totals; all but the first are superseded."""
+    rows = store.execute(
+        """SELECT i.*, sum(d.defects) FILTER (WHERE d.severity = 'critical') AS critical,
+                  sum(d.defects) FILTER (WHERE d.severity = 'major') AS major,
+                  sum(d.defects) FILTER (WHERE d.severity = 'minor') AS minor
+        FROM inspections i JOIN inspection_defects d ON d.inspection_id = i.id
+        WHERE i.receipt_id = ? AND i.line_no = ? GROUP BY i.id ORDER BY i.id DESC""",
+        [receipt_id, line_no],
+    ).fetchall()
+    return [dict(r) | {"superseded": n > 0} for n, r in enumerate(rows)]
 
 
 # --- recording ---
@@ -297,12 +424,28 @@ def verdict(found: Lot, entry: Entry, checklists: Checklists) -> dict[str, str]:
     return plan_for(found, checklists).verdict(totals)
 
 
+@dataclass(frozen=True)
+class Stored:
+    """What a submission stored: its last inspection's id and how many lots (a repeated submission: the first's)."""
+
+    inspection_id: int
+    lots: int
+
+
 def _store(
-    store: sqlite3.Connection, lots: pd.DataFrame, defects: pd.DataFrame, checklists: Checklists, now: datetime
-) -> int:
-    """Insert checked lots (one row each: Lot columns, inspected_at, note, inspector, source) and their defects
-    (receipt_id, line_no, item, severity, defects) in one transaction, with each lot's sample size and
-    verdict; returns the id of the last inspection stored."""
+    store: sqlite3.Connection,
+    lots: pd.DataFrame,
+    defects: pd.DataFrame,
+    checklists: Checklists,
+    now: datetime,
+    inspector: str,
+    submission: str | None = None,
+) -> Stored:
+    """Insert checked lots (one row each: Lot columns, inspected_at, note, source, amends, amend_reason) and their
+    defects (receipt_id, line_no, item, severity, defects) in one transaction, with each lot's sample size and
+    verdict. `amends` is the inspection each lot's entry supersedes as the user saw it (None: a first one);
+    when another entry came in meanwhile, nothing is stored. A `submission` token already used stores nothing
+    and answers what its first use stored."""
     plans = {size: aql.lot_plan(int(size), checklists.aql) for size in lots["lot_size"].unique()}
     totals = defects.pivot_table(
         index=["receipt_id", "line_no"], columns="severity", values="defects", aggfunc="sum", fill_value=0
@@ -317,106 +460,269 @@ def _store(
         verdict=rejected.map({True: "reject", False: "accept"}),
         inspected_at=[iso(pd.Timestamp(t)) if pd.notna(t) else iso(now) for t in lots["inspected_at"]],
         entered_at=iso(now),
+        inspector=inspector,
     )
     with appstore.transaction(store):
+        if submission and (first := _submitted(store, submission)):
+            return first
+        current = _on_record(store, lots[["receipt_id", "line_no"]])
+        seen = lots.merge(current, on=["receipt_id", "line_no"], how="left")
+        moved = seen["on_record"].fillna(0).to_numpy() != seen["amends"].astype("Int64").fillna(0).to_numpy()
+        if moved.any():
+            raise InspectionError(
+                [f"lot {r}/{n} was inspected or amended meanwhile: reload it, look at its result on record and "
+                 "amend that if it still needs it" for r, n in seen.loc[moved, ["receipt_id", "line_no"]].head(20)
+                 .itertuples(index=False)]
+            )  # fmt: skip
         (last,) = store.execute(
             "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'inspections'), 0),"
             " coalesce((SELECT max(id) FROM inspections), 0))"
         ).fetchone()
         lots["id"] = range(last + 1, last + 1 + len(lots))  # ids given here, so the defects can name them
         columns = ["id", "receipt_id", "line_no", "sku", "category", "supplier_id", "lot_size", "sample_size",
-                   "verdict", "inspector", "inspected_at", "entered_at", "source", "note"]  # fmt: skip
+                   "verdict", "inspector", "inspected_at", "entered_at", "source", "note", "amends",
+                   "amend_reason"]  # fmt: skip
         store.executemany(
             f"INSERT INTO inspections ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-            lots[columns].astype(object).itertuples(index=False, name=None),
+            lots[columns].astype(object).where(lots[columns].notna(), None).itertuples(index=False, name=None),
         )
         rows = defects.merge(lots[["receipt_id", "line_no", "id"]], on=["receipt_id", "line_no"])
         store.executemany(
             "INSERT INTO inspection_defects VALUES (?, ?, ?, ?)",
             rows[["id", "item", "severity", "defects"]].astype(object).itertuples(index=False, name=None),
         )
-    return int(lots["id"].iat[-1])
+        stored = Stored(int(lots["id"].iat[-1]), len(lots))
+        if submission:
+            store.execute(
+                "INSERT INTO qa_submissions VALUES (?, ?, ?, ?, ?)",
+                [submission, stored.inspection_id, stored.lots, inspector, iso(now)],
+            )
+    return stored
+
+
+def _submitted(store: sqlite3.Connection, submission: str) -> Stored | None:
+    row = store.execute("SELECT inspection_id, lots FROM qa_submissions WHERE token = ?", [submission]).fetchone()
+    return Stored(*row) if row else None
+
+
+def _on_record(store: sqlite3.Connection, keys: pd.DataFrame) -> pd.DataFrame:
+    """The latest inspection (`on_record`, its `on_record_at`) of each lot of `keys` that has one."""
+    _wanted(store, keys)
+    rows = store.execute(
+        """SELECT i.receipt_id, i.line_no, i.id, i.inspected_at FROM inspections i
+        JOIN (SELECT receipt_id, line_no, max(id) AS id FROM inspections JOIN wanted USING (receipt_id, line_no)
+              GROUP BY receipt_id, line_no) last ON last.id = i.id"""
+    ).fetchall()
+    return pd.DataFrame(
+        [tuple(r) for r in rows], columns=["receipt_id", "line_no", "on_record", "on_record_at"]
+    ).astype({"line_no": int, "on_record": "Int64"})
+
+
+def _wanted(store: sqlite3.Connection, keys: pd.DataFrame) -> None:
+    """Lots (receipt_id, line_no) in a temporary table to join."""
+    store.execute("CREATE TEMP TABLE IF NOT EXISTS wanted (receipt_id TEXT, line_no INTEGER)")
+    store.execute("DELETE FROM wanted")
+    store.executemany("INSERT INTO wanted VALUES (?, ?)", keys.drop_duplicates().itertuples(index=False, name=None))
 
 
 def record(
-    store: sqlite3.Connection, entry: Entry, checklists: Checklists, inspector: str, now: datetime | None = None
+    store: sqlite3.Connection,
+    entry: Entry,
+    checklists: Checklists,
+    inspector: str,
+    now: datetime | None = None,
+    amends: int | None = None,
+    amend_reason: str = "",
+    submission: str | None = None,
 ) -> int:
-    """Store one lot's results entered in the form; returns the inspection id. `now` is the app's clock."""
+    """Store one lot's results entered in the form; returns the inspection id. A lot with a result on record
+    takes only an amendment: `amends` names that result (as the user saw it) and `amend_reason` says why; the
+    amendment keeps its time of inspection unless another is given. `now` is the app's clock."""
     now = now or datetime.now(UTC)
+    try:
+        return _record(store, entry, checklists, inspector, now, amends, amend_reason, submission)
+    except InspectionError:
+        if submission and (first := _submitted(store, submission)):  # the same form, stored by a parallel request
+            return first.inspection_id
+        raise
+
+
+def _record(
+    store: sqlite3.Connection,
+    entry: Entry,
+    checklists: Checklists,
+    inspector: str,
+    now: datetime,
+    amends: int | None,
+    amend_reason: str,
+    submission: str | None,
+) -> int:
+    if submission and (first := _submitted(store, submission)):
+        return first.inspection_id
     found = lot(store, entry.receipt_id, entry.line_no)
-    if problems := check_entry(found, entry, checklists, now):
+    problems = check_entry(found, entry, checklists, now)
+    on_record = _on_record(store, pd.DataFrame([(entry.receipt_id, entry.line_no)], columns=["receipt_id", "line_no"]))
+    latest = None if on_record.empty else int(on_record["on_record"].iat[0])
+    if latest is not None and amends is None:
+        problems.append(
+            f"lot {entry.receipt_id}/{entry.line_no} already has a result on record (inspection {latest}): to change"
+            " it, save an amendment with its reason"
+        )
+    elif amends is not None and not amend_reason.strip():
+        problems.append("say why you amend the result on record")
+    elif amends is not None and amends != latest:
+        problems.append(f"inspection {amends} is not the result on record of lot {entry.receipt_id}/{entry.line_no}")
+    if problems:
         raise InspectionError(problems)
-    lots = pd.DataFrame([vars(found) | {"inspected_at": entry.inspected_at, "note": entry.note.strip()}])
+    inspected_at = entry.inspected_at or (on_record["on_record_at"].iat[0] if amends is not None else None)
+    lots = pd.DataFrame(
+        [vars(found) | {"inspected_at": inspected_at, "note": entry.note.strip(), "amends": amends,
+                        "amend_reason": amend_reason.strip(), "source": "form"}]
+    )  # fmt: skip
     defects = pd.DataFrame(
         [(found.receipt_id, found.line_no, item, severity, n) for (item, severity), n in entry.defects.items()],
         columns=["receipt_id", "line_no", "item", "severity", "defects"],
     )
-    return _store(store, lots.assign(inspector=inspector, source="form"), defects, checklists, now)
+    return _store(store, lots, defects, checklists, now, inspector, submission).inspection_id
 
 
 def import_csv(
-    store: sqlite3.Connection, text: str, checklists: Checklists, inspector: str, now: datetime | None = None
+    store: sqlite3.Connection,
+    source: str | IO[str],
+    checklists: Checklists,
+    inspector: str,
+    now: datetime | None = None,
+    amend_reason: str = "",
+    submission: str | None = None,
 ) -> int:
     """Store every lot of a CSV file (`receipt_id,line_no,item,critical,major,minor[,inspected_at,note]`, one
-    row per lot and item), or none: any bad row raises InspectionError naming each row and its reason. `now`
-    is the app's clock (an entry after it is in the future)."""
+    row per lot and item), or none: any bad row raises InspectionError naming its problems, grouped by reason
+    with their rows. Lots with a result on record are amended only with an `amend_reason`. The file (text or
+    a text stream) is parsed CSV_CHUNK_ROWS rows at a time, and once MAX_PROBLEM_ROWS rows are bad, the rest
+    is only counted. `now` is the app's clock (an entry after it is in the future). Returns the lots stored."""
     now = now or datetime.now(UTC)
+    if submission and (first := _submitted(store, submission)):
+        return first.lots
     try:
-        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, skipinitialspace=True)
+        return _import_csv(store, source, checklists, inspector, now, amend_reason, submission)
+    except InspectionError:
+        if submission and (first := _submitted(store, submission)):  # the same upload, stored by a parallel request
+            return first.lots
+        raise
+
+
+def _import_csv(
+    store: sqlite3.Connection,
+    source: str | IO[str],
+    checklists: Checklists,
+    inspector: str,
+    now: datetime,
+    amend_reason: str,
+    submission: str | None,
+) -> int:
+    stream = io.StringIO(source) if isinstance(source, str) else source
+    problems = Problems()
+    chunks = []
+    try:
+        with pd.read_csv(
+            stream, dtype=str, keep_default_na=False, skipinitialspace=True, chunksize=CSV_CHUNK_ROWS
+        ) as reader:
+            for chunk in reader:
+                if not chunks:
+                    _check_columns(chunk)
+                checked = _checked_rows(chunk, problems, now)
+                if not problems.full:  # past the cap, the rows are only counted
+                    chunks.append(checked)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise InspectionError([f"not a CSV file: {exc}"]) from exc
-    columns = [c.strip() for c in frame.columns]
-    frame.columns = columns
+    if problems.full:
+        raise problems.error()
+    if not chunks or not sum(len(c) for c in chunks):
+        raise InspectionError(["the file has no rows"])
+    frame = pd.concat(chunks, ignore_index=True)
+    lots = _checked_lots(store, frame, checklists, problems, amend_reason)
+    if problems.count:
+        raise problems.error()
+    return _store(store, lots, frame_defects(frame), checklists, now, inspector, submission).lots
+
+
+def _check_columns(chunk: pd.DataFrame) -> None:
+    columns = [c.strip() for c in chunk.columns]
     if problems := [f"missing column {c!r}" for c in CSV_REQUIRED if c not in columns] + [
         f"unknown column {c!r} (allowed: {', '.join(CSV_REQUIRED + CSV_OPTIONAL)})"
         for c in columns
         if c not in CSV_REQUIRED + CSV_OPTIONAL
     ]:
         raise InspectionError(problems)
-    if frame.empty:
-        raise InspectionError(["the file has no rows"])
-    frame = frame.apply(lambda c: c.str.strip())
-    frame["row"] = frame.index + 2  # the header is row 1
-    problems = []
 
-    def bad(mask: pd.Series, reason: str | pd.Series) -> None:
-        reasons = reason[mask] if isinstance(reason, pd.Series) else pd.Series(reason, index=frame.index)[mask]
-        problems.extend(f"row {r}: {why}" for r, why in zip(frame.loc[mask, "row"], reasons, strict=True))
 
-    line_no = pd.to_numeric(frame["line_no"], errors="coerce")
-    bad(line_no.isna() | (line_no % 1 != 0), "line_no must be a whole number")
-    frame["line_no"] = line_no.fillna(-1).astype(int)
+def _checked_rows(chunk: pd.DataFrame, problems: Problems, now: datetime) -> pd.DataFrame:
+    """One chunk's rows with their numbers as numbers and times as times; each cell that is not what its column
+    takes is a problem of its row (a bad line_no becomes -1, a bad count 0)."""
+    frame = chunk.rename(columns=str.strip).fillna("").apply(lambda c: c.str.strip())  # short rows: NaN
+    frame["row"] = frame.index + 2  # the header is row 1; chunks keep counting
+    line_ok = frame["line_no"].str.fullmatch(WHOLE_NUMBER)
+    problems.add("line_no is not a whole number", frame.loc[~line_ok, "row"])
+    frame["line_no"] = pd.to_numeric(frame["line_no"].where(line_ok, "-1")).astype("int64")
     for severity in aql.SEVERITIES:
-        count = pd.to_numeric(frame[severity].replace("", "0"), errors="coerce")
-        bad(count.isna() | (count < 0) | (count % 1 != 0) | (count >= 1e9), f"{severity} must be a whole number >= 0")
-        frame[severity] = count.where(count < 1e9).fillna(0).clip(lower=0).astype(int)
-    bad(frame.duplicated(["receipt_id", "line_no", "item"], keep="first"), "the same lot and item again")
-
-    lots = _lots_of(store, frame[["receipt_id", "line_no"]].drop_duplicates())
-    frame = frame.merge(lots, on=["receipt_id", "line_no"], how="left")
-    bad(frame["category"].isna(), "lot " + frame["receipt_id"] + "/" + frame["line_no"].astype(str)
-        + " is not a received lot QA can inspect")  # fmt: skip
-    known = frame["category"].notna()
-    listed = frame[["category", "item"]].merge(checklist_items(checklists), how="left", indicator=True)
-    on_list = listed["_merge"].eq("both").to_numpy()
-    bad(known & ~on_list, "item " + frame["item"] + " is not on the " + frame["category"].fillna("") + " checklist")
-    sizes = {s: aql.lot_plan(int(s), checklists.aql).sample_size for s in frame["lot_size"].dropna().unique()}
-    frame["sample_size"] = frame["lot_size"].map(sizes).fillna(0)
-    for severity in aql.SEVERITIES:
-        bad(known & (frame[severity] > frame["sample_size"]), f"more {severity} defects than units sampled")
+        text = frame[severity].replace("", "0")
+        ok = text.str.fullmatch(WHOLE_NUMBER)
+        problems.add(f"{severity} is not a whole number >= 0", frame.loc[~ok, "row"])
+        frame[severity] = pd.to_numeric(text.where(ok, "0")).astype("int64")
     if "inspected_at" in frame:
-        when = pd.to_datetime(frame["inspected_at"].replace("", None), utc=True, errors="coerce", format="ISO8601")
-        bad(frame["inspected_at"].ne("") & when.isna(), "inspected_at is not an ISO 8601 time")
-        bad(when > now + CLOCK_SKEW, "inspected_at is in the future")
-        bad(when < pd.to_datetime(frame["received_at"], utc=True), "inspected_at is before the lot was received")
+        given = frame["inspected_at"].ne("")
+        when = pd.to_datetime(frame["inspected_at"].where(given, None), utc=True, errors="coerce", format="ISO8601")
+        problems.add("inspected_at is not an ISO 8601 time", frame.loc[given & when.isna(), "row"])
+        problems.add("inspected_at is in the future", frame.loc[when > now + CLOCK_SKEW, "row"])
         frame["inspected_at"] = when
     if "note" in frame:
-        bad(frame["note"].str.len() > MAX_NOTE, f"the note is longer than {MAX_NOTE} characters")
+        problems.add(
+            f"the note is longer than {MAX_NOTE} characters", frame.loc[frame["note"].str.len() > MAX_NOTE, "row"]
+        )
+    return frame
 
+
+def _checked_lots(
+    store: sqlite3.Connection, frame: pd.DataFrame, checklists: Checklists, problems: Problems, amend_reason: str
+) -> pd.DataFrame:
+    """The checks across rows (the lots, their checklists and samples, one time and note per lot, every item
+    present, results on record), adding the lot's columns to `frame`; returns one header row per lot."""
+    repeated = frame.duplicated(["receipt_id", "line_no", "item"]) & (frame["line_no"] >= 0)  # -1: a bad line_no
+    problems.add("the same lot and item again", frame.loc[repeated, "row"])
+    found = _lots_of(store, frame.loc[frame["line_no"] >= 0, ["receipt_id", "line_no"]])
+    frame[list(found.columns.drop(["receipt_id", "line_no"]))] = frame.merge(
+        found, on=["receipt_id", "line_no"], how="left"
+    )[list(found.columns.drop(["receipt_id", "line_no"]))].to_numpy()
+    unknown = frame["category"].isna() & (frame["line_no"] >= 0)
+    lot_names = "lot " + frame["receipt_id"] + "/" + frame["line_no"].astype(str)
+    problems.add_each(lot_names[unknown] + " is not a received lot QA can inspect", frame.loc[unknown, "row"])
+    known = frame["category"].notna()
+    listed = frame[["category", "item"]].merge(checklist_items(checklists), how="left", indicator=True)
+    off_list = known & ~listed["_merge"].eq("both").to_numpy()
+    problems.add_each(
+        "item " + frame["item"][off_list] + " is not on the " + frame["category"][off_list] + " checklist",
+        frame.loc[off_list, "row"],
+    )
+    sizes = {s: aql.lot_plan(int(s), checklists.aql).sample_size for s in frame["lot_size"].dropna().unique()}
+    sample = frame["lot_size"].map(sizes).fillna(0)
+    for severity in aql.SEVERITIES:
+        problems.add(
+            f"more {severity} defects than units sampled", frame.loc[known & (frame[severity] > sample), "row"]
+        )
+    if "inspected_at" in frame:
+        early = frame["inspected_at"] < pd.to_datetime(frame["received_at"], utc=True)
+        problems.add("inspected_at is before the lot was received", frame.loc[early, "row"])
     lots = frame[known].groupby(["receipt_id", "line_no"], sort=False)
     for column in [c for c in CSV_OPTIONAL if c in frame]:  # one inspection per lot: one time, one note
-        differs = lots[column].transform("nunique", dropna=False) > 1
-        bad(known & differs.reindex(frame.index, fill_value=False), f"the lot's rows give different {column} values")
+        differs = (lots[column].transform("nunique", dropna=False) > 1).reindex(frame.index, fill_value=False)
+        problems.add(f"the lot's rows give different {column} values", frame.loc[known & differs, "row"])
+    if not amend_reason.strip():
+        inspected = known & frame["on_record"].notna()
+        problems.add_each(
+            lot_names[inspected] + " already has a result on record (inspection "
+            + frame["on_record"][inspected].astype("Int64").astype(str) + "): tick “amend” and say why to replace it",
+            frame.loc[inspected, "row"],
+        )  # fmt: skip
     # Every checklist item of a lot's category needs its row: an anti-join, then words for the lots with gaps.
     spans = lots.agg(category=("category", "first"), first=("row", "min"), last=("row", "max")).reset_index()
     expected = spans.merge(checklist_items(checklists), on="category")
@@ -426,37 +732,46 @@ def import_csv(
     for (receipt_id, line, first, last), missing in gaps.groupby(
         ["receipt_id", "line_no", "first", "last"], sort=False
     )["item"]:
-        span = f"rows {first}-{last}" if first != last else f"row {first}"
-        problems.append(f"{span}: lot {receipt_id}/{line} has no row for {', '.join(missing)}")
-    if problems:
-        raise InspectionError(sorted(problems, key=lambda p: int(p.split()[1].split("-")[0].rstrip(":"))))
-    header = lots.first()[[f for f in Lot.__dataclass_fields__ if f not in ("receipt_id", "line_no")]].reset_index()
-    header["inspected_at"] = lots["inspected_at"].first().to_numpy() if "inspected_at" in frame else None
-    header["note"] = lots["note"].first().to_numpy() if "note" in frame else ""
-    header["lot_size"] = header["lot_size"].astype(int)
-    defects = frame.melt(
+        problems.add(f"lot {receipt_id}/{line} has no row for {', '.join(missing)}", range(first, last + 1), 1)
+    firsts = lots.first().reset_index()
+    header = firsts[list(Lot.__dataclass_fields__)].astype({"lot_size": int})
+    header["note"] = firsts["note"] if "note" in frame else ""
+    header["amends"] = firsts["on_record"]
+    given = firsts.get("inspected_at", pd.Series(pd.NaT, index=firsts.index, dtype="datetime64[ns, UTC]"))
+    # an amendment keeps the time of the inspection it amends unless the file gives one
+    header["inspected_at"] = given.fillna(pd.to_datetime(firsts["on_record_at"], utc=True))
+    return header.assign(source="csv", amend_reason=amend_reason.strip())
+
+
+def frame_defects(frame: pd.DataFrame) -> pd.DataFrame:
+    """A checked file's counts, one row per lot, item and severity."""
+    return frame.melt(
         id_vars=["receipt_id", "line_no", "item"], value_vars=list(aql.SEVERITIES), var_name="severity",
         value_name="defects",
     )  # fmt: skip
-    _store(store, header.assign(inspector=inspector, source="csv"), defects, checklists, now)
-    return len(header)
 
 
 def _lots_of(store: sqlite3.Connection, keys: pd.DataFrame) -> pd.DataFrame:
-    """The published lots among `keys` (receipt_id, line_no), looked up in the store."""
-    store.execute("CREATE TEMP TABLE IF NOT EXISTS wanted (receipt_id TEXT, line_no INTEGER)")
-    store.execute("DELETE FROM wanted")
-    store.executemany("INSERT INTO wanted VALUES (?, ?)", keys.itertuples(index=False, name=None))
-    rows = store.execute("SELECT l.* FROM inspection_lots l JOIN wanted USING (receipt_id, line_no)").fetchall()
-    columns = list(Lot.__dataclass_fields__)
-    return pd.DataFrame([tuple(r) for r in rows], columns=columns).astype({"line_no": int})
+    """The published lots among `keys` (receipt_id, line_no), looked up in the store, with their result on record."""
+    _wanted(store, keys)
+    rows = store.execute(
+        """SELECT l.*, last.id, i.inspected_at FROM inspection_lots l JOIN wanted USING (receipt_id, line_no)
+        LEFT JOIN (SELECT receipt_id, line_no, max(id) AS id FROM inspections JOIN wanted USING (receipt_id, line_no)
+                   GROUP BY receipt_id, line_no) last USING (receipt_id, line_no)
+        LEFT JOIN inspections i ON i.id = last.id"""
+    ).fetchall()
+    columns = [*Lot.__dataclass_fields__, "on_record", "on_record_at"]
+    return pd.DataFrame([tuple(r) for r in rows], columns=columns).astype({"line_no": int, "on_record": "Int64"})
 
 
 def recent(store: sqlite3.Connection, limit: int = 20) -> list[dict[str, object]]:
+    """The latest entries, each marked superseded when a later one of its lot exists."""
     rows = store.execute(
         """SELECT i.*, sum(d.defects) FILTER (WHERE d.severity = 'critical') AS critical,
                   sum(d.defects) FILTER (WHERE d.severity = 'major') AS major,
-                  sum(d.defects) FILTER (WHERE d.severity = 'minor') AS minor
+                  sum(d.defects) FILTER (WHERE d.severity = 'minor') AS minor,
+                  EXISTS (SELECT 1 FROM inspections later WHERE later.receipt_id = i.receipt_id
+                          AND later.line_no = i.line_no AND later.id > i.id) AS superseded
         FROM inspections i JOIN inspection_defects d ON d.inspection_id = i.id
         GROUP BY i.id ORDER BY i.id DESC LIMIT ?""",
         [limit],
@@ -465,7 +780,13 @@ def recent(store: sqlite3.Connection, limit: int = 20) -> list[dict[str, object]
 
 
 def inspection(store: sqlite3.Connection, inspection_id: int) -> tuple[dict[str, object], list[dict[str, object]]]:
-    header = store.execute("SELECT * FROM inspections WHERE id = ?", [inspection_id]).fetchone()
+    """An inspection (with `superseded_by`: the next entry of its lot, if any) and its defects."""
+    header = store.execute(
+        """SELECT i.*, (SELECT min(later.id) FROM inspections later WHERE later.receipt_id = i.receipt_id
+                        AND later.line_no = i.line_no AND later.id > i.id) AS superseded_by
+        FROM inspections i WHERE id = ?""",
+        [inspection_id],
+    ).fetchone()
     if header is None:
         raise LookupError(f"no inspection {inspection_id}")
     defects = store.execute(
@@ -596,10 +917,28 @@ def dhu_by(con: duckdb.DuckDBPyConnection, *dimensions: str) -> pd.DataFrame:
     ).df()
 
 
+def publish_dhu(store: sqlite3.Connection, segments: pd.DataFrame, run_id: str, now: datetime) -> int:
+    """Replace the DHU per category and item in the app store (QA's segments page) with `segments`
+    (`dhu_by(con, "category", "item")`)."""
+    rows = segments[["category", "item", "lots", "units", "defects", "dhu"]].astype(object)
+    with appstore.transaction(store):
+        store.execute("DELETE FROM dhu_segments")
+        store.executemany("INSERT INTO dhu_segments VALUES (?, ?, ?, ?, ?, ?)", rows.itertuples(index=False, name=None))
+        store.execute(
+            "INSERT OR REPLACE INTO publications VALUES ('inspection_dhu', ?, ?, ?, 0, ?)",
+            [run_id, utc_now(), iso(now), len(rows)],
+        )
+    return len(rows)
+
+
 def by_verdict(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """Inspected lots in the warehouse by verdict and how they were entered (form or CSV)."""
+    """Inspected lots in the warehouse by the verdict of their latest entry and how it was entered (form or CSV):
+    an amended lot counts once."""
     return con.sql(
-        "SELECT verdict, source, count(*) AS lots FROM inspections GROUP BY ALL ORDER BY verdict, source"
+        """SELECT verdict, source, count(*) AS lots FROM (
+            SELECT * FROM inspections
+            QUALIFY row_number() OVER (PARTITION BY receipt_id, line_no ORDER BY inspection_id DESC) = 1)
+        GROUP BY ALL ORDER BY verdict, source"""
     ).df()
 
 

@@ -278,18 +278,22 @@ def score(con: duckdb.DuckDBPyConnection, now: datetime, checklists: Checklists)
     return Scores(ranking, coefficients)
 
 
+def percent_change(percent: float) -> str:
+    """A relative change in the one wording QA's pages use for drivers: `+170 %`, `+7.5 %`, `-3.0 %`."""
+    return f"{percent:+.0f} %" if abs(percent) >= 10 else f"{percent:+.1f} %"
+
+
 def _drivers(lift: pd.DataFrame) -> list[list[str]]:
-    """Per SKU, up to three segments that raise its risk by 5 % or more, in words: `sizing +42%`, or
-    `sizing x3.1` once a segment more than doubles it. Formatted a column of words at a time, not per SKU."""
+    """Per SKU, up to three segments that raise its expected return inquiries by 5 % or more over its
+    category's average, in `percent_change`'s words: `sizing +42 %`, `sizing +210 %` (never `x3.1`).
+    Formatted a column of words at a time, not per SKU."""
     values = np.exp(lift.to_numpy())
     order = np.argsort(-values, axis=1)[:, :DRIVERS_SHOWN]
     factors = np.take_along_axis(values, order, axis=1)
     names = np.array([c.split(".")[1].replace("_", " ") for c in lift.columns])[order]
-    words = np.where(
-        factors >= 2,
-        np.char.add(np.char.add(names, " x"), np.char.mod("%.1f", factors)),
-        np.char.add(np.char.add(np.char.add(names, " +"), np.char.mod("%.0f", (factors - 1) * 100)), "%"),
-    )
+    percent = (factors - 1) * 100
+    numbers = np.where(percent >= 10, np.char.mod("%+.0f", percent), np.char.mod("%+.1f", percent))
+    words = np.char.add(np.char.add(np.char.add(names, " "), numbers), " %")
     words = np.where(factors >= 1.05, words, "")
     return [[w for w in row if w] for row in words.tolist()]
 

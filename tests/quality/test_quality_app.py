@@ -54,7 +54,7 @@ def test_qa_inspects_a_lot_sees_the_verdict_and_saves_it(browser, served, app_db
     page.get_by_label("Category").select_option("apparel")
     page.get_by_role("button", name="Show").click()
     lot = page.locator("table.lots tbody tr").first
-    lot_id = lot.locator("td").first.inner_text()
+    lot_id = lot.locator("th").first.inner_text()
     lot.get_by_role("link", name="inspect").click()
 
     expect(page.get_by_role("heading", level=1)).to_contain_text(f"Inspect lot {lot_id}")
@@ -105,8 +105,8 @@ def test_qa_uploads_a_csv_sees_every_bad_row_and_then_imports_it(browser, served
     page.get_by_role("button", name="Upload").click()
     alert = page.get_by_role("alert")
     expect(alert).to_contain_text("Nothing was imported from bad.csv (2 problems)")
-    expect(alert).to_contain_text(f"row {len(rows) + 1}: lot RCV-0/1 is not a received lot QA can inspect")
-    expect(alert).to_contain_text(f"lot {lots[1][0]}/{lots[1][1]} has no row for {items[-1]}")
+    expect(alert).to_contain_text(f"lot RCV-0/1 is not a received lot QA can inspect: row {len(rows) + 1}")
+    expect(alert).to_contain_text(f"lot {lots[1][0]}/{lots[1][1]} has no row for {items[-1]}: rows")
     assert entries(app_db) == before
 
     page.get_by_label("CSV file").set_input_files(str(good))
@@ -121,6 +121,7 @@ def test_qa_sees_the_ranked_risks_and_the_segments_that_drive_them(browser, serv
     page.get_by_role("link", name="Return risk").click()
     rows = page.locator("table.risk tbody tr")
     expect(rows.first.locator("td").first).to_have_text("1")
+    page.get_by_role("link", name="segments").click()
     expect(page.locator("table.drivers tbody tr")).to_have_count(
         len([i for c in load_checklists().categories.values() for i in c])
     )
@@ -145,7 +146,9 @@ def test_entries_made_while_a_run_is_going_are_never_lost(run_all, app_db, wareh
                 if not running.is_set():
                     return
                 form_url = f"{url}/quality/lots/{receipt_id}/{line_no}"
-                data = {"csrf_token": csrf_token(session.get(form_url, timeout=30).text), "action": "save"}
+                form = session.get(form_url, timeout=30).text
+                submission = re.search(r'name="submission" value="([^"]+)"', form)[1]
+                data = {"csrf_token": csrf_token(form), "submission": submission, "action": "save"}
                 data |= {
                     f"d.{item}.{s}": "0" for item in checklists.items(category) for s in ("critical", "major", "minor")
                 }
