@@ -180,7 +180,16 @@ MIGRATIONS: dict[int, str] = {
     CREATE UNIQUE INDEX IF NOT EXISTS review_decisions_undone_once ON review_decisions (undoes);
     CREATE VIEW IF NOT EXISTS effective_review_decisions AS  -- decisions in force: neither undos nor undone
         SELECT * FROM review_decisions d
-        WHERE d.decision <> 'undo' AND NOT EXISTS (SELECT 1 FROM review_decisions u WHERE u.undoes = d.id)
+        WHERE d.decision <> 'undo' AND NOT EXISTS (SELECT 1 FROM review_decisions u WHERE u.undoes = d.id);
+    CREATE TABLE IF NOT EXISTS review_history (  -- each cohort product's last 90 days, as the pipeline published them
+        sku           TEXT NOT NULL,
+        day           TEXT NOT NULL,             -- YYYY-MM-DD, UTC
+        received      INTEGER NOT NULL,          -- units received that day
+        ordered       INTEGER NOT NULL,          -- units customers ordered that day
+        shop_quantity INTEGER,                   -- what the storefront was set to show at the day's end (null: unknown)
+        shop_status   TEXT,
+        PRIMARY KEY (sku, day)
+    ) WITHOUT ROWID
     """,
     4: """
     -- QA's pages: an entry that amends the lot's result on record names it and says why (the latest counts)

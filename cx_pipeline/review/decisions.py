@@ -112,15 +112,51 @@ WHERE long_registered AND product_status <> 'discontinued' AND (flagged OR last_
 """
 
 
+HISTORY_DAYS = 90
+# Each cohort product's last HISTORY_DAYS days on the WMS's clock, one row a day: units received and ordered,
+# and what the storefront was last set to show by the day's end (a push plan's change, carried forward).
+HISTORY_SQL = f"""
+WITH cohort AS (
+    SELECT sku FROM stale_products
+    WHERE long_registered AND product_status <> 'discontinued' AND (flagged OR last_decided_at IS NOT NULL)
+), clock AS (
+    SELECT CAST(timezone('UTC', max(assessed_at)) AS DATE) AS today FROM stale_products
+), days AS (
+    SELECT CAST(d AS DATE) AS day
+    FROM clock, range(today - INTERVAL {HISTORY_DAYS - 1} DAY, today + INTERVAL 1 DAY, INTERVAL 1 DAY) t(d)
+), received AS (
+    SELECT sku, CAST(timezone('UTC', received_at) AS DATE) AS day, sum(qty_received) AS units
+    FROM valid_receipts SEMI JOIN cohort USING (sku) GROUP BY ALL
+), ordered AS (
+    SELECT sku, CAST(timezone('UTC', ordered_at) AS DATE) AS day, sum(qty) AS units
+    FROM valid_open_orders SEMI JOIN cohort USING (sku) GROUP BY ALL
+), pushed AS (
+    SELECT c.sku, p.planned_at, c.quantity, c.status
+    FROM push_changes c JOIN push_plans p USING (plan_id) SEMI JOIN cohort USING (sku)
+    WHERE p.status <> 'dry_run'
+), grid AS (
+    SELECT sku, day, timezone('UTC', CAST(day + INTERVAL 1 DAY AS TIMESTAMP)) AS day_end FROM cohort, days
+)
+SELECT g.sku, strftime(g.day, '%Y-%m-%d'), coalesce(r.units, 0), coalesce(o.units, 0), s.quantity, s.status
+FROM grid g
+LEFT JOIN received r ON r.sku = g.sku AND r.day = g.day
+LEFT JOIN ordered o ON o.sku = g.sku AND o.day = g.day
+ASOF LEFT JOIN pushed s ON s.sku = g.sku AND g.day_end > s.planned_at
+"""
+
+
 def publish_queue(store: sqlite3.Connection, con: duckdb.DuckDBPyConnection, run_id: str) -> int:
-    """Replace the app's copy of the cohort (flagged or decided long-registered products) with this run's
-    assessment, in one transaction: the app sees the old queue or the new one, never half of it."""
+    """Replace the app's copy of the cohort (flagged or decided long-registered products) and their history
+    with this run's assessment, in one transaction: the app sees the old queue or the new one, never half."""
     rows = con.execute(PUBLISH_SQL).fetchall()
+    history_rows = con.execute(HISTORY_SQL).fetchall()
     (through,) = first_row(con, "SELECT coalesce(max(decision_id), 0) FROM review_decisions")
     (assessed_at,) = first_row(con, "SELECT max(assessed_at) FROM stale_products") or (None,)
     with appstore.transaction(store):
         store.execute("DELETE FROM review_queue")
         store.executemany(f"INSERT INTO review_queue VALUES ({', '.join('?' * 20)})", rows)
+        store.execute("DELETE FROM review_history")
+        store.executemany("INSERT INTO review_history VALUES (?, ?, ?, ?, ?, ?)", history_rows)
         store.execute(
             "INSERT OR REPLACE INTO publications VALUES ('review_queue', ?, ?, ?, ?, ?)",
             [run_id, utc_now(), iso(assessed_at) if assessed_at else utc_now(), through, len(rows)],
@@ -276,6 +312,12 @@ def pending(store: sqlite3.Connection, sku: str) -> dict[str, object] | None:
         [sku],
     ).fetchone()
     return dict(row) if row else None
+
+
+def stock_history(store: sqlite3.Connection, sku: str) -> list[dict[str, object]]:
+    """`sku`'s published daily history (receipts, orders, what the storefront showed), oldest first."""
+    rows = store.execute("SELECT * FROM review_history WHERE sku = ? ORDER BY day", [sku]).fetchall()
+    return [dict(r) for r in rows]
 
 
 def publication(store: sqlite3.Connection) -> dict[str, object] | None:

@@ -14,9 +14,11 @@ import io
 import secrets
 from urllib.parse import parse_qsl, quote, urlencode
 
+from markupsafe import Markup
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from cx_pipeline.core.charts import svg_lines
 from cx_pipeline.review import decisions
 from cx_pipeline.web.core import REVIEWERS, Context, page, templates
 
@@ -219,14 +221,33 @@ def product_page(ctx: Context) -> Response:
     if found is None and not history:
         return ctx.render("error.html", 404, message=f"Product {sku} is not in the review cohort.")
     done = ctx.request.query_params.get("done", "")
+    stock = decisions.stock_history(ctx.store, sku)
     return ctx.render(
         "product.html",
+        stock=stock,
+        stock_chart=_stock_chart(sku, stock) if stock else None,
         sku=sku,
         product=found,
         history=history,
         pending=decisions.pending(ctx.store, sku),
         done=decisions.outcome(ctx.store, done, ctx.user.username) if done else None,
         done_token=done,
+    )
+
+
+def _stock_chart(sku: str, stock: list[dict[str, object]]) -> Markup:
+    """Units received and ordered per day (orders the OMS still lists as open), and the quantity the
+    storefront was set to show (a gap before the first push the warehouse knows of). Days as MM-DD: the table
+    beside it has the full dates."""
+    return svg_lines(
+        [str(d["day"])[5:] for d in stock],
+        {
+            "received": [d["received"] for d in stock],
+            "ordered (open orders)": [d["ordered"] for d in stock],
+            "storefront quantity": [d["shop_quantity"] for d in stock],
+        },
+        f"{sku}: stock movement and storefront quantity by day",
+        unit="units",
     )
 
 

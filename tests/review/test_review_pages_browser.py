@@ -8,16 +8,18 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from cx_pipeline.core import appstore
+from cx_pipeline.review import decisions
 from tests.helpers import screenshot, serve_app
 from tests.review.test_review_app import make_app_db
-from tests.review.test_review_browser import log_in
+from tests.review.test_review_browser import log_in, served  # noqa: F401
 
 
 @pytest.fixture
 def url(tmp_path: Path) -> Iterator[str]:
     """The app on a published queue of 2,500 products, with the merchandiser maria."""
-    with serve_app(make_app_db(tmp_path / "app.sqlite")) as served:
-        yield served
+    with serve_app(make_app_db(tmp_path / "app.sqlite")) as app_url:
+        yield app_url
 
 
 @pytest.fixture
@@ -114,4 +116,33 @@ def test_the_queue_fits_a_phone_without_sideways_scrolling(browser, url):
     assert box["x"] >= 0 and box["x"] + box["width"] <= 390
     page.goto(f"{url}/products/SKU-000001")
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    context.close()
+
+
+def test_the_product_page_charts_its_published_stock_and_storefront_history(browser, served, warehouse_path):  # noqa: F811
+    with appstore.connect(warehouse_path.with_name("app.sqlite")) as store:  # 90 days for each cohort product
+        cohort, days, rows = store.execute(
+            "SELECT (SELECT count(*) FROM review_queue), count(DISTINCT day), count(*) FROM review_history"
+        ).fetchone()
+        sku, received = store.execute(
+            """SELECT h.sku, sum(received) FROM review_history h JOIN review_queue q USING (sku) WHERE q.in_queue = 1
+            GROUP BY h.sku, q.rank HAVING sum(received) > 0 AND count(shop_quantity) > 0 ORDER BY q.rank LIMIT 1"""
+        ).fetchone()
+    assert days == decisions.HISTORY_DAYS and rows == cohort * days
+
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    log_in(page, served)
+    page.get_by_label("Search").fill(sku)
+    page.get_by_role("button", name="Filter").click()
+    page.get_by_role("link", name=sku, exact=True).click()
+    expect(page.get_by_role("heading", name="Stock and storefront, last 90 days")).to_be_visible()
+    chart = page.locator("figure svg[role=img]")
+    expect(chart).to_be_visible()
+    table = page.locator("table.stock tbody tr")
+    expect(table).to_have_count(90)
+    shown = sum(int(t) for t in table.locator("td:nth-child(2)").all_inner_texts())
+    assert shown == received  # the table holds the chart's figures
+    expect(chart.locator("title", has_text="received")).to_have_count(90)
+    screenshot(page, "review-product")
     context.close()
