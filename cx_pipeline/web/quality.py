@@ -156,6 +156,10 @@ def lot_page(ctx: Context) -> Response:
                     return RedirectResponse(f"/quality/inspections/{inspection_id}?saved=1", status_code=303)
     history = inspections.lot_history(ctx.store, lot.receipt_id, lot.line_no)
     on_record = history[0] if history else None
+    on_record_items = _by_item(inspections.inspection(ctx.store, on_record["id"])[1]) if on_record else {}
+    if ctx.form is None and on_record:  # an amendment starts from the result on record
+        values = {f"d.{item}.{s}": str(n) for item, counts in on_record_items.items() for s, n in counts.items()}
+        values["note"] = str(on_record["note"])
     return ctx.render(
         "inspection_form.html",
         status=400 if problems else 200,
@@ -168,7 +172,7 @@ def lot_page(ctx: Context) -> Response:
         problems=problems,
         verdict=verdict,
         on_record=on_record,
-        on_record_items=_by_item(inspections.inspection(ctx.store, on_record["id"])[1]) if on_record else {},
+        on_record_items=on_record_items,
         history=history,
         submission=_submission(ctx) or secrets.token_urlsafe(18),  # a form sent back keeps its token
     )
