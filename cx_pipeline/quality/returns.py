@@ -278,14 +278,9 @@ def score(con: duckdb.DuckDBPyConnection, now: datetime, checklists: Checklists)
     return Scores(ranking, coefficients)
 
 
-def percent_change(percent: float) -> str:
-    """A relative change in the one wording QA's pages use for drivers: `+170 %`, `+7.5 %`, `-3.0 %`."""
-    return f"{percent:+.0f} %" if abs(percent) >= 10 else f"{percent:+.1f} %"
-
-
 def _drivers(lift: pd.DataFrame) -> list[list[str]]:
     """Per SKU, up to three segments that raise its expected return inquiries by 5 % or more over its
-    category's average, in `percent_change`'s words: `sizing +42 %`, `sizing +210 %` (never `x3.1`).
+    category's average, in `wording.percent_change`'s words: `sizing +42 %`, `sizing +210 %` (never `x3.1`).
     Formatted a column of words at a time, not per SKU."""
     values = np.exp(lift.to_numpy())
     order = np.argsort(-values, axis=1)[:, :DRIVERS_SHOWN]

@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from cx_pipeline.core import appstore
 from cx_pipeline.core.charts import svg_bars
-from cx_pipeline.quality import aql, inspections, returns
+from cx_pipeline.quality import aql, inspections, wording
 from cx_pipeline.quality.checklists import Checklists, load_checklists
 from cx_pipeline.web.core import INSPECTORS, Context, page, templates
 
@@ -30,7 +30,7 @@ MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 SUBMISSION = re.compile(r"[A-Za-z0-9_-]{16,64}")
 LOT_KEYS = ("category", "sku", "lot", "supplier", "from", "to", "show")
 RISK_KEYS = ("category", "supplier", "sku")
-templates.filters["percent_change"] = returns.percent_change  # the drivers' one wording, as the pipeline's
+templates.filters["percent_change"] = wording.percent_change  # the drivers' one wording, as the pipeline's
 EXPIRED = "this form is out of date: reload the page and enter the result again"
 
 

@@ -175,7 +175,8 @@ def test_lots_are_searched_by_sku_lot_supplier_and_day_received(store):
 
 
 def test_the_drivers_are_worded_one_way():
-    from cx_pipeline.quality.returns import _drivers, percent_change
+    from cx_pipeline.quality.returns import _drivers
+    from cx_pipeline.quality.wording import percent_change
 
     lift = pd.DataFrame({"apparel.sizing": np.log([3.1, 1.07, 1.0]), "apparel.colour_match": np.log([1.42, 1.0, 1.2])})
     assert _drivers(lift) == [["sizing +210 %", "colour match +42 %"], ["sizing +7.0 %"], ["colour match +20 %"]]
