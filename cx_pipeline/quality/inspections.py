@@ -647,6 +647,8 @@ def _import_csv(
 
 
 def _check_columns(chunk: pd.DataFrame) -> None:
+    if not isinstance(chunk.index, pd.RangeIndex):  # pandas reads a first row longer than the header as an index
+        raise InspectionError(["row 2 has more fields than the header"])
     columns = [c.strip() for c in chunk.columns]
     if problems := [f"missing column {c!r}" for c in CSV_REQUIRED if c not in columns] + [
         f"unknown column {c!r} (allowed: {', '.join(CSV_REQUIRED + CSV_OPTIONAL)})"
@@ -659,7 +661,7 @@ def _check_columns(chunk: pd.DataFrame) -> None:
 def _checked_rows(chunk: pd.DataFrame, problems: Problems, now: datetime) -> pd.DataFrame:
     """One chunk's rows with their numbers as numbers and times as times; each cell that is not what its column
     takes is a problem of its row (a bad line_no becomes -1, a bad count 0)."""
-    frame = chunk.rename(columns=str.strip).fillna("").apply(lambda c: c.str.strip())  # short rows: NaN
+    frame = chunk.rename(columns=str.strip).fillna("").apply(lambda c: c.str.strip())  # missing fields are ""
     frame["row"] = frame.index + 2  # the header is row 1; chunks keep counting
     line_ok = frame["line_no"].str.fullmatch(WHOLE_NUMBER)
     problems.add("line_no is not a whole number", frame.loc[~line_ok, "row"])

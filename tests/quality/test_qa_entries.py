@@ -181,3 +181,9 @@ def test_the_drivers_are_worded_one_way():
     lift = pd.DataFrame({"apparel.sizing": np.log([3.1, 1.07, 1.0]), "apparel.colour_match": np.log([1.42, 1.0, 1.2])})
     assert _drivers(lift) == [["sizing +210 %", "colour match +42 %"], ["sizing +7.0 %"], ["colour match +20 %"]]
     assert [percent_change(p) for p in (170.4, 7.25, -3)] == ["+170 %", "+7.2 %", "-3.0 %"]
+
+
+def test_a_first_row_longer_than_the_header_is_a_problem_not_an_index(store):
+    text = "\n".join([HEADER, rows()[0] + ",9,9", *rows()[1:]]) + "\n"
+    assert problems_of(store, text) == ["row 2 has more fields than the header"]
+    assert problems_of(store, "\n".join([HEADER, *rows(), rows()[0] + ",9,9"]) + "\n")[0].startswith("not a CSV file")
