@@ -56,3 +56,13 @@ def test_without_a_session_both_pages_send_to_the_login(served):
     for path in ("/kpis", "/worklist"):
         response = requests.get(f"{served}{path}", allow_redirects=False, timeout=10)
         assert response.status_code == 303 and response.headers["location"].startswith("/login?next=")
+
+
+def test_before_the_first_publication_both_pages_say_so(tmp_path):
+    add_user(tmp_path / "app.sqlite", "ops", "admin", PASSWORD)
+    with serve_app(tmp_path / "app.sqlite") as url:
+        session = login(url, "ops", PASSWORD)
+        kpis, work = session.get(f"{url}/kpis", timeout=10), session.get(f"{url}/worklist", timeout=10)
+
+    assert kpis.status_code == 200 and "No complete week on record yet" in kpis.text
+    assert work.status_code == 200 and "has not published a work list yet" in work.text
