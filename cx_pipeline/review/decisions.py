@@ -333,7 +333,13 @@ def _check(decision: str, note: str) -> None:
 
 
 def _insert(
-    store: sqlite3.Connection, chosen: str, params: list[object], decision: str, note: str, reviewer: str, submission
+    store: sqlite3.Connection,
+    chosen: str,
+    params: list[object],
+    decision: str,
+    note: str,
+    reviewer: str,
+    submission: str | None,
 ) -> int:
     """Record `decision` for the cohort products `chosen` (a condition on `review_queue q`); returns how many.
     The caller holds the transaction."""
@@ -370,7 +376,13 @@ def record_for_skus(
 
 
 def record_for_filter(
-    store: sqlite3.Connection, filters: QueueFilter, expected: int, decision: str, note: str, reviewer: str, submission
+    store: sqlite3.Connection,
+    filters: QueueFilter,
+    expected: int,
+    decision: str,
+    note: str,
+    reviewer: str,
+    submission: str | None,
 ) -> int:
     """Record one decision for every product matching `filters`, if they are still the `expected` number the
     reviewer was shown; in the caller's transaction. Returns how many."""

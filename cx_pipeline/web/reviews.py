@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import secrets
+from collections.abc import Callable
 from urllib.parse import parse_qsl, quote, urlencode
 
 from markupsafe import Markup
@@ -106,6 +107,10 @@ def _refused(ctx: Context, exc: decisions.DecisionError) -> Response:
     return ctx.render("error.html", 400, message=str(exc), back=ctx.request.headers.get("referer", "/reviews"))
 
 
+def _to_product(sku: str, token: str) -> str:
+    return f"/products/{quote(sku, safe='')}?{urlencode({'done': token})}"
+
+
 def _to_queue(view: dict[str, str], token: str, focus: str = "") -> str:
     """Back to the reviewer's page of the queue, the banner for `token`, and the focus on row `focus` (its
     decision control gets `autofocus`, which scrolls it into view; no #fragment: a fragment's target makes
@@ -124,14 +129,13 @@ def decide(ctx: Context) -> Response:
 
     def record(token: str) -> str:
         decisions.record_for_skus(ctx.store, [sku], decision, note, ctx.user.username, token)
-        if ctx.field("from") == "product":
-            return f"/products/{quote(sku, safe='')}?{urlencode({'done': token})}"
-        return _to_queue(view, token, ctx.field("next"))
+        return _to_product(sku, token) if ctx.field("from") == "product" else _to_queue(view, token, ctx.field("next"))
 
     return _once(ctx, record)
 
 
-def _once(ctx: Context, record) -> Response:
+def _once(ctx: Context, record: Callable[[str], str]) -> Response:
+    """Record once per form submission (see `decisions.submit_once`) and send the reviewer on."""
     token = _submission(ctx)
     try:
         target = decisions.submit_once(ctx.store, token, ctx.user.username, lambda: record(token))
@@ -152,9 +156,7 @@ def undo(ctx: Context) -> Response:
 
     def record(token: str) -> str:
         decisions.undo(ctx.store, ctx.user.username, token, batch=batch, decision_id=decision_id)
-        if ctx.field("from") == "product":
-            return f"/products/{quote(sku, safe='')}?{urlencode({'done': token})}"
-        return _to_queue(_view(ctx.field("back")), token)
+        return _to_product(sku, token) if ctx.field("from") == "product" else _to_queue(_view(ctx.field("back")), token)
 
     return _once(ctx, record)
 
