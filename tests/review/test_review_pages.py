@@ -136,7 +136,10 @@ def test_sorting_is_by_column_stable_and_keeps_filters_across_pages(url, maria):
     assert skus(second) == home[50:100]
     by_supplier = skus(maria.get(f"{url}/reviews?sort=supplier", timeout=10).text)
     assert by_supplier[:3] == ["SKU-000004", "SKU-000008", "SKU-000012"]  # SUP-00 first; among them, by rank
-    assert 'aria-sort="ascending"' in maria.get(f"{url}/reviews?sort=supplier", timeout=10).text
+    sorted_page = maria.get(f"{url}/reviews?sort=supplier", timeout=10).text
+    assert 'aria-sort="ascending"' in sorted_page
+    assert '<option value="registered"' not in sorted_page  # every cohort product has it: no use as a filter
+    assert '<option value="no_order"' in sorted_page
 
 
 def test_an_undo_supersedes_the_decision_and_the_history_keeps_both(url, maria, app_db):
