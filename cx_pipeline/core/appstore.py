@@ -181,12 +181,12 @@ MIGRATIONS: dict[int, str] = {
     CREATE VIEW IF NOT EXISTS effective_review_decisions AS  -- decisions in force: neither undos nor undone
         SELECT * FROM review_decisions d
         WHERE d.decision <> 'undo' AND NOT EXISTS (SELECT 1 FROM review_decisions u WHERE u.undoes = d.id);
-    CREATE TABLE IF NOT EXISTS review_history (  -- each cohort product's last 90 days, as the pipeline published them
+    CREATE TABLE IF NOT EXISTS review_history (  -- cohort products' last 90 days: the days something happened
         sku           TEXT NOT NULL,
         day           TEXT NOT NULL,             -- YYYY-MM-DD, UTC
         received      INTEGER NOT NULL,          -- units received that day
         ordered       INTEGER NOT NULL,          -- units customers ordered that day
-        shop_quantity INTEGER,                   -- what the storefront was set to show at the day's end (null: unknown)
+        shop_quantity INTEGER,                   -- the storefront's quantity at the day's end (null: unknown)
         shop_status   TEXT,
         PRIMARY KEY (sku, day)
     ) WITHOUT ROWID

@@ -113,17 +113,18 @@ WHERE long_registered AND product_status <> 'discontinued' AND (flagged OR last_
 
 
 HISTORY_DAYS = 90
-# Each cohort product's last HISTORY_DAYS days on the WMS's clock, one row a day: units received and ordered,
-# and what the storefront was last set to show by the day's end (a push plan's change, carried forward).
+# Each cohort product's last HISTORY_DAYS days on the WMS's clock, sparse: a row for each day something
+# happened (units received, units ordered, a push plan changing what the storefront shows), plus one on the
+# first day carrying in the storefront's state from before the window. Each row holds what the storefront was
+# last set to by that day's end, so the app fills the days between by carrying the latest row forward
+# (`stock_history`). Rows are bounded by the window's events, not by cohort x days.
 HISTORY_SQL = f"""
 WITH cohort AS (
     SELECT sku FROM stale_products
     WHERE long_registered AND product_status <> 'discontinued' AND (flagged OR last_decided_at IS NOT NULL)
 ), clock AS (
-    SELECT CAST(timezone('UTC', max(assessed_at)) AS DATE) AS today FROM stale_products
-), days AS (
-    SELECT CAST(d AS DATE) AS day
-    FROM clock, range(today - INTERVAL {HISTORY_DAYS - 1} DAY, today + INTERVAL 1 DAY, INTERVAL 1 DAY) t(d)
+    SELECT today, CAST(today - INTERVAL {HISTORY_DAYS - 1} DAY AS DATE) AS first_day
+    FROM (SELECT CAST(timezone('UTC', max(assessed_at)) AS DATE) AS today FROM stale_products)
 ), received AS (
     SELECT sku, CAST(timezone('UTC', received_at) AS DATE) AS day, sum(qty_received) AS units
     FROM valid_receipts SEMI JOIN cohort USING (sku) GROUP BY ALL
@@ -131,17 +132,21 @@ WITH cohort AS (
     SELECT sku, CAST(timezone('UTC', ordered_at) AS DATE) AS day, sum(qty) AS units
     FROM valid_open_orders SEMI JOIN cohort USING (sku) GROUP BY ALL
 ), pushed AS (
-    SELECT c.sku, p.planned_at, c.quantity, c.status
+    SELECT c.sku, p.planned_at, CAST(timezone('UTC', p.planned_at) AS DATE) AS day, c.quantity, c.status
     FROM push_changes c JOIN push_plans p USING (plan_id) SEMI JOIN cohort USING (sku)
     WHERE p.status <> 'dry_run'
-), grid AS (
-    SELECT sku, day, timezone('UTC', CAST(day + INTERVAL 1 DAY AS TIMESTAMP)) AS day_end FROM cohort, days
+), event_days AS (
+    SELECT sku, greatest(day, first_day) AS day FROM (
+        SELECT sku, day FROM received UNION ALL SELECT sku, day FROM ordered UNION ALL SELECT sku, day FROM pushed
+    ), clock
+    WHERE day <= today AND (day >= first_day OR sku IN (SELECT sku FROM pushed, clock WHERE day < first_day))
+    GROUP BY ALL
 )
-SELECT g.sku, strftime(g.day, '%Y-%m-%d'), coalesce(r.units, 0), coalesce(o.units, 0), s.quantity, s.status
-FROM grid g
-LEFT JOIN received r ON r.sku = g.sku AND r.day = g.day
-LEFT JOIN ordered o ON o.sku = g.sku AND o.day = g.day
-ASOF LEFT JOIN pushed s ON s.sku = g.sku AND g.day_end > s.planned_at
+SELECT e.sku, strftime(e.day, '%Y-%m-%d'), coalesce(r.units, 0), coalesce(o.units, 0), s.quantity, s.status
+FROM (SELECT *, timezone('UTC', CAST(day + INTERVAL 1 DAY AS TIMESTAMP)) AS day_end FROM event_days) e
+LEFT JOIN received r ON r.sku = e.sku AND r.day = e.day
+LEFT JOIN ordered o ON o.sku = e.sku AND o.day = e.day
+ASOF LEFT JOIN pushed s ON s.sku = e.sku AND e.day_end > s.planned_at
 """
 
 
@@ -315,8 +320,26 @@ def pending(store: sqlite3.Connection, sku: str) -> dict[str, object] | None:
 
 
 def stock_history(store: sqlite3.Connection, sku: str) -> list[dict[str, object]]:
-    """`sku`'s published daily history (receipts, orders, what the storefront showed), oldest first."""
-    rows = store.execute("SELECT * FROM review_history WHERE sku = ? ORDER BY day", [sku]).fetchall()
+    """`sku`'s last HISTORY_DAYS days up to the publication's day, oldest first, one row a day: units received
+    and ordered (0 on a day without a published row) and the storefront's quantity and status carried
+    forward from the latest published row. Empty before the first publication."""
+    rows = store.execute(
+        f"""WITH RECURSIVE days (day) AS (
+            SELECT date(substr(assessed_at, 1, 10), '-{HISTORY_DAYS - 1} days') FROM publications
+            WHERE name = 'review_queue'
+            UNION ALL
+            SELECT date(day, '+1 day') FROM days
+            WHERE day < (SELECT substr(assessed_at, 1, 10) FROM publications WHERE name = 'review_queue')
+        )
+        SELECT d.day, coalesce(h.received, 0) AS received, coalesce(h.ordered, 0) AS ordered, s.shop_quantity,
+               s.shop_status
+        FROM days d
+        LEFT JOIN review_history h ON h.sku = :sku AND h.day = d.day
+        LEFT JOIN review_history s ON s.sku = :sku AND s.day = (
+            SELECT max(x.day) FROM review_history x WHERE x.sku = :sku AND x.day <= d.day)
+        ORDER BY d.day""",
+        {"sku": sku},
+    ).fetchall()
     return [dict(r) for r in rows]
 
 

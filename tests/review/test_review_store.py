@@ -6,6 +6,7 @@ import sqlite3
 import pytest
 
 from cx_pipeline.core import appstore
+from cx_pipeline.review import decisions
 
 UNDO = "INSERT INTO review_decisions (sku, decision, reviewer, decided_at, undoes) VALUES ('A', 'undo', ?, 'x', 1)"
 
@@ -37,3 +38,19 @@ def test_a_store_in_use_keeps_its_decisions_through_the_rebuild(tmp_path):
         assert store.execute("SELECT count(*) FROM review_decisions").fetchone()[0] == 3
         (sequence,) = store.execute("SELECT seq FROM sqlite_sequence WHERE name = 'review_decisions'").fetchone()
         assert sequence == 3  # ids keep counting up: the pipeline imports by id
+
+
+def test_a_products_history_is_filled_day_by_day_from_its_published_days(tmp_path):
+    with appstore.connect(tmp_path / "app.sqlite") as store:
+        assert decisions.stock_history(store, "A") == []  # nothing published yet
+        store.execute("INSERT INTO publications VALUES ('review_queue', 'run', 'x', '2026-11-16T06:00:00+00:00', 0, 1)")
+        store.executemany(
+            "INSERT INTO review_history VALUES ('A', ?, ?, ?, ?, ?)",
+            [("2026-08-19", 0, 0, 7, "in_stock"), ("2026-11-01", 5, 0, 7, "in_stock"),
+             ("2026-11-10", 0, 2, 0, "out_of_stock")],
+        )  # fmt: skip
+        days = {d["day"]: d for d in decisions.stock_history(store, "A")}
+    assert len(days) == decisions.HISTORY_DAYS and min(days) == "2026-08-19" and max(days) == "2026-11-16"
+    assert (days["2026-11-01"]["received"], days["2026-11-02"]["received"]) == (5, 0)
+    assert [days[d]["shop_quantity"] for d in ("2026-08-20", "2026-11-09", "2026-11-10", "2026-11-16")] == [7, 7, 0, 0]
+    assert days["2026-11-16"]["shop_status"] == "out_of_stock" and days["2026-11-10"]["ordered"] == 2
