@@ -16,7 +16,11 @@ PROGRESS_EVERY_PAGES = 20
 
 def raw_asset(feed: Feed) -> dg.AssetsDefinition:
     """Build the asset that lands `feed` as table `raw_<feed>`."""
-    mode = "incrementally by updated_since" if feed.incremental else "as a full snapshot"
+    mode = (
+        ("by updated_since, and whole on the source's cadence" if feed.reconcile else "incrementally by updated_since")
+        if feed.incremental
+        else "as a full snapshot"
+    )
 
     @dg.asset(
         name=feed.table,
@@ -48,12 +52,12 @@ def raw_asset(feed: Feed) -> dg.AssetsDefinition:
                     f"{feed.table}: judged a batch an earlier run landed but never judged: {pending.outcome}, "
                     f"{pending.quarantined} rows quarantined"
                 )
-            # a source that reads snapshots by change says how often it reads them whole (others: every run)
-            reads_changes = feed.delta and hasattr(api, "full_read_every_hours")
+            # a source that reads snapshots and reconciled feeds by change says how often it reads them whole
+            reads_changes = feed.full_read_on_cadence and hasattr(api, "full_read_every_hours")
             every = api.full_read_every_hours if reads_changes else 0.0
             source = api.source_name
             cursor = last_cursor(con, feed, source) if reads_changes or feed.incremental else None
-            full = full_read_due(con, feed, every, source)
+            full = full_read_due(con, feed, every, source) if reads_changes else not feed.incremental
             listed = False
             if reads_changes and full and cursor:
                 # what the source's change log lists since the last read is change, not drift

@@ -399,6 +399,8 @@ class ShopifySourceResource(dg.ConfigurableResource):
     max_fulfillment_orders: int = 3
     max_pages: int = 10_000
     promise_days: float = 0.0
+    # the catalog is read by change each run and whole this often, to catch deletions and missed edits
+    full_read_every_hours: float = 24.0
     connect_timeout_seconds: float = 5.0
     read_timeout_seconds: float = 30.0
     retries: int = 5
@@ -450,7 +452,7 @@ class ShopifySourceResource(dg.ConfigurableResource):
 def shopify_source(role: str) -> ShopifySourceResource:
     """A builder of the Shopify source for a role (catalog, oms): CX_<ROLE>_URL (the shop), _TOKEN (an Admin API
     access token), _SHOPIFY_API_VERSION, _SHOPIFY_MAX_VARIANTS, _SHOPIFY_MAX_LINES, _SHOPIFY_MAX_FULFILLMENT_ORDERS and
-    _PROMISE_DAYS."""
+    _PROMISE_DAYS and _FULL_READ_EVERY_HOURS."""
     prefix = f"CX_{role.upper()}"
     settings: dict[str, object] = {"shop_url": dg.EnvVar(f"{prefix}_URL"), "access_token": dg.EnvVar(f"{prefix}_TOKEN")}
     if version := os.environ.get(f"{prefix}_SHOPIFY_API_VERSION", "").strip():
@@ -458,8 +460,9 @@ def shopify_source(role: str) -> ShopifySourceResource:
     for name in ("max_variants", "max_lines", "max_fulfillment_orders"):
         if value := os.environ.get(f"{prefix}_SHOPIFY_{name.upper()}", "").strip():
             settings[name] = int(value)
-    if value := os.environ.get(f"{prefix}_PROMISE_DAYS", "").strip():
-        settings["promise_days"] = float(value)
+    for name in ("promise_days", "full_read_every_hours"):
+        if value := os.environ.get(f"{prefix}_{name.upper()}", "").strip():
+            settings[name] = float(value)
     return ShopifySourceResource(**settings)
 
 
@@ -480,6 +483,8 @@ class VendureSourceResource(dg.ConfigurableResource):
     promise_days: float = 0.0
     # orders placed this recently are read on every pull: Vendure does not move an order's updatedAt as it ships
     order_lookback_days: float = 14.0
+    # the catalog is read by change each run and whole this often, to catch deletions and missed edits
+    full_read_every_hours: float = 24.0
     page_size: int = 100
     max_pages: int = 10_000
     connect_timeout_seconds: float = 5.0
@@ -527,7 +532,8 @@ class VendureSourceResource(dg.ConfigurableResource):
 
 def vendure_source(role: str) -> VendureSourceResource:
     """A builder of the Vendure source for a role (catalog, oms): CX_<ROLE>_URL (the admin API), _USERNAME,
-    _PASSWORD, _CATEGORY_FACET, _SUPPLIER_FACET, _WAREHOUSE, _PROMISE_DAYS and _ORDER_LOOKBACK_DAYS."""
+    _PASSWORD, _CATEGORY_FACET, _SUPPLIER_FACET, _WAREHOUSE, _PROMISE_DAYS, _ORDER_LOOKBACK_DAYS and
+    _FULL_READ_EVERY_HOURS."""
     prefix = f"CX_{role.upper()}"
     settings: dict[str, object] = {
         field: dg.EnvVar(f"{prefix}_{field.upper()}") for field in ("url", "username", "password")
@@ -535,7 +541,7 @@ def vendure_source(role: str) -> VendureSourceResource:
     for name in ("category_facet", "supplier_facet", "warehouse"):
         if value := os.environ.get(f"{prefix}_{name.upper()}", "").strip():
             settings[name] = value
-    for name in ("promise_days", "order_lookback_days"):
+    for name in ("promise_days", "order_lookback_days", "full_read_every_hours"):
         if value := os.environ.get(f"{prefix}_{name.upper()}", "").strip():
             settings[name] = float(value)
     return VendureSourceResource(**settings)

@@ -207,8 +207,9 @@ def quarantine(con: duckdb.DuckDBPyConnection, feed: str, judged: Judged, violat
 
 
 def coverage_violation(con: duckdb.DuckDBPyConnection, feed: Feed, batch_id: str, minimum: float) -> Violation | None:
-    """A full snapshot that leaves out more of the previous snapshot's keys than `minimum` allows."""
-    if feed.incremental:
+    """A full snapshot (or a reconciled feed's full read) that leaves out more of the previous one's keys than
+    `minimum` allows."""
+    if not feed.lists_every_key:
         return None
     listed, absent = first_row(
         con, "SELECT keys_previous, keys_absent FROM ingest_batches WHERE batch_id = ?", [batch_id]
@@ -394,7 +395,7 @@ def rules_markdown(feed: Feed, policy: ContractPolicy) -> str:
     """The contract's rules in words, for the check's metadata."""
     coverage = (
         ""
-        if feed.incremental
+        if not feed.lists_every_key
         else (f", coverage of the previous snapshot's keys below {policy.min_snapshot_coverage:.0%}")
     )
     rules = [

@@ -37,6 +37,11 @@ class Feed:
     # A snapshot the source can also read by change (`updated_since`): runs read what changed since the last read,
     # and a full snapshot on its own cadence catches drift and deletions.
     delta: bool = False
+    # An incremental feed whose full read lists every current key (the catalog: every product the source still
+    # has): a full read on the source's cadence catches what the reads by change missed, and a key it no longer
+    # lists was deleted at the source. (Orders, receipts and tickets are history: a full read would not list
+    # every past record, and their sources re-read a look-back window instead.)
+    reconcile: bool = False
     explode: str | None = None  # nested list of lines flattened to one row per line
     quantities: tuple[str, ...] = ()
     enums: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -48,6 +53,16 @@ class Feed:
     @property
     def table(self) -> str:
         return f"raw_{self.name}"
+
+    @property
+    def lists_every_key(self) -> bool:
+        """Whether a full read lists every current key, so one it leaves out is gone (snapshots, reconciled feeds)."""
+        return not self.incremental or self.reconcile
+
+    @property
+    def full_read_on_cadence(self) -> bool:
+        """Whether runs read it by change and whole on the source's cadence (delta snapshots, reconciled feeds)."""
+        return self.delta or self.reconcile
 
     @property
     def timestamps(self) -> tuple[str, ...]:
@@ -86,6 +101,7 @@ FEEDS: dict[str, Feed] = {
             },
             keys=("sku",),
             incremental=True,
+            reconcile=True,
             quantities=("price",),
             enums={"status": PRODUCT_STATUSES},
             json_columns=("attributes",),

@@ -40,8 +40,9 @@ class Batch:
 
     @property
     def full_snapshot(self) -> bool:
-        """A snapshot feed read whole (not by change): it replaces the previous snapshot."""
-        return not self.feed.incremental and self.updated_since is None
+        """A read of every current key (a snapshot, or a reconciled feed, read whole): it replaces the previous
+        one, and a key it leaves out is gone."""
+        return self.feed.lists_every_key and self.updated_since is None
 
 
 @dataclass(frozen=True)
@@ -80,9 +81,9 @@ def full_read_due(con: duckdb.DuckDBPyConnection, feed: Feed, every_hours: float
     """Whether this run reads snapshot `feed` whole: always for a snapshot the source cannot read by change,
     else when the last full read from `source` is `every_hours` old (0: every run), missing, or was blocked by
     its contract (a truncated snapshot is read whole again, not built on by change)."""
-    if feed.incremental:
+    if feed.incremental and not feed.reconcile:
         return False
-    if not feed.delta or every_hours <= 0:
+    if not feed.full_read_on_cadence or every_hours <= 0:
         return True
     row = first_row(
         con,
@@ -389,7 +390,7 @@ def land(con: duckdb.DuckDBPyConnection, batch: Batch, run_id: str | None = None
                 [feed.name],
             )
         keys_previous, keys_absent = absent_from_snapshot(con, batch, new) if batch.full_snapshot else (None, 0)
-        if feed.delta and not batch.full_snapshot:  # a key a read by change lists is current again
+        if feed.full_read_on_cadence and not batch.full_snapshot:  # a key a read by change lists is current again
             con.execute(
                 f"DELETE FROM snapshot_absent WHERE feed = ? AND row_key IN "
                 f"(SELECT {row_key_sql(feed, 'l')} FROM landing_{feed.name} l)",

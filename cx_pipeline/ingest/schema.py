@@ -64,9 +64,9 @@ def feed_ddl(feed: Feed) -> str:
     columns = ",\n    ".join(f"{name} {sql_type}" for name, sql_type in feed.columns.items())
     absent = (
         ""
-        if feed.incremental
+        if not feed.lists_every_key
         else f"""
-ANTI JOIN (  -- keys the latest snapshot no longer lists
+ANTI JOIN (  -- keys the latest full read no longer lists
     SELECT row_key FROM snapshot_absent WHERE feed = '{feed.name}'
 ) a ON a.row_key = {row_key_sql(feed, "r")}"""
     )

@@ -335,6 +335,11 @@ class ShopifySimulator:
         with self._lock:
             self._shop().edit_product(sku, **fields)
 
+    def delete_product(self, sku: str) -> None:
+        """Delete the world-backed product of `sku` from the shop."""
+        with self._lock:
+            self._shop().delete_product(sku)
+
     def edit_order_line(self, order_id: str, line_no: int, /, **fields: Any) -> None:
         """Edit a line item of the world-backed order `order_id` (`quantity`, `sku`...)."""
         with self._lock:

@@ -7,7 +7,7 @@ Shopify's do. The world's products become one product with one variant each (`pr
 supplier, `status` ACTIVE / DRAFT / ARCHIVED, `selectedOptions` = the product's attributes); its orders become orders
 with line items and one fulfillment order per warehouse (`assignedLocation.name` = the warehouse, `fulfillBy` = the
 promised date). Tests edit nodes through `edit_product` / `edit_order_line`, which move `updatedAt` to the world's
-clock like an edit in Shopify admin.
+clock like an edit in Shopify admin, and delete products with `delete_product`.
 """
 
 from __future__ import annotations
@@ -108,6 +108,7 @@ class ShopCatalog:
         self._edits = 0
         self.product_edits: dict[str, tuple[dict[str, Any], int]] = {}  # sku -> (field overrides, edited at)
         self.line_edits: dict[tuple[str, int], tuple[dict[str, Any], int]] = {}  # (order, line_no) -> same
+        self.deleted: set[str] = set()  # skus of products deleted in the shop
         # the nodes as of one clock and set of edits, sorted: built once, not for every page a client asks for
         self._cache: dict[tuple[Any, ...], list[tuple[tuple[int, int], dict[str, Any]]]] = {}
 
@@ -128,6 +129,11 @@ class ShopCatalog:
         self.product_edits[sku] = ({**earlier, **fields}, self.world.clock_seconds)
         self._edits += 1
 
+    def delete_product(self, sku: str) -> None:
+        """Delete a product as a merchant would: it leaves every products query (Shopify keeps no tombstone there)."""
+        self.deleted.add(sku)
+        self._edits += 1
+
     def edit_order_line(self, order_id: str, line_no: int, /, **fields: Any) -> None:
         """Change an order's line item (`quantity`, `sku`...): the order's `updatedAt` becomes the world's clock."""
         earlier = self.line_edits.get((order_id, line_no), ({}, 0))[0]
@@ -140,6 +146,8 @@ class ShopCatalog:
         """Every current product as ((updatedAt, id), node) with up to `variants` variants."""
         nodes = []
         for row in self.world.current("products").to_dict("records"):
+            if row["sku"] in self.deleted:
+                continue
             number = self.product_ids[row["sku"]]
             edits, edited_at = self.product_edits.get(row["sku"], ({}, 0))
             updated = max(_seconds(row["updated_at"]), edited_at)

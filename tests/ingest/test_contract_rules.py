@@ -291,7 +291,8 @@ def test_a_product_whose_catalog_row_is_quarantined_or_unjudged_is_held_not_drop
     with connect(tmp_path / "w.duckdb") as con:
         judged(con, "catalog", [product("SKU-1") | {"price": -1}, product("SKU-2")])
         judged(con, "on_hand", [stock_row("SKU-1"), stock_row("SKU-2")])
-        landed(con, "catalog", [product("SKU-3")], as_of=NOW + timedelta(hours=1))  # a run stopped here
+        # a read by change (a whole read would retire the products it leaves out), and a run stopped here
+        landed(con, "catalog", [product("SKU-3")], as_of=NOW + timedelta(hours=1), updated_since=NOW)
         stock.build_stock_position(con, stock.StockPolicy(), stock.read_overrides(None, set()), NOW, "run-1")
 
         rows = con.execute("SELECT sku, held, held_by FROM stock_position ORDER BY sku").fetchall()
@@ -320,7 +321,7 @@ def test_a_row_released_after_its_zone_is_configured_lands_as_now_typed(tmp_path
         judged(con, "catalog", [product("SKU-1"), naive])
         assert valid(con, "catalog", "sku") == [("SKU-1",)]
         # the operator sets the source's zone; the next pull brings nothing new
-        judged(con, "catalog", [], as_of=NOW + timedelta(hours=1), time_zone="Europe/Berlin")
+        judged(con, "catalog", [], as_of=NOW + timedelta(hours=1), time_zone="Europe/Berlin", updated_since=NOW)
 
         assert rejudge_quarantine(con, FEEDS["catalog"]) == 2  # its _unparsed and not-null entries
         (updated,) = con.execute("SELECT updated_at FROM valid_catalog WHERE sku = 'SKU-2'").fetchone()

@@ -110,6 +110,24 @@ def test_a_second_run_reads_only_what_changed_since_the_cursor(sim, shop, wareho
     assert price.astype(float).tolist() == [19.99]
 
 
+def test_the_daily_full_read_finds_deleted_products_and_edits_the_reads_by_change_missed(sim, shop, warehouse_path):
+    assert run(sim, shop, warehouse_path).success
+    products = table(warehouse_path, "SELECT sku FROM raw_catalog ORDER BY updated_at")["sku"].tolist()
+    deleted, missed = products[-1], products[0]
+    shop.delete_product(deleted)
+    with connect(str(warehouse_path)) as con:  # an edit whose change the reads by change never brought
+        con.execute("UPDATE raw_catalog SET title = 'lost edit' WHERE sku = ?", [missed])
+
+    result = run(sim, shop, warehouse_path, full_read_every_hours=0)  # the full read is due every run
+
+    meta = materializations(result)["raw_catalog"]
+    assert result.success and check_results(result)["raw_catalog"].passed
+    assert meta["read"] == "full" and (meta["drift_changed"], meta["drift_new"], meta["drift_gone"]) == (1, 0, 1)
+    valid = table(warehouse_path, "SELECT sku, title FROM valid_catalog").set_index("sku")["title"]
+    assert deleted not in valid.index and valid[missed] != "lost edit"
+    assert searches(shop, "products")[-1] is None  # read whole
+
+
 def test_bad_products_and_order_lines_are_quarantined_and_named(sim, shop, warehouse_path):
     products = sim.world.current("products")["sku"].tolist()
     shop.edit_product(products[3], sku="")  # a variant without SKU

@@ -1,4 +1,4 @@
-"""On-hand stock read by change: each run reads only the stock that moved, a full read on its own cadence
+"""On-hand stock and the catalog read by change: each run reads only what moved, a full read on its own cadence
 catches drift and deletions, and says what it found."""
 
 from pathlib import Path
@@ -108,3 +108,37 @@ def test_a_blocked_full_snapshot_is_read_whole_again_not_built_on_by_change(sim,
 
     assert again["read"] == "full"  # the blocked snapshot is no full read to build on
     assert again["rows_fetched"] == len(sim.world.on_hand())
+
+
+def catalog(warehouse_path: Path) -> list[str]:
+    with duckdb.connect(str(warehouse_path), read_only=True) as con:
+        return [sku for (sku,) in con.execute("SELECT sku FROM valid_catalog ORDER BY sku").fetchall()]
+
+
+def test_the_catalog_is_read_by_change_and_reconciled_whole_on_its_cadence(sim, warehouse_path):
+    first = materializations(pull(sim, warehouse_path, every_hours=24))["raw_catalog"]
+    assert first["read"] == "full" and first["rows_fetched"] == len(sim.world.current("products"))
+    products = sorted(sim.world.current("products")["sku"])
+    with duckdb.connect(str(warehouse_path)) as con:  # what lost change messages would leave behind
+        con.execute(  # a product deleted at the source after the first read: no read by change lists a deletion
+            "INSERT INTO raw_catalog SELECT 'GONE-1', * EXCLUDE (sku) FROM raw_catalog ORDER BY sku LIMIT 1"
+        )
+        con.execute(
+            "UPDATE raw_catalog SET title = 'stale title' "
+            "WHERE sku IN (SELECT sku FROM raw_catalog ORDER BY updated_at LIMIT 2)"  # not re-read at the cursor
+        )
+
+    by_change = materializations(pull(sim, warehouse_path, every_hours=24))["raw_catalog"]
+    assert by_change["read"] == "changes" and "drift_rows" not in by_change
+    assert catalog(warehouse_path) == sorted([*products, "GONE-1"])  # a read by change cannot see either
+
+    full = pull(sim, warehouse_path, every_hours=0)
+    meta = materializations(full)["raw_catalog"]
+
+    assert meta["read"] == "full"
+    assert (meta["drift_changed"], meta["drift_new"], meta["drift_gone"]) == (2, 0, 1)
+    assert check_results(full)["raw_catalog"].passed
+    assert catalog(warehouse_path) == products  # the deleted product left valid_catalog; its last values stay raw
+    with duckdb.connect(str(warehouse_path), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM valid_catalog WHERE title = 'stale title'").fetchone() == (0,)
+        assert con.execute("SELECT row_key FROM snapshot_absent WHERE feed = 'catalog'").fetchall() == [("GONE-1",)]

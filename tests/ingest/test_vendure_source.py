@@ -107,6 +107,24 @@ def test_variants_and_orders_land_from_vendure_and_pass_their_contracts(sim, sho
 
 
 @pytest.mark.slow
+def test_the_daily_full_read_finds_a_variant_deleted_in_vendure(sim, shop, warehouse_path):
+    assert check_results(run(sim, shop, warehouse_path))["raw_catalog"].passed
+    deleted = list(shop.ids)[7]
+    shop.delete_variant(shop.ids[deleted])  # Vendure soft-deletes: the variant leaves every list, no tombstone
+
+    by_change = run(sim, shop, warehouse_path)
+    assert materializations(by_change)["raw_catalog"]["read"] == "changes"
+    assert deleted in table(warehouse_path, "SELECT sku FROM valid_catalog")["sku"].tolist()  # it cannot see that
+
+    full = run(sim, shop, warehouse_path, full_read_every_hours=0)
+
+    meta = materializations(full)["raw_catalog"]
+    assert check_results(full)["raw_catalog"].passed
+    assert meta["read"] == "full" and (meta["drift_changed"], meta["drift_new"], meta["drift_gone"]) == (0, 0, 1)
+    assert deleted not in table(warehouse_path, "SELECT sku FROM valid_catalog")["sku"].tolist()
+
+
+@pytest.mark.slow
 def test_bad_variants_are_quarantined_and_named(sim, shop, warehouse_path):
     skus = list(shop.ids)
     shop.update_variant(shop.ids[skus[3]], sku="")  # Vendure accepts a variant without SKU
