@@ -28,7 +28,7 @@ from cx_pipeline.ingest.graphql import ShopifyGraphQL
 from cx_pipeline.ingest.http import ApiClient, register_secret
 from cx_pipeline.ingest.landing import Batch, ProgressFn, fetch
 from cx_pipeline.ingest.sources import gorgias, shopify, vendure, zendesk
-from cx_pipeline.ingest.sources.files import pull_files
+from cx_pipeline.ingest.sources.files import default_pattern, pull_files
 from cx_pipeline.ingest.sources.helpdesk import InquiryRules, load_rules, stage_tickets
 from cx_pipeline.storefront.adapters import ADAPTERS, StorefrontAdapter, StorefrontConfigError
 
@@ -331,7 +331,8 @@ def helpdesk_source(cls: type[HelpdeskApiResource]) -> Callable[[str], HelpdeskA
 
 
 class FileDropResource(dg.ConfigurableResource):
-    """A folder the source system drops its exports into (the WMS's receipts, purchase orders and on-hand as CSV):
+    """A folder the source system drops its exports into (the WMS's receipts, purchase orders and on-hand as CSV or
+    Parquet):
     each new file is loaded once, only once it has settled, and a malformed one is rejected whole
     (`cx_pipeline.ingest.sources.files`; the CSV shape per feed: docs/architecture.md, "File drop")."""
 
@@ -339,12 +340,14 @@ class FileDropResource(dg.ConfigurableResource):
 
     folder: str
     settle_seconds: float = 60.0  # a file changed more recently than this may still be being written
-    patterns: dict[str, str] = {}  # noqa: RUF012 - feed -> file name pattern; a feed left out reads <feed>*.csv
+    # feed -> file name patterns (`;` between several); a feed left out reads <feed>*.csv, <feed>*.parquet...
+    patterns: dict[str, str] = {}  # noqa: RUF012
     source_time_zone: str = ""  # the zone of timestamps the export writes without one ("": they break the contract)
 
     def pattern(self, feed: Feed) -> str:
-        """The names of `feed`'s export files (any case), e.g. receipts*.csv."""
-        return self.patterns.get(feed.name, f"{feed.name}*.csv")
+        """The names of `feed`'s export files (any case), e.g. receipts*.csv; by default CSV and Parquet, and
+        workbooks too, which are rejected saying to save them as CSV rather than left unnoticed."""
+        return self.patterns.get(feed.name, default_pattern(feed))
 
     def pull(
         self, con: duckdb.DuckDBPyConnection, feed: Feed, since: datetime | None, progress: ProgressFn | None = None

@@ -8,6 +8,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import dagster as dg
+import duckdb
+import pandas as pd
 import pytest
 
 from cx_pipeline.assets.resources import FileDropResource, WmsResource, source_from_env
@@ -171,6 +173,59 @@ def test_bad_rows_of_a_good_file_are_quarantined_as_they_were_in_the_file(sim, w
     assert sorted((json.loads(row) for (row,) in held), key=str) == sorted(as_in_the_file, key=str)
 
 
+def write_parquet(folder: Path, name: str, feed: Feed, rows: list[dict[str, str]], at: float = EXPORTED) -> Path:
+    """A Parquet export of `rows`, typed as a WMS would write it (numbers as numbers, times with their zone)."""
+    path = folder / name
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        texts = pd.DataFrame(rows, columns=list(feed.columns)).replace("", None)
+        con.register("texts", texts)
+        typed = ", ".join(
+            f'TRY_CAST("{c}" AS {t.replace("JSON", "VARCHAR")}) AS "{c}"' for c, t in feed.columns.items()
+        )
+        con.execute(f"COPY (SELECT {typed} FROM texts) TO '{path}' (FORMAT parquet)")
+    os.utime(path, (at, at))
+    return path
+
+
+def test_parquet_exports_land_like_csv_and_a_workbook_is_rejected_saying_what_to_do(sim, warehouse_path, drop, exports):
+    for name in WMS:
+        write_parquet(drop, f"{name}_001.parquet", FEEDS[name], exports[name])
+    (drop / "receipts_002.xlsx").write_bytes(b"PK\x03\x04 a workbook")
+    os.utime(drop / "receipts_002.xlsx", (EXPORTED, EXPORTED))
+    instance = dg.DagsterInstance.ephemeral()
+
+    result = run(sim, warehouse_path, drop, instance)
+
+    assert result.success
+    checks, landed = check_results(result), materializations(result)
+    for name in WMS:
+        assert checks[f"raw_{name}"].passed, checks[f"raw_{name}"].description
+        assert landed[f"raw_{name}"]["rows_new"] == len(exports[name]) > 0
+    assert ("receipts_002.xlsx", REJECTED, None) in ledger(warehouse_path)
+    errors = [e.user_message for e in instance.all_logs(result.run_id) if e.level == 40]  # logging.ERROR
+    assert any("receipts_002.xlsx" in m and "save the sheet as CSV UTF-8" in m for m in errors), errors
+    with connect(warehouse_path, read_only=True) as con:  # the same rows as the CSV path lands
+        received = con.execute("SELECT min(received_at), sum(qty_received) FROM valid_receipts").fetchone()
+    rows = [r for r in exports["receipts"] if r["qty_received"]]
+    assert received[1] == sum(int(r["qty_received"]) for r in rows)
+
+
+def test_a_parquet_file_without_the_feeds_columns_is_rejected_whole(tmp_path, drop, exports):
+    feed = FEEDS["receipts"]
+    with duckdb.connect() as con:
+        con.execute(
+            f"COPY (SELECT 'R-1' AS receipt_id, 1 AS line_no) TO '{drop / 'receipts_001.parquet'}' (FORMAT parquet)"
+        )
+    (drop / "receipts_002.parquet").write_bytes(b"PAR1 not really")
+    for name in ("receipts_001.parquet", "receipts_002.parquet"):
+        os.utime(drop / name, (EXPORTED, EXPORTED))
+    with connect(tmp_path / "w.duckdb") as con:
+        read = pull_files(con, feed, drop, "receipts*.parquet", None, EXPORTED + SETTLE, SETTLE)
+    assert read.batch.rows == 0 and not read.loaded and len(read.rejected) == 2
+    assert "lacks the column(s) po_id" in read.rejected[0] and "not a readable Parquet file" in read.rejected[1]
+
+
 @pytest.mark.parametrize(
     ("content", "said"),
     [
@@ -276,4 +331,7 @@ def test_cx_wms_source_files_reads_the_drop_folder_from_the_environment(monkeypa
     source = source_from_env("wms")
 
     assert isinstance(source, FileDropResource) and source.settle_seconds == 120
-    assert source.pattern(FEEDS["receipts"]) == "receipts*.csv"
+    assert (
+        source.pattern(FEEDS["receipts"])
+        == "receipts*.csv;receipts*.parquet;receipts*.xlsx;receipts*.xls;receipts*.xlsm;receipts*.ods"
+    )

@@ -1,10 +1,11 @@
 """A folder of export files as a source of feeds (the WMS's receipts, purchase orders and on-hand exports).
 
-An export is a CSV file with a header row naming the feed's columns and one row per line: a nested feed (purchase
-orders) repeats its header's fields on each line row. Each file is loaded exactly once, recorded by name and
-content hash in `ingest_files`; a file still being written (changed within the settle window, or named as a
-temporary file) waits for a later run; a file that is not well-formed CSV is rejected whole, naming its lines, and
-nothing of it lands. Rows of a well-formed file go through the feed's contract like any other source's.
+An export is a CSV file with a header row naming the feed's columns, or a Parquet file with those columns, and one
+row per line: a nested feed (purchase orders) repeats its header's fields on each line row. Each file is loaded
+exactly once, recorded by name and content hash in `ingest_files`; a file still being written (changed within the
+settle window, or named as a temporary file) waits for a later run; a file that cannot be read (CSV that is not
+well-formed, naming its lines; a Parquet file without the feed's columns; a spreadsheet workbook) is rejected
+whole and nothing of it lands. Rows of a readable file go through the feed's contract like any other source's.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from cx_pipeline.ingest.landing import Batch, parsed, typed_columns
 # Names writers give a file while they still write it (then rename it), and names of other tools' scratch files.
 TEMPORARY_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".crdownload", ".download", ".swp", ".lock", "~")
 LOADED, REJECTED, SUPERSEDED = "loaded", "rejected", "superseded"
+# The kinds of export a drop folder is watched for: CSV and Parquet are read; a workbook is rejected saying so.
+EXPORT_SUFFIXES = (".csv", ".parquet", ".xlsx", ".xls", ".xlsm", ".ods")
+WORKBOOK_SUFFIXES = EXPORT_SUFFIXES[2:]
 MAX_NAMED_LINES = 20  # a rejection names this many bad lines, and counts the rest
 HEADER_BYTES = 1 << 20  # a header line longer than this is no export of ours
 HASH_CHUNK = 1 << 20
@@ -82,8 +86,18 @@ def temporary(name: str) -> bool:
     return name.startswith((".", "~")) or lowered.endswith(TEMPORARY_SUFFIXES)
 
 
+def default_pattern(feed: Feed) -> str:
+    """`<feed>*.csv;<feed>*.parquet;...`: the feed's exports of every kind the folder is watched for."""
+    return ";".join(f"{feed.name}*{suffix}" for suffix in EXPORT_SUFFIXES)
+
+
+def matches(name: str, pattern: str) -> bool:
+    """Whether `name` matches `pattern`, one or more shell patterns separated by `;` (any case)."""
+    return any(fnmatch.fnmatch(name.lower(), p.strip()) for p in pattern.lower().split(";") if p.strip())
+
+
 def scan(folder: Path, pattern: str, now: float, settle_seconds: float) -> Scan:
-    """The files of `folder` whose name matches `pattern` (any case), split into settled ones (unchanged for
+    """The files of `folder` whose name matches `pattern` (see `matches`), split into settled ones (unchanged for
     `settle_seconds` before `now`, epoch seconds) and ones still being written; hidden and temporary names are
     never read. Ordered by modification time, then name: the order exports were written in."""
     if not folder.is_dir():
@@ -92,7 +106,7 @@ def scan(folder: Path, pattern: str, now: float, settle_seconds: float) -> Scan:
         (
             DropFile.of(path)
             for path in folder.iterdir()
-            if path.is_file() and not temporary(path.name) and fnmatch.fnmatch(path.name.lower(), pattern.lower())
+            if path.is_file() and not temporary(path.name) and matches(path.name, pattern)
         ),
         key=lambda f: (f.modified_ns, f.name),
     )
@@ -164,7 +178,38 @@ def header(path: Path, feed: Feed) -> list[str]:
 
 def read_rows(con: duckdb.DuckDBPyConnection, file: DropFile, feed: Feed) -> int:
     """Read the file, every field as text, into temp table `drop_rows` (`_n`: its row number, `_raw`: the row as
-    in the file, as JSON). Raises FileRejected naming every line that is not well-formed CSV."""
+    in the file, as JSON), by its kind (.csv, .parquet). Raises FileRejected saying why a file cannot be read."""
+    suffix = file.path.suffix.lower()
+    if suffix == ".parquet":
+        return read_parquet_rows(con, file, feed)
+    if suffix in WORKBOOK_SUFFIXES:
+        raise FileRejected("a spreadsheet workbook is not read: save the sheet as CSV UTF-8, or export Parquet")
+    return read_csv_rows(con, file, feed)
+
+
+def read_parquet_rows(con: duckdb.DuckDBPyConnection, file: DropFile, feed: Feed) -> int:
+    """A Parquet export: its columns checked against the feed like a CSV header, then every value as text (so the
+    same typing and contract judge it; a timestamp keeps its zone, in UTC)."""
+    path = {"path": str(file.path)}
+    try:
+        names = [name for name, *_ in con.execute("DESCRIBE SELECT * FROM read_parquet($path)", path).fetchall()]
+    except duckdb.Error as exc:
+        raise FileRejected(f"not a readable Parquet file ({str(exc).splitlines()[0]})") from exc
+    if missing := [c for c in feed.columns if c not in names]:
+        raise FileRejected(f"the file lacks the column(s) {', '.join(missing)} of the {feed.name} export "
+                           f"(expected: {', '.join(feed.columns)})")  # fmt: skip
+    as_text = ", ".join(f'"{n}" := "{n}"::VARCHAR' for n in (n.replace('"', '""') for n in names))
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE drop_rows AS
+        SELECT row_number() OVER () AS _n, to_json(struct_pack({as_text})) AS _raw FROM read_parquet($path)""",
+        path,
+    )
+    (rows,) = first_row(con, "SELECT count(*) FROM drop_rows")
+    return rows
+
+
+def read_csv_rows(con: duckdb.DuckDBPyConnection, file: DropFile, feed: Feed) -> int:
+    """A CSV export, every field as text. Raises FileRejected naming every line that is not well-formed CSV."""
     names = header(file.path, feed)
     con.execute("DROP TABLE IF EXISTS drop_rejects; DROP TABLE IF EXISTS drop_scans")
     # No sniffing: the delimiter, quoting and header are fixed, so a broken file fails instead of being guessed at.
