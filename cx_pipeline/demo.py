@@ -165,8 +165,9 @@ def print_vendure_view(shop: Any, warehouse_path: Path) -> None:
     )
 
 
-WORLD_DATA = ("review_decisions", "review_queue", "inspection_defects", "inspections", "inspection_lots",
-              "return_risk", "risk_drivers", "kpi_weeks", "operator_worklist", "publications")  # fmt: skip
+WORLD_DATA = ("review_decisions", "review_submissions", "review_queue", "review_history", "inspection_defects",
+              "inspections", "qa_submissions", "inspection_lots", "return_risk", "risk_drivers", "dhu_segments",
+              "kpi_weeks", "operator_worklist", "publications")  # fmt: skip
 
 
 def demo_clock(data_dir: Path, seed: int, skus: int, storefront: str = "rest") -> datetime:
