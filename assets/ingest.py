@@ -3,7 +3,13 @@
 import dagster as dg
 import duckdb
 
-from cx_pipeline.assets.resources import WAREHOUSE_POOL, ContractsResource, SourceResource, WarehouseResource
+from cx_pipeline.assets.resources import (
+    WAREHOUSE_POOL,
+    ContractsResource,
+    SourceResource,
+    WarehouseResource,
+    feed_source,
+)
 from cx_pipeline.ingest.contracts import judge_pending
 from cx_pipeline.ingest.feeds import FEEDS, Feed
 from cx_pipeline.ingest.http import UpstreamError
@@ -35,7 +41,7 @@ def raw_asset(feed: Feed) -> dg.AssetsDefinition:
     )
     def _asset(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         # The upstream client is chosen per feed, so resources are looked up by key, not by parameter.
-        api: SourceResource = getattr(context.resources, feed.system)
+        api: SourceResource = feed_source(getattr(context.resources, feed.system), feed)
         warehouse: WarehouseResource = context.resources.warehouse
         contracts: ContractsResource = context.resources.contracts
 

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import dagster as dg
 import duckdb
@@ -23,7 +23,7 @@ from cx_pipeline.core import appstore
 from cx_pipeline.core.sql import first_row
 from cx_pipeline.ingest import http
 from cx_pipeline.ingest.contracts import ContractPolicy
-from cx_pipeline.ingest.feeds import Feed
+from cx_pipeline.ingest.feeds import FEEDS, Feed
 from cx_pipeline.ingest.graphql import ShopifyGraphQL
 from cx_pipeline.ingest.http import ApiClient, register_secret
 from cx_pipeline.ingest.landing import Batch, ProgressFn, fetch
@@ -563,36 +563,88 @@ SOURCES["oms"]["shopify"] = shopify_source  # orders from a Shopify shop (CX_OMS
 SOURCES["catalog"]["vendure"] = vendure_source  # variants from a Vendure shop (CX_CATALOG_URL, _USERNAME, _PASSWORD)
 SOURCES["oms"]["vendure"] = vendure_source  # orders from a Vendure shop (CX_OMS_URL, _USERNAME, _PASSWORD)
 
-# The stock truth comes from the WMS: the shops the status is pushed to are never read back as on hand.
+# Sources that serve only one feed of a role, chosen by CX_<FEED>_SOURCE (besides the role's own sources).
+FEED_SOURCES: dict[str, dict[str, Callable[[str], SourceResource]]] = {"on_hand": {}}
+
+# The stock truth comes from the WMS: the shop the status is pushed to is never read back as on hand.
 PUSH_TARGETS = ("vendure", "shopify")
 
 
-def push_target_refusal(source: str, source_url: str = "", adapter: str = "", storefront_url: str = "") -> str | None:
-    """Why the on-hand source `source` (at `source_url`) may not be used with the storefront `adapter` at
-    `storefront_url`, or None when it may."""
+class WmsSources(dg.ConfigurableResource):
+    """The WMS role's feeds from more than one system: each feed's source, as CX_<FEED>_SOURCE names it (else
+    CX_WMS_SOURCE's), e.g. receipts and purchase orders as files dropped by the WMS and on-hand from its API. Each
+    feed's settings then use its own prefix (CX_ON_HAND_URL, CX_RECEIPTS_DROP_DIR...)."""
+
+    receipts: dg.ConfigurableResource
+    purchase_orders: dg.ConfigurableResource
+    on_hand: dg.ConfigurableResource
+
+    def for_feed(self, feed: Feed) -> SourceResource:
+        return getattr(self, feed.name)
+
+
+def feed_source(resource: Any, feed: Feed) -> SourceResource:
+    """The source of `feed` within its role's resource (a role's resource is one source, or `WmsSources`)."""
+    return resource.for_feed(feed) if isinstance(resource, WmsSources) else resource
+
+
+def push_target_refusal(
+    source: str, source_url: str = "", adapter: str = "", storefront_url: str = "", variable: str = "CX_WMS_SOURCE"
+) -> str | None:
+    """Why the on-hand source `source` (at `source_url`, named by `variable`) may not be used with the storefront
+    `adapter` at `storefront_url`, or None when it may."""
     why = (
         "the stock truth comes from the WMS, and the storefront is where the pipeline pushes stock: reading it back "
         "as on hand would read the pipeline's own writes"
     )
-    if source in PUSH_TARGETS:
-        return f"CX_WMS_SOURCE={source!r} is refused: {why}. Keep CX_WMS_SOURCE on the WMS (rest or files)"
+    readers = {*SOURCES["wms"], *(FEED_SOURCES["on_hand"] if variable != "CX_WMS_SOURCE" else ())}
+    apart = source_url and storefront_url and source_url.rstrip("/").lower() != storefront_url.rstrip("/").lower()
+    if source in PUSH_TARGETS and (source not in readers or (source == adapter and not apart)):
+        return f"{variable}={source!r} is refused: {why}. Keep it on the WMS (rest or files)"
     # The bundled REST shape may share a host with the storefront (the simulator serves both); a shop's own API
     # as the WMS's address is the push target read back.
-    same = source_url and storefront_url and source_url.rstrip("/").lower() == storefront_url.rstrip("/").lower()
+    same = source_url and storefront_url and not apart
     if same and adapter in PUSH_TARGETS:
-        return f"CX_WMS_URL is the {adapter} storefront the stock is pushed to (CX_STOREFRONT_URL): refused, as {why}"
+        prefix = variable.removesuffix("_SOURCE")
+        return f"{prefix}_URL is the {adapter} storefront the stock is pushed to (CX_STOREFRONT_URL): refused, as {why}"
     return None
 
 
 def source_from_env(role: str) -> SourceResource:
-    """The resource of `role`'s source, as CX_<ROLE>_SOURCE names it (rest when unset)."""
-    variable = f"CX_{role.upper()}_SOURCE"
-    name = os.environ.get(variable, "rest").strip().lower() or "rest"
-    if role == "wms" and (refusal := push_target_refusal(name)):
+    """The resource of `role`'s source, as CX_<ROLE>_SOURCE names it (rest when unset); for the WMS, a feed that
+    names its own source (CX_RECEIPTS_SOURCE, CX_PURCHASE_ORDERS_SOURCE, CX_ON_HAND_SOURCE) makes it `WmsSources`.
+    A push target as the on-hand source is refused."""
+    own = {f.name: env_source(f.name) for f in FEEDS.values() if f.system == role and role == "wms"}
+    on_hand = "ON_HAND" if own.get("on_hand") else "WMS"
+    if role == "wms" and (
+        refusal := push_target_refusal(
+            env_source(on_hand),
+            os.environ.get(f"CX_{on_hand}_URL", ""),
+            os.environ.get("CX_STOREFRONT_ADAPTER", "rest").strip().lower(),
+            os.environ.get("CX_STOREFRONT_URL", ""),
+            f"CX_{on_hand}_SOURCE",
+        )
+    ):
         raise ValueError(refusal)
-    if name not in SOURCES[role]:
-        raise ValueError(f"{variable}={name!r} is not a source of the {role} feeds: choose {', '.join(SOURCES[role])}")
-    return SOURCES[role][name](role)
+    base = build_source(role, role, SOURCES[role])
+    if not any(own.values()):
+        return base
+    return WmsSources(
+        **{f: build_source(f, f, SOURCES[role] | FEED_SOURCES.get(f, {})) if name else base for f, name in own.items()}
+    )
+
+
+def env_source(prefix: str) -> str:
+    """The source CX_<PREFIX>_SOURCE names ("" when unset)."""
+    return os.environ.get(f"CX_{prefix.upper()}_SOURCE", "").strip().lower()
+
+
+def build_source(name: str, prefix: str, choices: dict[str, Callable[[str], SourceResource]]) -> SourceResource:
+    """The source CX_<PREFIX>_SOURCE names among `choices` (rest when unset), built from CX_<PREFIX>_* settings."""
+    variable, chosen = f"CX_{prefix.upper()}_SOURCE", env_source(prefix) or "rest"
+    if chosen not in choices:
+        raise ValueError(f"{variable}={chosen!r} is not a source of the {name} feeds: choose {', '.join(choices)}")
+    return choices[chosen](prefix)
 
 
 class StorefrontResource(dg.ConfigurableResource):
@@ -716,11 +768,6 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
 
     # Only the settings the chosen adapter needs are read, so the others may stay unset.
     kind = os.environ.get("CX_STOREFRONT_ADAPTER", "rest")
-    wms = os.environ.get("CX_WMS_SOURCE", "rest").strip().lower() or "rest"
-    if refusal := push_target_refusal(
-        wms, os.environ.get("CX_WMS_URL", ""), kind, os.environ.get("CX_STOREFRONT_URL", "")
-    ):
-        raise ValueError(refusal)
     shopify = ("client_id", "client_secret") if os.environ.get("CX_STOREFRONT_CLIENT_ID") else ("token",)
     if not os.environ.get("CX_STOREFRONT_LOCATIONS"):  # a location mapping names the locations itself
         shopify += ("location_id",)

@@ -12,7 +12,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from cx_pipeline.assets.resources import FileDropResource, WmsResource, source_from_env
+from cx_pipeline.assets.resources import FileDropResource, WmsResource, WmsSources, source_from_env
 from cx_pipeline.assets.sensors import new_receipts_sensor, wms_file_drop_sensor
 from cx_pipeline.ingest.feeds import FEEDS, Feed
 from cx_pipeline.ingest.http import ApiClient
@@ -320,7 +320,7 @@ def test_each_sensor_skips_saying_why_when_the_wms_is_not_its_source(drop):
     with dg.build_sensor_context(instance=instance, resources={"wms": files}) as context:
         assert "not the WMS API" in new_receipts_sensor(context).skip_message
     with dg.build_sensor_context(instance=instance, resources={"wms": api}) as context:
-        assert "not a file drop" in wms_file_drop_sensor(context).skip_message
+        assert "no WMS feed comes from a file drop" in wms_file_drop_sensor(context).skip_message
 
 
 def test_cx_wms_source_files_reads_the_drop_folder_from_the_environment(monkeypatch, drop):
@@ -335,3 +335,42 @@ def test_cx_wms_source_files_reads_the_drop_folder_from_the_environment(monkeypa
         source.pattern(FEEDS["receipts"])
         == "receipts*.csv;receipts*.parquet;receipts*.xlsx;receipts*.xls;receipts*.xlsm;receipts*.ods"
     )
+
+
+def test_each_wms_feed_may_come_from_its_own_source(sim, warehouse_path, drop, exports, monkeypatch):
+    """Receipts and purchase orders as the WMS's export files, on-hand stock from its API: one source per feed."""
+    for name in ("receipts", "purchase_orders"):
+        write(drop, f"{name}_001.csv", FEEDS[name], exports[name])
+    write(drop, "on_hand_001.csv", FEEDS["on_hand"], exports["on_hand"][:5])  # not its source: never read
+    files = FileDropResource(folder=str(drop), settle_seconds=SETTLE)
+    api = resources(sim, warehouse_path)["wms"]
+    wms = WmsSources(receipts=files, purchase_orders=files, on_hand=api)
+
+    result = dg.materialize(
+        nodes("ingest"), resources={**resources(sim, warehouse_path), "wms": wms}, raise_on_error=False
+    )
+
+    assert result.success
+    landed = materializations(result)
+    assert landed["raw_on_hand"]["rows_new"] == len(sim.world.on_hand()) > 5
+    with connect(warehouse_path, read_only=True) as con:
+        sources = dict(con.execute("SELECT feed, source FROM ingest_batches WHERE feed IN (?, ?, ?)", WMS).fetchall())
+    assert sources == {"receipts": "files", "purchase_orders": "files", "on_hand": "rest"}
+    assert sorted(name for name, *_ in ledger(warehouse_path)) == ["purchase_orders_001.csv", "receipts_001.csv"]
+    instance = dg.DagsterInstance.ephemeral()
+    with dg.build_sensor_context(instance=instance, resources={"wms": wms}) as context:
+        assert "receipts' source is FileDropResource" in new_receipts_sensor(context).skip_message
+    with dg.build_sensor_context(instance=instance, resources={"wms": wms}) as context:
+        ticked = wms_file_drop_sensor(context)  # watches the files of the feeds it serves only
+    assert len(ticked.run_requests) == 1 and "on_hand_001.csv" not in ticked.cursor
+
+    monkeypatch.setenv("CX_WMS_SOURCE", "rest")
+    for name in ("RECEIPTS", "PURCHASE_ORDERS"):
+        monkeypatch.setenv(f"CX_{name}_SOURCE", "files")
+        monkeypatch.setenv(f"CX_{name}_DROP_DIR", str(drop))
+    from_env = source_from_env("wms")
+    assert isinstance(from_env, WmsSources) and isinstance(from_env.on_hand, WmsResource)
+    assert isinstance(from_env.receipts, FileDropResource) and from_env.receipts.folder == "CX_RECEIPTS_DROP_DIR"
+    monkeypatch.setenv("CX_ON_HAND_SOURCE", "vendure")
+    with pytest.raises(ValueError, match=r"CX_ON_HAND_SOURCE='vendure' is refused: the stock truth comes from"):
+        source_from_env("wms")
