@@ -27,7 +27,7 @@ from cx_pipeline.ingest.feeds import FEEDS, Feed
 from cx_pipeline.ingest.graphql import ShopifyGraphQL
 from cx_pipeline.ingest.http import ApiClient, register_secret
 from cx_pipeline.ingest.landing import Batch, ProgressFn, fetch
-from cx_pipeline.ingest.sources import gorgias, shopify, vendure, zendesk
+from cx_pipeline.ingest.sources import gorgias, shopify, shopify_inventory, vendure, zendesk
 from cx_pipeline.ingest.sources.files import default_pattern, pull_files
 from cx_pipeline.ingest.sources.helpdesk import InquiryRules, load_rules, stage_tickets
 from cx_pipeline.storefront.adapters import ADAPTERS, StorefrontAdapter, StorefrontConfigError
@@ -467,6 +467,100 @@ def shopify_source(role: str) -> ShopifySourceResource:
         if value := os.environ.get(f"{prefix}_{name.upper()}", "").strip():
             settings[name] = float(value)
     return ShopifySourceResource(**settings)
+
+
+class ShopifyInventoryResource(dg.ConfigurableResource):
+    """A Shopify shop's inventory levels as the source of the on-hand feed, through the Admin GraphQL API: `shop_url`,
+    an Admin API `access_token` (read_inventory; from an env var, never logged), `locations` (the shop's location
+    name -> the pipeline's warehouse code; a location left out keeps its name). Read whole every run, by a bulk
+    operation (`bulk`, waited for up to `bulk_timeout_seconds`) or page by page: Shopify documents no filter that
+    lists the quantities changed since a moment, so it has no `full_read_every_hours`. Only for a shop the stock
+    status is not pushed to. See docs/architecture.md, "Shopify as a source"."""
+
+    source_name: ClassVar[str] = "shopify"
+
+    shop_url: str
+    access_token: str
+    api_version: str = "2026-01"
+    locations: dict[str, str] = {}  # noqa: RUF012 - pydantic copies field defaults
+    bulk: bool = True
+    bulk_timeout_seconds: float = 3600.0
+    bulk_poll_seconds: float = 5.0
+    page_size: int = 250
+    max_levels: int = 50
+    max_pages: int = 10_000
+    connect_timeout_seconds: float = 5.0
+    read_timeout_seconds: float = 30.0
+    download_timeout_seconds: float = 300.0
+    retries: int = 5
+    backoff_seconds: float = 0.5
+    throttle_attempts: int = 5
+
+    _shop: ShopifyGraphQL | None = PrivateAttr(default=None)
+
+    @property
+    def shop(self) -> ShopifyGraphQL:
+        """The shop's GraphQL endpoint, built once per run (one session and cost bucket)."""
+        if self._shop is None:
+            self._shop = ShopifyGraphQL(
+                self.shop_url,
+                self.access_token,
+                api_version=self.api_version,
+                connect_timeout=self.connect_timeout_seconds,
+                read_timeout=self.read_timeout_seconds,
+                retries=self.retries,
+                backoff_factor=self.backoff_seconds,
+                throttle_attempts=self.throttle_attempts,
+            )
+        return self._shop
+
+    def pull(
+        self, con: duckdb.DuckDBPyConnection, feed: Feed, since: datetime | None, progress: ProgressFn | None = None
+    ) -> Batch:
+        """Stage the shop's whole inventory as on-hand rows (`since` is never set: see the class)."""
+        read = shopify_inventory.InventoryRead(
+            locations=dict(self.locations),
+            bulk=self.bulk,
+            bulk_timeout=self.bulk_timeout_seconds,
+            bulk_poll=self.bulk_poll_seconds,
+            page_size=self.page_size,
+            max_levels=self.max_levels,
+            max_pages=self.max_pages,
+            download_timeout=(self.connect_timeout_seconds, self.download_timeout_seconds),
+        )
+        batch = shopify_inventory.pull(con, self.shop, feed, read, progress)
+        if self.shop.throttled:
+            dg.get_dagster_logger().info(
+                f"{feed.table}: Shopify throttled {self.shop.throttled} queries; waited {sum(self.shop.waits):.1f} s "
+                "for its cost bucket"
+            )
+        return batch
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        _ = self.shop  # a malformed URL or a missing token fails before any write
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._shop is not None:
+            self._shop.close()
+
+
+def shopify_inventory_source(prefix: str) -> ShopifyInventoryResource:
+    """A builder of the Shopify inventory source of the on-hand feed: CX_<PREFIX>_URL (the shop), _TOKEN (an Admin
+    API access token with read_inventory), _LOCATIONS (JSON: shop location name -> warehouse code),
+    _SHOPIFY_API_VERSION, _SHOPIFY_BULK (0: read page by page; default a bulk operation),
+    _SHOPIFY_BULK_TIMEOUT_SECONDS and _SHOPIFY_MAX_LEVELS (locations per item, page by page)."""
+    prefix = f"CX_{prefix.upper()}"
+    settings: dict[str, object] = {"shop_url": dg.EnvVar(f"{prefix}_URL"), "access_token": dg.EnvVar(f"{prefix}_TOKEN")}
+    settings["locations"] = env_json(f"{prefix}_LOCATIONS")
+    if version := os.environ.get(f"{prefix}_SHOPIFY_API_VERSION", "").strip():
+        settings["api_version"] = version
+    if os.environ.get(f"{prefix}_SHOPIFY_BULK", "").strip():
+        settings["bulk"] = env_flag(f"{prefix}_SHOPIFY_BULK")
+    if value := os.environ.get(f"{prefix}_SHOPIFY_BULK_TIMEOUT_SECONDS", "").strip():
+        settings["bulk_timeout_seconds"] = float(value)
+    if value := os.environ.get(f"{prefix}_SHOPIFY_MAX_LEVELS", "").strip():
+        settings["max_levels"] = int(value)
+    return ShopifyInventoryResource(**settings)
 
 
 class VendureSourceResource(dg.ConfigurableResource):

@@ -62,6 +62,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from cx_pipeline.simulator import shopify_bulk
 from cx_pipeline.simulator.shopify_shop import (
     SearchError,
     ShopCatalog,
@@ -130,6 +131,8 @@ class Variant:
     variant_id: str = ""
     policy: str = "DENY"  # ProductVariant.inventoryPolicy: CONTINUE sells when out of stock
     tracked: bool = True  # InventoryItem.tracked: untracked items sell whatever their quantity
+    # location gid -> named quantities other than available (committed, damaged, quality_control...; see shopify_bulk)
+    held: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -259,6 +262,8 @@ class ShopifySimulator:
         self._lock = threading.Lock()  # one request at a time touches the shop, the bucket and the records
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        # bulk query operations (the inventory's), each RUNNING for `bulk_running_polls` polls
+        self.bulk = shopify_bulk.BulkOperations(self._bulk_result, lambda: self.now() if self.now else None)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -309,6 +314,19 @@ class ShopifySimulator:
         """Change a quantity behind the client's back (a sale, a merchant's edit); stocks the item there if needed."""
         with self._lock:
             self.variant(sku).available[location] = quantity
+
+    def set_quantities(self, sku: str, location: str = DEFAULT_LOCATION, /, **quantities: int) -> None:
+        """Set named quantities of `sku` at `location` (available, committed, damaged, quality_control, reserved,
+        safety_stock, incoming; on_hand itself for bad data), stocking it there if needed."""
+        with self._lock:
+            variant = self.variant(sku)
+            variant.available[location] = quantities.pop("available", variant.available.get(location, 0))
+            variant.held.setdefault(location, {}).update(quantities)
+
+    def fail_next_bulk(self, error_code: str = "INTERNAL_SERVER_ERROR") -> None:
+        """The next bulk operation ends FAILED with `error_code` (ACCESS_DENIED, INTERNAL_SERVER_ERROR, TIMEOUT)."""
+        with self._lock:
+            self.bulk.failures.append(error_code)
 
     def unstock(self, sku: str, location: str = DEFAULT_LOCATION) -> None:
         with self._lock:
@@ -398,6 +416,9 @@ class ShopifySimulator:
         with self._lock:
             if path == TOKEN_PATH and method == "POST":
                 return self._token_request(headers, body)
+            if method == "GET" and (result := shopify_bulk.BULK_PATH.match(path)):
+                data = self.bulk.download(int(result.group(1)))  # signed storage in Shopify: no token asked
+                return self._record("bulk_download", 200 if data is not None else 404, data or {"errors": "Not Found"})
             match = _PATH.match(path)
             if method != "POST" or match is None or match.group(1) not in API_VERSIONS:
                 return self._record("-", 404, {"errors": "Not Found"})
@@ -517,6 +538,16 @@ class ShopifySimulator:
         if operation == "inventorySetQuantities":
             self._require(operation, "write_inventory")
             return {"inventorySetQuantities": self._set_quantities(query, variables, version)}, MUTATION_COST
+        if operation == "inventoryItems":
+            self._require(operation, "read_inventory")
+            return self._inventory_items(query, variables)
+        if operation == "bulkOperationRunQuery":
+            self._require("inventoryItems", "read_inventory")  # the one bulk query it runs is the inventory's
+            self.bulk.base_url = self.url
+            return {operation: self.bulk.create(str(variables.get("query") or ""))}, MUTATION_COST
+        if operation in ("node", "currentBulkOperation"):
+            node = self.bulk.poll(variables.get("id") if operation == "node" else None)
+            return {operation: node}, 1
         if operation == "inventoryItemUpdate":
             self._require(operation, "write_inventory")
             return {"inventoryItemUpdate": self._item_update(variables)}, MUTATION_COST
@@ -547,6 +578,26 @@ class ShopifySimulator:
         except SearchError as exc:
             raise GraphQLError(str(exc), "BAD_REQUEST") from exc
         return {operation: {"nodes": nodes, "pageInfo": info}}, 2 + per_node * len(nodes)
+
+    def _inventory_items(self, query: str, variables: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """`inventoryItems(first:, after:)` with each item's levels and the named quantities the query asks for."""
+        first, levels = _first(variables.get("first")), _first(variables.get("levels"), "levels")
+        names = shopify_bulk.quantity_names(query, variables)
+        start = _decode_cursor(variables["after"]) if variables.get("after") else 0
+        page = self.variants[start : start + first]
+        nodes = [shopify_bulk.item_node(v, self._location_node, names, levels) for v in page]
+        end = start + len(page)
+        info = {"hasNextPage": end < len(self.variants), "endCursor": _encode_cursor(end) if page else None}
+        actual = sum(3 + 3 * len(n["inventoryLevels"]["nodes"]) for n in nodes)
+        return {"inventoryItems": {"nodes": nodes, "pageInfo": info}}, 2 + actual
+
+    def _location_node(self, location_id: str) -> dict[str, Any]:
+        return _location(self.locations[location_id])
+
+    def _bulk_result(self, query: str) -> bytes:
+        """The JSONL of a bulk inventory query, read when the operation completes."""
+        names = shopify_bulk.quantity_names(query, {})
+        return shopify_bulk.inventory_jsonl(self.variants, self._location_node, names)
 
     def _locations(self, variables: dict[str, Any]) -> tuple[dict[str, Any], int]:
         first = _first(variables.get("first"))
@@ -756,11 +807,14 @@ class ShopifySimulator:
 def _operation(query: str) -> str:
     """The root field the query is about: enough to tell the adapter's operations apart."""
     if re.match(r"\s*mutation\b", query):
-        for name in ("inventorySetQuantities", "inventoryItemUpdate"):
+        for name in ("inventorySetQuantities", "inventoryItemUpdate", "bulkOperationRunQuery"):
             if re.search(rf"\b{name}\s*\(", query):
                 return name
         return "mutation"
-    for name in ("productVariants", "products", "orders", "nodes", "locations", "location"):
+    for name in ("currentBulkOperation", "inventoryItems", "productVariants", "products", "orders", "nodes", "node"):
+        if re.search(rf"\b{name}\s*\(", query):
+            return name
+    for name in ("locations", "location"):
         if re.search(rf"\b{name}\s*\(", query):
             return name
     return "shop" if re.search(r"\bshop\s*\{", query) else "query"
@@ -768,8 +822,12 @@ def _operation(query: str) -> str:
 
 def _requested_cost(operation: str, variables: dict[str, Any]) -> int:
     """The cost Shopify calculates before running a query: connections count the nodes they may return."""
-    if operation in ("inventorySetQuantities", "inventoryItemUpdate"):
+    if operation in ("inventorySetQuantities", "inventoryItemUpdate", "bulkOperationRunQuery"):
         return MUTATION_COST
+    if operation in ("node", "currentBulkOperation"):
+        return 1
+    if operation == "inventoryItems":
+        return 2 + shopify_bulk.item_cost(_positive(variables.get("levels"))) * _positive(variables.get("first"))
     levels = _positive(variables.get("levels"))
     per_variant = VARIANT_COST + LEVEL_COST * levels
     if operation == "productVariants":
@@ -892,9 +950,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.reply(*self.server.sim.handle(method, self.path.split("?", 1)[0], headers, body))
 
     def reply(self, status: int, body: Any) -> None:
-        payload = orjson.dumps(body)
+        raw = isinstance(body, bytes)  # a bulk operation's JSONL, sent as is
+        payload = body if raw else orjson.dumps(body)
         self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", "application/jsonl" if raw else "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
