@@ -34,6 +34,9 @@ field named in the query text and answers that field with the fixed selection th
 - with a demo `world`: `products(first:, after:, query:, sortKey:)` and `orders(...)` for the Shopify source of the
   catalog and open orders feeds (`shopify_shop.py`: the `updated_at` filter, `UPDATED_AT` sorting, cursors on the
   sort key), with `shop { currencyCode }` and a `Date` header on the world's clock.
+- for the Shopify inventory source of the on-hand feed: `inventoryItems(first:, after:)` with named quantities, and
+  bulk operations (`bulkOperationRunQuery`, polled by `node(id:)` / `currentBulkOperation`, the JSONL served at
+  `/bulk/<n>.jsonl`): `shopify_bulk.py`.
 
 Any other operation gets a GraphQL error in Shopify's format. Faults: `fail_next` (5xx, optionally after the
 mutation was applied, as when an answer is lost) and `throttle_next` (a THROTTLED answer). `answers`,
