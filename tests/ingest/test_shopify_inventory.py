@@ -9,7 +9,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from cx_pipeline.assets.resources import ShopifyInventoryResource, shopify_inventory_source
+from cx_pipeline.assets.resources import ShopifyInventoryResource, WmsResource, WmsSources, shopify_inventory_source
 from cx_pipeline.ingest.feeds import FEEDS
 from cx_pipeline.ingest.graphql import ShopifyGraphQL
 from cx_pipeline.ingest.http import UpstreamError
@@ -17,7 +17,8 @@ from cx_pipeline.ingest.sources import shopify_inventory
 from cx_pipeline.simulator import Simulator
 from cx_pipeline.simulator.shopify import DEFAULT_LOCATION, ShopifySimulator
 from cx_pipeline.warehouse import connect
-from tests.helpers import check_results, nodes, resources
+from tests.helpers import TOKEN as SIM_TOKEN
+from tests.helpers import check_results, materializations, nodes, resources
 
 TOKEN = "shpat_inventory_test_0123456789abcdef"
 SCOPES = ("read_products", "read_inventory", "read_locations")
@@ -102,6 +103,30 @@ def test_inventory_levels_land_into_raw_on_hand_and_pass_their_contract(sim, sho
         warehouse_path, "SELECT source, updated_since IS NULL AS whole FROM ingest_batches WHERE feed = 'on_hand'"
     )
     assert batch.to_dict("records") == [{"source": "shopify", "whole": True}]  # read whole
+
+
+def test_the_whole_ingest_room_with_on_hand_from_shopify_and_each_run_reads_it_whole(sim, shop, warehouse_path):
+    # receipts and purchase orders from the WMS's REST API, on-hand from the shop: one WmsSources resource
+    wms = WmsResource(base_url=sim.url, token=SIM_TOKEN, backoff_seconds=0.05)
+    sources = WmsSources(receipts=wms, purchase_orders=wms, on_hand=source(shop))
+
+    def ingest() -> dg.ExecuteInProcessResult:
+        return dg.materialize(nodes("ingest"), resources={**resources(sim, warehouse_path), "wms": sources})
+
+    first = ingest()
+    assert all(check.passed for check in check_results(first).values())
+    assert materializations(first)["raw_receipts"]["rows_fetched"] > 0
+    skus = sorted(sim.world.on_hand()["sku"].unique())
+    shop.set_quantities(skus[5], LOCATIONS["WH-WEST"][0], available=0, committed=1)  # a sale, then a count
+    shop.set_tracked(skus[6], False)  # no longer counted by the shop
+
+    second = materializations(ingest())["raw_on_hand"]
+
+    assert (second["updated_since"], second["rows_updated"]) == ("full load", 1)
+    gone = table(warehouse_path, "SELECT row_key FROM snapshot_absent WHERE feed = 'on_hand' ORDER BY row_key")
+    assert gone["row_key"].tolist() == [f"{skus[6]}|WH-EAST", f"{skus[6]}|WH-WEST"]
+    valid = table(warehouse_path, "SELECT DISTINCT sku FROM valid_on_hand")["sku"]
+    assert skus[6] not in set(valid) and skus[5] in set(valid)
 
 
 def test_a_bulk_read_lands_the_same_rows_as_the_paged_read(sim, shop, warehouse_path):
