@@ -13,7 +13,7 @@ from cx_pipeline.assets.resources import ShopifyInventoryResource, WmsResource, 
 from cx_pipeline.ingest.feeds import FEEDS
 from cx_pipeline.ingest.graphql import ShopifyGraphQL
 from cx_pipeline.ingest.http import UpstreamError
-from cx_pipeline.ingest.sources import shopify_inventory
+from cx_pipeline.ingest.sources import shopify_bulk, shopify_inventory
 from cx_pipeline.simulator import Simulator
 from cx_pipeline.simulator.shopify import DEFAULT_LOCATION, ShopifySimulator
 from cx_pipeline.warehouse import connect
@@ -183,8 +183,8 @@ def test_a_bulk_operation_that_does_not_finish_in_time_fails_the_pull(sim, shop,
 def test_one_bulk_operation_at_a_time(sim, shop, warehouse_path):
     graphql = ShopifyGraphQL(shop.url, TOKEN, api_version="2026-01")
     variables = {"query": shopify_inventory.BULK_ITEMS}
-    first = graphql.query("bulkOperationRunQuery", shopify_inventory.RUN_BULK, variables, cost=10)
-    second = graphql.query("bulkOperationRunQuery", shopify_inventory.RUN_BULK, variables, cost=10)
+    first = graphql.query("bulkOperationRunQuery", shopify_bulk.RUN_BULK, variables, cost=10)
+    second = graphql.query("bulkOperationRunQuery", shopify_bulk.RUN_BULK, variables, cost=10)
     assert first["bulkOperationRunQuery"]["bulkOperation"]["status"] == "CREATED"
     assert second["bulkOperationRunQuery"]["userErrors"][0]["code"] == "OPERATION_IN_PROGRESS"
     # a pull meeting a running operation waits for it within its timeout, then says why it gave up

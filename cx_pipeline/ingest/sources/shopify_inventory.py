@@ -18,21 +18,17 @@ quarantines it. Schema followed (Admin GraphQL 2026-01): InventoryItem `id sku t
 from __future__ import annotations
 
 import tempfile
-import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 import orjson
-import requests
 
-from cx_pipeline.core.sql import first_row
-from cx_pipeline.core.transactions import transaction
 from cx_pipeline.ingest.feeds import Feed
-from cx_pipeline.ingest.graphql import ShopifyGraphQL, messages, page_size
+from cx_pipeline.ingest.graphql import ShopifyGraphQL, page_size
 from cx_pipeline.ingest.http import UpstreamError
-from cx_pipeline.ingest.landing import Batch, ProgressFn, parsed, typed_columns
+from cx_pipeline.ingest.landing import Batch, ProgressFn
+from cx_pipeline.ingest.sources.shopify_bulk import BulkSettings, bulk_download, stage_select
 
 # The named quantities the feed takes: on_hand, in_qc, damaged. (available, committed and reserved are not used:
 # the pipeline computes what can be sold from on-hand minus open orders itself; incoming: purchase orders come
@@ -55,15 +51,6 @@ BULK_ITEMS = f"""{{
     edges {{ node {{ id sku tracked inventoryLevels {{ edges {{ node {{ {LEVEL_FIELDS} }} }} }} }} }}
   }}
 }}"""
-RUN_BULK = """mutation SourceBulkRun($query: String!) {
-  bulkOperationRunQuery(query: $query) { bulkOperation { id status } userErrors { field message code } }
-}"""
-POLL_BULK = """query SourceBulkPoll($id: ID!) {
-  node(id: $id) { ... on BulkOperation { id status errorCode objectCount url partialDataUrl } }
-}"""
-BULK_FAILED = ("FAILED", "CANCELED", "CANCELING", "EXPIRED")
-MUTATION_COST = 10
-DOWNLOAD_CHUNK = 1 << 20
 # The JSONL's lines: an item (no __parentId) or one of its levels (__parentId = the item's id).
 JSONL_COLUMNS = (
     "{id: 'VARCHAR', sku: 'VARCHAR', tracked: 'BOOLEAN', location: 'STRUCT(name VARCHAR, \"isActive\" BOOLEAN)', "
@@ -85,6 +72,10 @@ class InventoryRead:
     max_pages: int = 10_000
     download_timeout: tuple[float, float] = (5.0, 300.0)
 
+    @property
+    def bulk_settings(self) -> BulkSettings:
+        return BulkSettings(self.bulk_timeout, self.bulk_poll, self.download_timeout)
+
 
 def item_cost(levels: int) -> int:
     """Calculated cost of one inventory item: the item, its levels connection, and each level with its location
@@ -105,7 +96,8 @@ def pull(
     with tempfile.TemporaryDirectory(prefix="cx-shopify-inventory-") as folder:
         jsonl = Path(folder) / "inventory.jsonl"
         if read.bulk:
-            pages, as_of = 1, bulk_download(shop, BULK_ITEMS, jsonl, read)
+            setting = "CX_ON_HAND_SHOPIFY_BULK_TIMEOUT_SECONDS"
+            pages, as_of = 1, bulk_download(shop, BULK_ITEMS, jsonl, read.bulk_settings, setting)
         else:
             pages, as_of = write_pages(shop, jsonl, read, progress), shop.shop_clock
         batch = stage_levels(con, feed, jsonl, read.locations)
@@ -140,68 +132,6 @@ def write_pages(shop: ShopifyGraphQL, jsonl: Path, read: InventoryRead, progress
     return count
 
 
-def bulk_download(shop: ShopifyGraphQL, query: str, jsonl: Path, read: InventoryRead) -> datetime | None:
-    """Run `query` as a bulk operation, wait for it and download its JSONL into `jsonl`; return the shop's clock
-    when the operation started (what the snapshot is as of)."""
-    started = shop.monotonic()
-    operation = start_bulk(shop, query, read, started)
-    as_of = shop.shop_clock
-    while True:
-        node = shop.query("node", POLL_BULK, {"id": operation}, cost=1).get("node") or {}
-        status = node.get("status")
-        if status == "COMPLETED":
-            break
-        if status in BULK_FAILED or status is None:
-            raise UpstreamError(
-                f"{shop.name}: bulk operation {operation} ended {status or 'missing'}"
-                + (f" (errorCode {node['errorCode']})" if node.get("errorCode") else "")
-                + ": the inventory was not read; the next run tries again"
-            )
-        if shop.monotonic() - started > read.bulk_timeout:
-            raise UpstreamError(
-                f"{shop.name}: bulk operation {operation} is still {status} after {read.bulk_timeout:,.0f} s "
-                "(CX_ON_HAND_SHOPIFY_BULK_TIMEOUT_SECONDS): the inventory was not read"
-            )
-        shop.sleep(read.bulk_poll)
-    if node.get("url"):
-        download(node["url"], jsonl, read.download_timeout, shop.name)
-    else:  # Shopify gives no file when the query found nothing
-        jsonl.write_bytes(b"")
-    return as_of
-
-
-def start_bulk(shop: ShopifyGraphQL, query: str, read: InventoryRead, started: float) -> str:
-    """The id of a new bulk operation running `query`. Shopify runs one bulk query of an app at a time per shop:
-    while another runs (this app's catalog read, say), wait for it within the timeout."""
-    while True:
-        payload = shop.query("bulkOperationRunQuery", RUN_BULK, {"query": query}, cost=MUTATION_COST)
-        answer = payload.get("bulkOperationRunQuery") or {}
-        errors = answer.get("userErrors") or []
-        operation = (answer.get("bulkOperation") or {}).get("id")
-        if not errors and operation:
-            return str(operation)
-        busy = any(isinstance(e, dict) and e.get("code") == "OPERATION_IN_PROGRESS" for e in errors)
-        if not busy or shop.monotonic() - started > read.bulk_timeout:
-            detail = "; ".join(str(e.get("message")) for e in errors if isinstance(e, dict)) or messages(answer)
-            raise UpstreamError(f"{shop.name}: the bulk operation was refused: {detail}")
-        shop.sleep(read.bulk_poll)
-
-
-def download(url: str, target: Path, timeout: tuple[float, float], name: str) -> None:
-    """Stream the bulk operation's result to `target`. The URL is signed storage, not the shop: it is fetched
-    without the shop's access token."""
-    try:
-        with requests.get(url, stream=True, timeout=timeout) as answer:
-            answer.raise_for_status()
-            with target.open("wb") as out:
-                for chunk in answer.iter_content(DOWNLOAD_CHUNK):
-                    out.write(chunk)
-    except requests.RequestException as exc:
-        raise UpstreamError(
-            f"{name}: the bulk operation's result could not be downloaded: {type(exc).__name__}"
-        ) from exc
-
-
 def levels_sql(feed: Feed) -> str:
     """SQL for the on-hand rows of the JSONL at `$path`, each as one JSON object `_raw` (with the item's id, for
     people tracing a row): tracked items' levels at active locations, warehouse mapped by `location_warehouses`."""
@@ -222,18 +152,8 @@ def levels_sql(feed: Feed) -> str:
 
 
 def stage_levels(con: duckdb.DuckDBPyConnection, feed: Feed, jsonl: Path, locations: dict[str, str]) -> Batch:
-    """Stage the JSONL's levels as `landing_<feed>`, typed by the same SQL as every source's pages (`stage`)."""
-    batch_id = f"{feed.name}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-    with transaction(con):
-        con.execute("CREATE OR REPLACE TEMP TABLE location_warehouses (location VARCHAR, warehouse VARCHAR)")
-        if locations:
-            con.executemany("INSERT INTO location_warehouses VALUES (?, ?)", list(locations.items()))
-        con.execute(
-            f"""CREATE OR REPLACE TABLE landing_{feed.name} AS
-            SELECT {typed_columns(feed)}, _row, _raw, $batch AS _batch_id
-            FROM (SELECT _row, _raw, {parsed(feed)}
-                  FROM (SELECT row_number() OVER () - 1 AS _row, _raw FROM ({levels_sql(feed)})))""",
-            {"path": str(jsonl), "batch": batch_id},
-        )
-    (rows,) = first_row(con, f"SELECT count(*) FROM landing_{feed.name}")
-    return Batch(feed, batch_id, rows, 1, None, None)
+    """Stage the JSONL's levels as `landing_<feed>` (see `shopify_bulk.stage_select`)."""
+    con.execute("CREATE OR REPLACE TEMP TABLE location_warehouses (location VARCHAR, warehouse VARCHAR)")
+    if locations:
+        con.executemany("INSERT INTO location_warehouses VALUES (?, ?)", list(locations.items()))
+    return stage_select(con, feed, levels_sql(feed), {"path": str(jsonl)})
