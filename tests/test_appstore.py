@@ -74,3 +74,24 @@ def test_a_migration_that_fails_leaves_the_store_as_it_was(tmp_path, monkeypatch
     con = sqlite3.connect(path)
     assert con.execute("PRAGMA user_version").fetchone()[0] == 2
     assert con.execute("SELECT count(*) FROM review_decisions").fetchone()[0] == 1
+
+
+def test_migrating_the_decisions_never_gives_a_deleted_decisions_id_again(tmp_path):
+    path = tmp_path / "app.sqlite"
+    _v2_store(path)
+    con = sqlite3.connect(path)
+    con.execute(
+        "INSERT INTO review_decisions (sku, decision, reviewer, decided_at) VALUES ('A-2', 'keep', 'ann', '2026-12-02')"
+    )
+    con.execute("DELETE FROM review_decisions WHERE sku = 'A-2'")  # id 2 was given once
+    con.commit()
+    con.close()
+    with appstore.connect(path) as store:
+        store.execute(
+            "INSERT INTO review_decisions (sku, decision, reviewer, decided_at) "
+            "VALUES ('A-3', 'keep', 'ann', '2026-12-03')"
+        )
+        assert [tuple(r) for r in store.execute("SELECT id, sku FROM review_decisions ORDER BY id")] == [
+            (1, "A-1"),
+            (3, "A-3"),
+        ]

@@ -36,3 +36,9 @@ def test_charts_render_in_colour_under_the_apps_content_security_policy(browser)
     assert fill not in ("rgb(0, 0, 0)", "none", "")  # the colour came through as an attribute, not a style
     assert page.locator("svg.chart").count() == 2
     assert page.locator("svg.chart").first.bounding_box()["width"] > 300  # scales to the page
+
+
+def test_labels_are_text_never_tex_math():
+    chart = str(svg_bars(["A$x$", "B$\\frac$"], {"units": [1.0, 2.0]}, "SKU-$1$ by day"))
+    assert "<title>SKU-$1$ by day</title>" in chart and "<title>B$\\frac$: 2</title>" in chart
+    assert ">SKU-$1$ by day<" in chart  # drawn as typed, not as italic math

@@ -173,6 +173,13 @@ MIGRATIONS: dict[int, str] = {
     );
     INSERT INTO review_decisions_v3 (id, sku, decision, note, reviewer, decided_at)
         SELECT id, sku, decision, note, reviewer, decided_at FROM review_decisions;
+    -- and AUTOINCREMENT's memory: an id once given (even to a decision since deleted) is never given again, as the
+    -- pipeline imports decisions by id
+    INSERT INTO sqlite_sequence (name, seq) SELECT 'review_decisions_v3', seq FROM sqlite_sequence
+        WHERE name = 'review_decisions'
+            AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'review_decisions_v3');
+    UPDATE sqlite_sequence SET seq = (SELECT max(seq) FROM sqlite_sequence
+        WHERE name IN ('review_decisions', 'review_decisions_v3')) WHERE name = 'review_decisions_v3';
     DROP TABLE review_decisions;
     ALTER TABLE review_decisions_v3 RENAME TO review_decisions;
     CREATE INDEX IF NOT EXISTS review_decisions_by_sku ON review_decisions (sku, id);

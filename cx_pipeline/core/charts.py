@@ -68,10 +68,22 @@ SVG = "http://www.w3.org/2000/svg"
 ET.register_namespace("", SVG)
 ET.register_namespace("xlink", "http://www.w3.org/1999/xlink")
 Series = dict[str, list[float | None]]
+PLAIN_TEXT = {"text.parse_math": False}  # labels are data (a SKU may hold `$`), never TeX math
 
 
 def svg_bars(labels: list[str], series: Series, title: str, unit: str = "") -> Markup:
     """Horizontal bars, one group per label (first on top), one bar per series in each group."""
+    with plt.rc_context(PLAIN_TEXT):
+        return _svg_bars(labels, series, title, unit)
+
+
+def svg_lines(x_labels: list[str], series: Series, title: str, unit: str = "") -> Markup:
+    """One line per series over `x_labels` (e.g. weeks), a point with its value at each; None is a gap."""
+    with plt.rc_context(PLAIN_TEXT):
+        return _svg_lines(x_labels, series, title, unit)
+
+
+def _svg_bars(labels: list[str], series: Series, title: str, unit: str) -> Markup:
     fig, ax = plt.subplots(figsize=(7, 0.9 + 0.3 * max(1, len(labels)) * max(1, len(series))))
     tips: dict[str, str] = {}
     try:
@@ -89,8 +101,7 @@ def svg_bars(labels: list[str], series: Series, title: str, unit: str = "") -> M
         plt.close(fig)
 
 
-def svg_lines(x_labels: list[str], series: Series, title: str, unit: str = "") -> Markup:
-    """One line per series over `x_labels` (e.g. weeks), a point with its value at each; None is a gap."""
+def _svg_lines(x_labels: list[str], series: Series, title: str, unit: str) -> Markup:
     fig, ax = plt.subplots(figsize=(7, 2.8))
     tips: dict[str, str] = {}
     try:

@@ -92,9 +92,12 @@ WITH weeks AS (
 ), notices AS (
     SELECT date_trunc('week', timezone('UTC', sent_at))::DATE AS week, count(*) AS notices_sent
     FROM notice_ledger WHERE status = 'sent' GROUP BY ALL
-), reviews AS (
-    SELECT date_trunc('week', timezone('UTC', decided_at))::DATE AS week, count(*) AS products_reviewed
-    FROM valid_review_decisions WHERE decision IN ('keep', 'refresh_listing', 'discontinue') GROUP BY ALL
+), reviews AS (   -- products decided that week: an undone decision is no review, a product decided twice is one
+    SELECT date_trunc('week', timezone('UTC', d.decided_at))::DATE AS week, count(DISTINCT d.sku) AS products_reviewed
+    FROM valid_review_decisions d
+    WHERE d.decision IN ('keep', 'refresh_listing', 'discontinue')
+        AND d.decision_id NOT IN (SELECT undoes FROM valid_review_decisions WHERE undoes IS NOT NULL)
+    GROUP BY ALL
 ), mismatches AS (   -- as the staleness score counts them: a flip the WMS had not just caused
     SELECT date_trunc('week', timezone('UTC', p.planned_at))::DATE AS week, count(*) AS stock_mismatches
     FROM push_changes c JOIN push_plans p USING (plan_id)

@@ -129,8 +129,8 @@ WITH cohort AS (
     SELECT sku, CAST(timezone('UTC', received_at) AS DATE) AS day, sum(qty_received) AS units
     FROM valid_receipts SEMI JOIN cohort USING (sku) GROUP BY ALL
 ), ordered AS (
-    SELECT sku, CAST(timezone('UTC', ordered_at) AS DATE) AS day, sum(qty) AS units
-    FROM valid_open_orders SEMI JOIN cohort USING (sku) GROUP BY ALL
+    SELECT sku, CAST(timezone('UTC', ordered_at) AS DATE) AS day, sum(qty) AS units  -- demand: not cancelled
+    FROM valid_open_orders SEMI JOIN cohort USING (sku) WHERE status <> 'cancelled' GROUP BY ALL
 ), pushed AS (
     SELECT c.sku, p.planned_at, CAST(timezone('UTC', p.planned_at) AS DATE) AS day, c.quantity, c.status
     FROM push_changes c JOIN push_plans p USING (plan_id) SEMI JOIN cohort USING (sku)

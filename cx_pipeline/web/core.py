@@ -18,6 +18,7 @@ from urllib.parse import urlencode, urlsplit
 
 from jinja2 import Environment, PackageLoader
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -39,6 +40,22 @@ HEADERS = {
 
 templates = Environment(loader=PackageLoader("cx_pipeline.web", "templates"), autoescape=True)
 templates.filters["label"] = lambda code: str(code or "").replace("_", " ")
+
+
+class IdConvertor(Convertor[int]):
+    """`{name:id}` in a route: a whole number of at most 18 digits (a 64-bit id). Longer digit strings do not
+    match (404), where Starlette's `int` would fail to convert past Python's 4,300-digit limit (a 500)."""
+
+    regex = "[0-9]{1,18}"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("id", IdConvertor())
 
 
 class Context:

@@ -187,11 +187,8 @@ def _by_item(defects: list[dict[str, object]]) -> dict[str, dict[str, int]]:
 
 @page(*INSPECTORS)
 def inspection_page(ctx: Context) -> Response:
-    try:
-        inspection_id = ctx.request.path_params["inspection_id"]
-        if inspection_id >= 2**63:
-            raise LookupError(inspection_id)
-        header, defects = inspections.inspection(ctx.store, inspection_id)
+    try:  # the route's id has at most 18 digits: within SQLite's 64-bit integers
+        header, defects = inspections.inspection(ctx.store, ctx.request.path_params["inspection_id"])
     except LookupError:
         return ctx.render("error.html", 404, message="No such inspection.")
     return ctx.render(
@@ -313,8 +310,8 @@ def _bars(rows: list[dict[str, object]], value: str, title: str, unit: str) -> o
 
 routes = [
     Route("/quality", overview),
-    Route("/quality/lots/{receipt_id:path}/{line_no:int}", lot_page, methods=["GET", "POST"]),
-    Route("/quality/inspections/{inspection_id:int}", inspection_page),
+    Route("/quality/lots/{receipt_id:path}/{line_no:id}", lot_page, methods=["GET", "POST"]),
+    Route("/quality/inspections/{inspection_id:id}", inspection_page),
     Route("/quality/upload", upload, methods=["GET", "POST"]),
     Route("/quality/risk", risk),
     Route("/quality/segments", segments),

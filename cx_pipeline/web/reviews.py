@@ -238,14 +238,14 @@ def product_page(ctx: Context) -> Response:
 
 
 def _stock_chart(sku: str, stock: list[dict[str, object]]) -> Markup:
-    """Units received and ordered per day (orders the OMS still lists as open), and the quantity the
+    """Units received and ordered per day (order lines placed that day, cancelled ones left out), and the quantity the
     storefront was set to show (a gap before the first push the warehouse knows of). Days as MM-DD: the table
     beside it has the full dates."""
     return svg_lines(
         [str(d["day"])[5:] for d in stock],
         {
             "received": [d["received"] for d in stock],
-            "ordered (open orders)": [d["ordered"] for d in stock],
+            "ordered": [d["ordered"] for d in stock],
             "storefront quantity": [d["shop_quantity"] for d in stock],
         },
         f"{sku}: stock movement and storefront quantity by day",

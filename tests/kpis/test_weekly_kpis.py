@@ -40,11 +40,11 @@ def notice(con, key: str, sent: datetime | None) -> None:
     )
 
 
-def decision(con, decision_id: int, at: datetime) -> None:
+def decision(con, decision_id: int, at: datetime, sku: str = "SKU-1", kind: str = "keep", undoes: int | None = None):
     con.execute(
         """INSERT INTO review_decisions (decision_id, sku, decision, note, reviewer, decided_at, _batch_id, _raw,
-                                         _loaded_at) VALUES (?, 'SKU-1', 'keep', '', 'maria', ?, 'b', '{}', ?)""",
-        [decision_id, at, NOW],
+                                         _loaded_at, undoes) VALUES (?, ?, ?, '', 'maria', ?, 'b', '{}', ?, ?)""",
+        [decision_id, sku, kind, at, NOW, undoes],
     )
 
 
@@ -86,6 +86,9 @@ def world(con) -> None:
     notice(con, "delay:O2:1", day(1, 3))
     notice(con, "delay:O3:1", None)  # planned, never sent
     decision(con, 1, day(0))
+    decision(con, 2, day(0, 1), kind="refresh_listing")  # the same product decided again: one product reviewed
+    decision(con, 3, day(1), sku="SKU-2")
+    decision(con, 4, day(1, 1), sku="SKU-2", kind="undo", undoes=3)  # taken back: no review
     mismatch(con, "plan-1", day(0, 3), skus=2)
     mismatch(con, "plan-2", day(1, 3), skus=3, stale=False)  # flips the WMS caused in that run: not mismatches
     inspection(con, 1, day(0), sample=20, defects=3)
