@@ -30,6 +30,7 @@ from cx_pipeline.ingest.landing import Batch, ProgressFn, fetch
 from cx_pipeline.ingest.sources import gorgias, shopify, shopify_inventory, vendure, zendesk
 from cx_pipeline.ingest.sources.files import default_pattern, pull_files
 from cx_pipeline.ingest.sources.helpdesk import InquiryRules, load_rules, stage_tickets
+from cx_pipeline.ingest.sources.shopify_bulk import BulkSettings
 from cx_pipeline.storefront.adapters import ADAPTERS, StorefrontAdapter, StorefrontConfigError
 
 # The Dagster concurrency pool of every asset that opens the warehouse (deploy/dagster.yaml limits it).
@@ -404,6 +405,10 @@ class ShopifySourceResource(dg.ConfigurableResource):
     promise_days: float = 0.0
     # the catalog is read by change each run and whole this often, to catch deletions and missed edits
     full_read_every_hours: float = 24.0
+    # the catalog's full reads by one bulk operation (a large shop), waited for up to bulk_timeout_seconds
+    bulk_full_reads: bool = False
+    bulk_timeout_seconds: float = 3600.0
+    bulk_poll_seconds: float = 5.0
     connect_timeout_seconds: float = 5.0
     read_timeout_seconds: float = 30.0
     retries: int = 5
@@ -436,7 +441,8 @@ class ShopifySourceResource(dg.ConfigurableResource):
             self.page_size, self.max_variants, self.max_lines, self.max_fulfillment_orders, self.max_pages
         )
         promise = timedelta(days=self.promise_days) if self.promise_days > 0 else None
-        batch = shopify.pull(con, self.shop, feed, since, limits, promise, progress)
+        bulk = BulkSettings(self.bulk_timeout_seconds, self.bulk_poll_seconds) if self.bulk_full_reads else None
+        batch = shopify.pull(con, self.shop, feed, since, limits, promise, progress, bulk)
         if self.shop.throttled:
             dg.get_dagster_logger().info(
                 f"{feed.table}: Shopify throttled {self.shop.throttled} queries; waited {sum(self.shop.waits):.1f} s "
@@ -455,7 +461,8 @@ class ShopifySourceResource(dg.ConfigurableResource):
 def shopify_source(role: str) -> ShopifySourceResource:
     """A builder of the Shopify source for a role (catalog, oms): CX_<ROLE>_URL (the shop), _TOKEN (an Admin API
     access token), _SHOPIFY_API_VERSION, _SHOPIFY_MAX_VARIANTS, _SHOPIFY_MAX_LINES, _SHOPIFY_MAX_FULFILLMENT_ORDERS and
-    _PROMISE_DAYS and _FULL_READ_EVERY_HOURS."""
+    _PROMISE_DAYS and _FULL_READ_EVERY_HOURS; _SHOPIFY_BULK (1: the catalog's full reads by a bulk operation) and
+    _SHOPIFY_BULK_TIMEOUT_SECONDS."""
     prefix = f"CX_{role.upper()}"
     settings: dict[str, object] = {"shop_url": dg.EnvVar(f"{prefix}_URL"), "access_token": dg.EnvVar(f"{prefix}_TOKEN")}
     if version := os.environ.get(f"{prefix}_SHOPIFY_API_VERSION", "").strip():
@@ -466,6 +473,9 @@ def shopify_source(role: str) -> ShopifySourceResource:
     for name in ("promise_days", "full_read_every_hours"):
         if value := os.environ.get(f"{prefix}_{name.upper()}", "").strip():
             settings[name] = float(value)
+    settings["bulk_full_reads"] = env_flag(f"{prefix}_SHOPIFY_BULK")
+    if value := os.environ.get(f"{prefix}_SHOPIFY_BULK_TIMEOUT_SECONDS", "").strip():
+        settings["bulk_timeout_seconds"] = float(value)
     return ShopifySourceResource(**settings)
 
 

@@ -545,7 +545,11 @@ class ShopifySimulator:
             self._require(operation, "read_inventory")
             return self._inventory_items(query, variables)
         if operation == "bulkOperationRunQuery":
-            self._require("inventoryItems", "read_inventory")  # the one bulk query it runs is the inventory's
+            query_text = str(variables.get("query") or "")
+            if "inventoryItems" in query_text:  # a bulk query needs the scopes of what it reads
+                self._require("inventoryItems", "read_inventory")
+            else:
+                self._require("products", "read_products")
             self.bulk.base_url = self.url
             return {operation: self.bulk.create(str(variables.get("query") or ""))}, MUTATION_COST
         if operation in ("node", "currentBulkOperation"):
@@ -598,7 +602,10 @@ class ShopifySimulator:
         return _location(self.locations[location_id])
 
     def _bulk_result(self, query: str) -> bytes:
-        """The JSONL of a bulk inventory query, read when the operation completes."""
+        """The JSONL of a bulk inventory or products query, read when the operation completes."""
+        if "inventoryItems" not in query:
+            products = [node for _, node in self._shop().nodes("products", MAX_FIRST)]
+            return shopify_bulk.nested_jsonl(products, "variants")
         names = shopify_bulk.quantity_names(query, {})
         return shopify_bulk.inventory_jsonl(self.variants, self._location_node, names)
 

@@ -10,8 +10,9 @@ Built from Shopify's published Admin GraphQL schema (2026-01):
   OPERATION_IN_PROGRESS); the operation goes CREATED -> RUNNING -> COMPLETED as it is polled (`node(id:)` or
   `currentBulkOperation`), or FAILED with an `errorCode` when a failure was planted. Its result is JSONL served by
   the test server at `url` (no token: Shopify's is a signed storage URL): one line per node, a nested connection's
-  nodes on lines of their own carrying their parent's id as `__parentId`. The only bulk query it answers is the
-  inventory's (`inventoryItems` with `inventoryLevels`).
+  nodes on lines of their own carrying their parent's id as `__parentId`. The bulk queries it answers are the
+  inventory's (`inventoryItems` with `inventoryLevels`) and, with a world, the catalog's (`products` with
+  `variants`).
 """
 
 from __future__ import annotations
@@ -99,6 +100,16 @@ def inventory_jsonl(
     return b"".join(orjson.dumps(line) + b"\n" for line in lines)
 
 
+def nested_jsonl(nodes: Iterable[dict[str, Any]], connection: str) -> bytes:
+    """The bulk result of nodes with one nested `connection` (products and their variants): each node on a line
+    without the connection, each of the connection's nodes on its own line with `__parentId`."""
+    lines = []
+    for node in nodes:
+        lines.append({k: v for k, v in node.items() if k != connection})
+        lines.extend({**child, "__parentId": node["id"]} for child in (node.get(connection) or {}).get("nodes") or [])
+    return b"".join(orjson.dumps(line) + b"\n" for line in lines)
+
+
 @dataclass
 class BulkOperation:
     number: int
@@ -135,7 +146,7 @@ class BulkOperations:
                 "code": "OPERATION_IN_PROGRESS",
             }
             return {"bulkOperation": None, "userErrors": [error]}
-        if "inventoryItems" not in query or not re.search(r"\bedges\b|\bnodes\b", query):
+        if not re.search(r"\b(inventoryItems|products)\b", query) or not re.search(r"\bedges\b|\bnodes\b", query):
             error = {
                 "field": ["query"],
                 "message": "Bulk queries must contain at least one connection.",

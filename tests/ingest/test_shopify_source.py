@@ -14,6 +14,7 @@ from cx_pipeline.ingest.feeds import FEEDS
 from cx_pipeline.ingest.graphql import ShopifyGraphQL
 from cx_pipeline.ingest.http import UpstreamError
 from cx_pipeline.ingest.sources import shopify
+from cx_pipeline.ingest.sources.shopify_bulk import BulkSettings
 from cx_pipeline.simulator import Simulator
 from cx_pipeline.simulator.shopify import ShopifySimulator
 from cx_pipeline.warehouse import connect
@@ -230,3 +231,36 @@ def test_the_shopify_source_comes_from_the_environment(monkeypatch):
     catalog, oms = source_from_env("catalog"), source_from_env("oms")
     assert isinstance(catalog, ShopifySourceResource) and isinstance(oms, ShopifySourceResource)
     assert (oms.promise_days, oms.max_lines, catalog.promise_days) == (3.0, 40, 0.0)
+
+
+def test_a_bulk_full_read_of_the_catalog_lands_the_same_rows_as_the_paged_read(sim, shop, warehouse_path):
+    products = sim.world.current("products")["sku"].tolist()
+    shop.edit_product(products[3], sku="")  # still one row, without SKU, both ways
+    shop.edit_product(products[4], status="ARCHIVED")
+    graphql = ShopifyGraphQL(shop.url, TOKEN, api_version="2026-01")
+    landings = {}
+    with connect(str(warehouse_path)) as con:
+        for bulk in (BulkSettings(poll=0.01), None):
+            batch = shopify.pull(con, graphql, FEEDS["catalog"], None, shopify.ShopifyLimits(), bulk=bulk)
+            landings[bulk is not None] = con.execute(
+                "SELECT * EXCLUDE (_row, _raw, _batch_id) FROM landing_catalog ORDER BY sku NULLS FIRST"
+            ).df()
+            assert batch.as_of == sim.world.clock and batch.rows == len(products)
+    graphql.close()
+    pd.testing.assert_frame_equal(landings[True], landings[False])
+    assert [a.operation for a in shop.answers].count("bulkOperationRunQuery") == 1
+
+
+def test_the_catalog_full_reads_by_bulk_operation_find_deleted_products(sim, shop, warehouse_path):
+    first = run(sim, shop, warehouse_path, bulk_full_reads=True, bulk_poll_seconds=0.01)
+    assert first.success and check_results(first)["raw_catalog"].passed
+    assert [a.operation for a in shop.answers].count("bulkOperationRunQuery") == 1  # the first read is full
+    deleted = sim.world.current("products")["sku"].iloc[-1]
+    shop.delete_product(deleted)
+
+    result = run(sim, shop, warehouse_path, bulk_full_reads=True, bulk_poll_seconds=0.01, full_read_every_hours=0)
+
+    meta = materializations(result)["raw_catalog"]
+    assert result.success and meta["read"] == "full" and meta["drift_gone"] == 1
+    assert [a.operation for a in shop.answers].count("bulkOperationRunQuery") == 2
+    assert deleted not in set(table(warehouse_path, "SELECT sku FROM valid_catalog")["sku"])

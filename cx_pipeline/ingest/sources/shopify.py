@@ -14,9 +14,11 @@ quantity currentQuantity unfulfilledQuantity } fulfillmentOrders { assignedLocat
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -26,6 +28,7 @@ from cx_pipeline.ingest.feeds import Feed
 from cx_pipeline.ingest.graphql import ShopifyGraphQL, page_size
 from cx_pipeline.ingest.http import UpstreamError
 from cx_pipeline.ingest.landing import Batch, ProgressFn, stage
+from cx_pipeline.ingest.sources.shopify_bulk import BulkSettings, bulk_download, stage_select
 
 FEEDS = ("catalog", "open_orders")
 # Shopify's product status -> the catalog's: a draft is not for sale yet, an archived product no longer is.
@@ -45,6 +48,21 @@ PRODUCTS = """query SourceProducts($first: Int!, $after: String, $query: String,
     pageInfo { hasNextPage endCursor }
   }
 }"""
+# The catalog's full read as a bulk operation (no page sizes: Shopify reads every product and variant).
+BULK_PRODUCTS = """{
+  products {
+    edges { node {
+      id title productType vendor status createdAt updatedAt
+      variants { edges { node { id sku price selectedOptions { name value } } } }
+    } }
+  }
+}"""
+# Its JSONL's lines: a product (no __parentId) or one of its variants (__parentId = the product's id).
+PRODUCT_LINES = (
+    "{id: 'VARCHAR', title: 'VARCHAR', productType: 'VARCHAR', vendor: 'VARCHAR', status: 'VARCHAR', "
+    "createdAt: 'VARCHAR', updatedAt: 'VARCHAR', sku: 'VARCHAR', price: 'VARCHAR', "
+    "selectedOptions: 'STRUCT(name VARCHAR, value VARCHAR)[]', __parentId: 'VARCHAR'}"
+)
 ORDERS = """query SourceOrders($first: Int!, $after: String, $query: String, $lines: Int!, $fulfillmentOrders: Int!) {
   orders(first: $first, after: $after, query: $query, sortKey: UPDATED_AT) {
     nodes {
@@ -232,6 +250,40 @@ def order_pages(
         yield [order_record(order, promise) for order in orders]
 
 
+def catalog_sql() -> str:
+    """SQL for the catalog rows of the products JSONL at `$path` (one per variant), each as one JSON object `_raw`,
+    mapped as `catalog_rows` maps a page's products; `$currency` is the shop's."""
+    statuses = " ".join(f"WHEN '{shop}' THEN '{ours}'" for shop, ours in PRODUCT_STATUSES.items())
+    default_option = f"o.name = '{DEFAULT_OPTION[0]}' AND o.value = '{DEFAULT_OPTION[1]}'"
+    return f"""
+        WITH lines AS (SELECT * FROM read_json($path, format = 'newline_delimited', columns = {PRODUCT_LINES})),
+        products AS (SELECT * FROM lines WHERE __parentId IS NULL),
+        variants AS (
+            SELECT __parentId AS product_id, sku, price,
+                   list_filter(selectedOptions, lambda o: NOT ({default_option})) AS options
+            FROM lines WHERE __parentId IS NOT NULL)
+        SELECT to_json({{
+            'sku': nullif(v.sku, ''), 'title': p.title, 'category': nullif(p.productType, ''),
+            'supplier_id': nullif(p.vendor, ''), 'price': v.price, 'currency': $currency,
+            'status': CASE p.status {statuses} ELSE lower(p.status) END,
+            'registered_at': p.createdAt, 'updated_at': p.updatedAt,
+            'attributes': CASE WHEN len(v.options) > 0
+                THEN to_json(map_from_entries(list_transform(v.options, lambda o: (o.name, o.value)))) END,
+            'shopify_product_id': p.id}}) AS _raw
+        FROM variants v JOIN products p ON p.id = v.product_id
+        ORDER BY p.updatedAt, p.id"""
+
+
+def bulk_catalog(con: duckdb.DuckDBPyConnection, shop: ShopifyGraphQL, feed: Feed, settings: BulkSettings) -> Batch:
+    """Stage the whole catalog, read by one bulk operation, in `landing_catalog`."""
+    currency = (shop.query("shop", SHOP, {}, cost=1).get("shop") or {}).get("currencyCode")
+    with tempfile.TemporaryDirectory(prefix="cx-shopify-products-") as folder:
+        jsonl = Path(folder) / "products.jsonl"
+        as_of = bulk_download(shop, BULK_PRODUCTS, jsonl, settings, "CX_CATALOG_SHOPIFY_BULK_TIMEOUT_SECONDS")
+        batch = stage_select(con, feed, catalog_sql(), {"path": str(jsonl), "currency": currency})
+    return replace(batch, as_of=as_of)
+
+
 def pull(
     con: duckdb.DuckDBPyConnection,
     shop: ShopifyGraphQL,
@@ -240,11 +292,17 @@ def pull(
     limits: ShopifyLimits,
     promise: timedelta | None = None,
     progress: ProgressFn | None = None,
+    bulk: BulkSettings | None = None,
 ) -> Batch:
     """Stage `feed` (catalog or open_orders) changed since `since` in `landing_<feed>`, with the shop's clock as the
-    batch's `as_of`."""
+    batch's `as_of`. With `bulk`, the catalog's full read is one bulk operation instead of pages."""
     if feed.name not in FEEDS:
         raise ValueError(f"Shopify provides the {' and '.join(FEEDS)} feeds, not {feed.name}")
+    if feed.name == "catalog" and since is None and bulk is not None:
+        batch = bulk_catalog(con, shop, feed, bulk)
+        if progress:
+            progress(batch.pages, batch.rows)
+        return batch
     pages = product_pages(shop, since, limits) if feed.name == "catalog" else order_pages(shop, since, limits, promise)
     seen = {"pages": 0, "rows": 0}
 
