@@ -120,8 +120,8 @@ def return_risk(
     with warehouse.connect() as con:
         now = wms_clock(con)
         try:
-            evaluation = returns.evaluate(con, now, checklists)
-            scores = returns.score(con, now, checklists)
+            data = returns.cutoffs(con, now, checklists)
+            evaluation, scores = returns.evaluate(data, checklists), returns.score(data, checklists)
         except returns.NotEnoughHistory as exc:
             context.log.warning(f"return_risk: {exc}")
             return dg.MaterializeResult(metadata={"status": f"not scored: {exc}"})

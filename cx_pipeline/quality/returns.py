@@ -24,9 +24,10 @@ import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import PoissonRegressor
 from sklearn.metrics import mean_poisson_deviance
-from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.model_selection import KFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from threadpoolctl import threadpool_limits
 
 from cx_pipeline.core.appstore import iso, transaction, utc_now
 from cx_pipeline.quality.checklists import Checklists
@@ -42,7 +43,10 @@ HISTORY_COLUMNS = ["log_price", "log_units", "log_returns", "sold_nothing"]
 MAX_WINDOW_DAYS, MIN_WINDOW_DAYS, RETURN_LAG_DAYS = 90, 30, 14
 DRIVERS_SHOWN = 3
 ALPHAS = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]  # L2 penalties tried (the features are standardised)
-SEARCH_ROWS = 50_000
+SEARCH_ROWS, SEARCH_FOLDS = 50_000, 4
+# Below this many rows a fit runs on one BLAS/OpenMP thread: the matrices (rows x ~50) are too small for threads
+# to pay, and on a busy machine their spinning made a 2,000-SKU fit ten times slower.
+ONE_THREAD_ROWS = 200_000
 
 DDL = """
 CREATE TABLE IF NOT EXISTS return_risk_metrics (
@@ -159,15 +163,19 @@ def segments(checklists: Checklists) -> list[str]:
     return [segment(c, i) for c, items in checklists.categories.items() for i in items]
 
 
-def build_model(checklists: Checklists) -> Pipeline:
+def build_columns(checklists: Checklists) -> ColumnTransformer:
+    """The design matrix: groups one-hot encoded, numbers standardised."""
     numeric = HISTORY_COLUMNS + segments(checklists)
-    columns = ColumnTransformer(
+    return ColumnTransformer(
         [
             ("groups", OneHotEncoder(handle_unknown="ignore"), ["category", "supplier_id", "status"]),
             ("numbers", StandardScaler(), numeric),
         ]
     )
-    return Pipeline([("columns", columns), ("glm", PoissonRegressor(solver="newton-cholesky"))])
+
+
+def build_model(checklists: Checklists) -> Pipeline:
+    return Pipeline([("columns", build_columns(checklists)), ("glm", PoissonRegressor(solver="newton-cholesky"))])
 
 
 def top_decile_capture(predicted: np.ndarray, actual: np.ndarray) -> float:
@@ -202,6 +210,24 @@ class Evaluation:
         return calibration(self.holdout["predicted"].to_numpy(), self.holdout["actual"].to_numpy())
 
 
+def choose_alpha(sample: pd.DataFrame, checklists: Checklists) -> float:
+    """The penalty of `ALPHAS` with the lowest mean Poisson deviance over `SEARCH_FOLDS` folds of `sample`.
+    Each fold's design matrix is built once, and its GLM is fitted down the path of penalties from the
+    strongest, each fit starting from the previous one's coefficients (a Newton step or two instead of a fit
+    from zero): the same choice as a grid search refitting the whole pipeline per penalty and fold."""
+    path = sorted(ALPHAS, reverse=True)
+    deviance = np.zeros(len(path))
+    label = sample["label"].to_numpy()
+    for train, test in KFold(SEARCH_FOLDS, shuffle=True, random_state=0).split(sample):
+        columns = build_columns(checklists).fit(sample.iloc[train])
+        x_train, x_test = columns.transform(sample.iloc[train]), columns.transform(sample.iloc[test])
+        glm = PoissonRegressor(solver="newton-cholesky", warm_start=True)
+        for k, alpha in enumerate(path):
+            glm.set_params(alpha=alpha).fit(x_train, label[train])
+            deviance[k] += mean_poisson_deviance(label[test], glm.predict(x_test))
+    return path[int(np.argmin(deviance))]
+
+
 def _fit(frame: pd.DataFrame, checklists: Checklists) -> Pipeline:
     """Fit the model, its regularisation chosen by cross-validation within the training rows (a small
     catalog needs more of it than a large one); the search uses at most `SEARCH_ROWS` rows."""
@@ -211,20 +237,32 @@ def _fit(frame: pd.DataFrame, checklists: Checklists) -> Pipeline:
             f"{MIN_TRAINING_RETURNS} or more (it learns once the helpdesk history spans 60 days)"
         )
     sample = frame.sample(min(len(frame), SEARCH_ROWS), random_state=0)
-    search = GridSearchCV(
-        build_model(checklists),
-        {"glm__alpha": ALPHAS},
-        cv=KFold(4, shuffle=True, random_state=0),
-        scoring="neg_mean_poisson_deviance",
-    ).fit(sample, sample["label"])
-    return build_model(checklists).set_params(**search.best_params_).fit(frame, frame["label"])
+    with threadpool_limits(1):
+        alpha = choose_alpha(sample, checklists)
+    with threadpool_limits(1 if len(frame) < ONE_THREAD_ROWS else None):
+        return build_model(checklists).set_params(glm__alpha=alpha).fit(frame, frame["label"])
 
 
-def evaluate(con: duckdb.DuckDBPyConnection, now: datetime, checklists: Checklists) -> Evaluation:
+@dataclass(frozen=True)
+class Cutoffs:
+    """The features at the three cutoffs of a run, each built once: now-60d (training), now-30d (held out, then
+    training too) and now (scored)."""
+
+    now: datetime
+    train: pd.DataFrame
+    test: pd.DataFrame
+    current: pd.DataFrame
+
+
+def cutoffs(con: duckdb.DuckDBPyConnection, now: datetime, checklists: Checklists) -> Cutoffs:
+    window = window_days(con, now - 2 * HORIZON)
+    train, test, current = (features(con, now - k * HORIZON, checklists, window) for k in (2, 1, 0))
+    return Cutoffs(now, train, test, current)
+
+
+def evaluate(data: Cutoffs, checklists: Checklists) -> Evaluation:
     """Train at now-60d, test at now-30d (labels: the last 30 days), against the category-mean baseline."""
-    train_cutoff, test_cutoff = now - 2 * HORIZON, now - HORIZON
-    window = window_days(con, train_cutoff)
-    train, test = features(con, train_cutoff, checklists, window), features(con, test_cutoff, checklists, window)
+    train, test = data.train, data.test
     model = _fit(train, checklists)
     predicted = model.predict(test)
     baseline = test["category"].map(train.groupby("category")["label"].mean()).fillna(train["label"].mean())
@@ -232,8 +270,8 @@ def evaluate(con: duckdb.DuckDBPyConnection, now: datetime, checklists: Checklis
     actual = test["label"].to_numpy()
     holdout = test[["sku", "category"]].assign(predicted=predicted, baseline=baseline, actual=actual)
     return Evaluation(
-        train_cutoff,
-        test_cutoff,
+        data.now - 2 * HORIZON,
+        data.now - HORIZON,
         holdout,
         float(mean_poisson_deviance(actual, predicted)),
         float(mean_poisson_deviance(actual, baseline)),
@@ -248,13 +286,11 @@ class Scores:
     coefficients: pd.DataFrame  # category, item, per_dhu (log-rate per 1 DHU), rank (within the category)
 
 
-def score(con: duckdb.DuckDBPyConnection, now: datetime, checklists: Checklists) -> Scores:
+def score(data: Cutoffs, checklists: Checklists) -> Scores:
     """Train on both labelled cutoffs, then predict the next 30 days for every SKU, with the segments that
     raise each SKU's risk most compared with the average of its category."""
-    window = window_days(con, now - 2 * HORIZON)
-    labelled = pd.concat([features(con, now - k * HORIZON, checklists, window) for k in (2, 1)], ignore_index=True)
-    model = _fit(labelled, checklists)
-    current = features(con, now, checklists, window)
+    model = _fit(pd.concat([data.train, data.test], ignore_index=True), checklists)
+    current = data.current
     names = segments(checklists)
     scaler = model.named_steps["columns"].named_transformers_["numbers"]
     weights = dict(zip(HISTORY_COLUMNS + names, model.named_steps["glm"].coef_[-len(scaler.scale_) :], strict=True))
