@@ -132,7 +132,7 @@ def write_pages(shop: ShopifyGraphQL, jsonl: Path, read: InventoryRead, progress
     return count
 
 
-def levels_sql(feed: Feed) -> str:
+def levels_sql() -> str:
     """SQL for the on-hand rows of the JSONL at `$path`, each as one JSON object `_raw` (with the item's id, for
     people tracing a row): tracked items' levels at active locations, warehouse mapped by `location_warehouses`."""
     return f"""
@@ -156,4 +156,4 @@ def stage_levels(con: duckdb.DuckDBPyConnection, feed: Feed, jsonl: Path, locati
     con.execute("CREATE OR REPLACE TEMP TABLE location_warehouses (location VARCHAR, warehouse VARCHAR)")
     if locations:
         con.executemany("INSERT INTO location_warehouses VALUES (?, ?)", list(locations.items()))
-    return stage_select(con, feed, levels_sql(feed), {"path": str(jsonl)})
+    return stage_select(con, feed, levels_sql(), {"path": str(jsonl)})
