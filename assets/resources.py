@@ -561,7 +561,7 @@ def shopify_inventory_source(prefix: str) -> ShopifyInventoryResource:
     _SHOPIFY_BULK_TIMEOUT_SECONDS and _SHOPIFY_MAX_LEVELS (locations per item, page by page)."""
     prefix = f"CX_{prefix.upper()}"
     settings: dict[str, object] = {"shop_url": dg.EnvVar(f"{prefix}_URL"), "access_token": dg.EnvVar(f"{prefix}_TOKEN")}
-    settings["locations"] = env_json(f"{prefix}_LOCATIONS")
+    settings["locations"] = env_json(f"{prefix}_LOCATIONS", "shop location name to warehouse code")
     if version := os.environ.get(f"{prefix}_SHOPIFY_API_VERSION", "").strip():
         settings["api_version"] = version
     if os.environ.get(f"{prefix}_SHOPIFY_BULK", "").strip():
@@ -668,7 +668,9 @@ SOURCES["catalog"]["vendure"] = vendure_source  # variants from a Vendure shop (
 SOURCES["oms"]["vendure"] = vendure_source  # orders from a Vendure shop (CX_OMS_URL, _USERNAME, _PASSWORD)
 
 # Sources that serve only one feed of a role, chosen by CX_<FEED>_SOURCE (besides the role's own sources).
-FEED_SOURCES: dict[str, dict[str, Callable[[str], SourceResource]]] = {"on_hand": {}}
+FEED_SOURCES: dict[str, dict[str, Callable[[str], SourceResource]]] = {
+    "on_hand": {"shopify": shopify_inventory_source},  # inventory levels of a shop that is not the one pushed to
+}
 
 # The stock truth comes from the WMS: the shop the status is pushed to is never read back as on hand.
 PUSH_TARGETS = ("vendure", "shopify")
@@ -910,13 +912,14 @@ def env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def env_json(name: str) -> dict[str, str]:
-    """A mapping setting given as a JSON object, e.g. {"WH-EAST": "Main warehouse"}; unset is empty."""
+def env_json(name: str, meaning: str = "warehouse name to shop location name") -> dict[str, str]:
+    """A mapping setting given as a JSON object of names to names (`meaning` says which), e.g. {"WH-EAST": "Main
+    warehouse"}; unset is empty."""
     text = os.environ.get(name, "").strip()
     try:
         value = json.loads(text) if text else {}
     except json.JSONDecodeError as exc:
-        raise ValueError(f'{name} must be a JSON object such as {{"WH-EAST": "Main warehouse"}}: {exc}') from exc
+        raise ValueError(f"{name} must be a JSON object of {meaning}: {exc}") from exc
     if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise ValueError(f"{name} must be a JSON object of warehouse name to shop location name, got {text!r}")
+        raise ValueError(f"{name} must be a JSON object of {meaning}, got {text!r}")
     return value

@@ -9,7 +9,13 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from cx_pipeline.assets.resources import ShopifyInventoryResource, WmsResource, WmsSources, shopify_inventory_source
+from cx_pipeline.assets.resources import (
+    ShopifyInventoryResource,
+    WmsResource,
+    WmsSources,
+    shopify_inventory_source,
+    source_from_env,
+)
 from cx_pipeline.ingest.feeds import FEEDS
 from cx_pipeline.ingest.graphql import ShopifyGraphQL
 from cx_pipeline.ingest.http import UpstreamError
@@ -219,3 +225,24 @@ def test_the_inventory_source_comes_from_the_environment(monkeypatch):
     assert isinstance(resource, ShopifyInventoryResource) and resource.source_name == "shopify"
     assert (resource.locations, resource.bulk, resource.max_levels) == ({"East DC": "WH-EAST"}, False, 80)
     assert not hasattr(resource, "full_read_every_hours")  # read whole every run
+
+
+def test_cx_on_hand_source_shopify_is_refused_only_for_the_shop_the_stock_is_pushed_to(monkeypatch):
+    monkeypatch.setenv("CX_ON_HAND_SOURCE", "shopify")
+    monkeypatch.setenv("CX_ON_HAND_URL", "https://stock-master.myshopify.com")
+    monkeypatch.setenv("CX_ON_HAND_TOKEN", TOKEN)
+    wms = source_from_env("wms")  # the storefront is another system (the REST shape)
+    assert isinstance(wms, WmsSources) and isinstance(wms.on_hand, ShopifyInventoryResource)
+    assert isinstance(wms.receipts, WmsResource) and isinstance(wms.purchase_orders, WmsResource)
+
+    monkeypatch.setenv("CX_STOREFRONT_ADAPTER", "shopify")
+    monkeypatch.setenv("CX_STOREFRONT_URL", "https://another-shop.myshopify.com")
+    assert isinstance(source_from_env("wms").on_hand, ShopifyInventoryResource)  # another shop: its stock is its own
+
+    monkeypatch.setenv("CX_STOREFRONT_URL", "https://stock-master.myshopify.com/")
+    with pytest.raises(ValueError, match=r"CX_ON_HAND_SOURCE='shopify' is refused: the stock truth comes from"):
+        source_from_env("wms")
+    monkeypatch.setenv("CX_WMS_SOURCE", "shopify")  # Shopify has no receipts nor purchase orders
+    monkeypatch.delenv("CX_ON_HAND_SOURCE")
+    with pytest.raises(ValueError, match=r"CX_WMS_SOURCE='shopify' is refused"):
+        source_from_env("wms")
