@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import re
 import secrets
 import sqlite3
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from jinja2 import Environment, PackageLoader
 from starlette.concurrency import run_in_threadpool
@@ -25,6 +26,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cx_pipeline.core import appstore
+from cx_pipeline.quality import wording
 from cx_pipeline.review.staleness import DECISIONS
 from cx_pipeline.web import accounts
 
@@ -39,7 +41,19 @@ HEADERS = {
 }
 
 templates = Environment(loader=PackageLoader("cx_pipeline.web", "templates"), autoescape=True)
+SUBMISSION = re.compile(r"[A-Za-z0-9_-]{16,64}")
+FORM_EXPIRED = "This form is out of date: reload the page and try again."
+
+
+def new_submission() -> str:
+    """A one-time token for a form that stores something (see `Context.submission`)."""
+    return secrets.token_urlsafe(18)
+
+
 templates.filters["label"] = lambda code: str(code or "").replace("_", " ")
+templates.filters["path_segment"] = lambda value: quote(str(value), safe="")  # a SKU or lot may hold "/" or "?"
+templates.filters["percent_change"] = wording.percent_change  # the drivers' one wording, as the pipeline's
+templates.globals["submission_token"] = new_submission  # one per rendered form
 
 
 class IdConvertor(Convertor[int]):
@@ -67,6 +81,13 @@ class Context:
     def field(self, name: str) -> str:
         value = self.form.get(name, "") if self.form is not None else ""
         return value if isinstance(value, str) else ""
+
+    def submission(self) -> str | None:
+        """The form's one-time token, when it sent a well-formed one. Every form that stores something carries
+        one (`new_submission`), and the room that stores remembers it with its answer, so a double click, a
+        replay or duplicates sent in parallel store once and get the first answer. None: refuse the form."""
+        token = self.field("submission")
+        return token if SUBMISSION.fullmatch(token) else None
 
     def render(self, template: str, status: int = 200, **values: Any) -> HTMLResponse:
         return render(template, status, user=self.user, **values)

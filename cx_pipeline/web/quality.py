@@ -10,8 +10,6 @@ click, a replay, parallel requests) stores once and gets the first one's answer.
 from __future__ import annotations
 
 import io
-import re
-import secrets
 from datetime import UTC, date, datetime
 from urllib.parse import urlencode
 
@@ -21,16 +19,14 @@ from starlette.routing import Route
 
 from cx_pipeline.core import appstore
 from cx_pipeline.core.charts import svg_bars
-from cx_pipeline.quality import aql, inspections, wording
+from cx_pipeline.quality import aql, inspections
 from cx_pipeline.quality.checklists import Checklists, load_checklists
-from cx_pipeline.web.core import INSPECTORS, Context, page, templates
+from cx_pipeline.web.core import INSPECTORS, Context, new_submission, page
 
 PAGE_SIZE = 50
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
-SUBMISSION = re.compile(r"[A-Za-z0-9_-]{16,64}")
 LOT_KEYS = ("category", "sku", "lot", "supplier", "from", "to", "show")
 RISK_KEYS = ("category", "supplier", "sku")
-templates.filters["percent_change"] = wording.percent_change  # the drivers' one wording, as the pipeline's
 EXPIRED = "this form is out of date: reload the page and enter the result again"
 
 
@@ -55,11 +51,6 @@ def _day(view: dict[str, str], key: str, problems: list[str]) -> date | None:
     except ValueError:
         problems.append(f"received {key} {view[key]!r} is not a day such as 2026-11-23; it was left out")
         return None
-
-
-def _submission(ctx: Context) -> str | None:
-    token = ctx.field("submission")
-    return token if SUBMISSION.fullmatch(token) else None
 
 
 @page(*INSPECTORS)
@@ -113,7 +104,7 @@ def _entry_from_form(ctx: Context, lot: inspections.Lot, items: list[str]) -> tu
 
 def _save(ctx: Context, entry: inspections.Entry, checklists: Checklists) -> tuple[int | None, list[str]]:
     """Store the entry as the form asks: a first result (`save`) or an amendment of the one on record."""
-    submission = _submission(ctx)
+    submission = ctx.submission()
     if submission is None:
         return None, [EXPIRED]
     amends = None
@@ -174,7 +165,7 @@ def lot_page(ctx: Context) -> Response:
         on_record=on_record,
         on_record_items=on_record_items,
         history=history,
-        submission=_submission(ctx) or secrets.token_urlsafe(18),  # a form sent back keeps its token
+        submission=ctx.submission() or new_submission(),  # a form sent back keeps its token
     )
 
 
@@ -204,7 +195,7 @@ def _import(ctx: Context, file: object) -> tuple[int, list[str], int]:
     """Lots imported, problems and their count, for an uploaded file read as a stream (never whole in memory)."""
     if file is None or isinstance(file, str) or not file.filename:
         return 0, ["choose a CSV file to upload"], 1
-    if (submission := _submission(ctx)) is None:
+    if (submission := ctx.submission()) is None:
         return 0, [EXPIRED], 1
     if file.size is not None and file.size > MAX_UPLOAD_BYTES:
         return 0, [f"the file is larger than {MAX_UPLOAD_BYTES // 2**20} MB; split it"], 1
@@ -229,7 +220,7 @@ def _import(ctx: Context, file: object) -> tuple[int, list[str], int]:
 def upload(ctx: Context) -> Response:
     columns = inspections.CSV_REQUIRED + inspections.CSV_OPTIONAL
     if ctx.form is None:
-        return ctx.render("upload.html", columns=columns, submission=secrets.token_urlsafe(18))
+        return ctx.render("upload.html", columns=columns, submission=new_submission())
     file = ctx.form.get("file")
     imported, problems, count = _import(ctx, file)
     return ctx.render(
@@ -242,7 +233,7 @@ def upload(ctx: Context) -> Response:
         filename=getattr(file, "filename", ""),
         amend=ctx.field("amend") == "yes",
         amend_reason=ctx.field("amend_reason"),
-        submission=secrets.token_urlsafe(18),  # the next upload is another submission
+        submission=new_submission(),  # the next upload is another submission
     )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import secrets
 from collections.abc import Callable
 from urllib.parse import parse_qsl, quote, urlencode
 
@@ -21,13 +20,10 @@ from starlette.routing import Route
 
 from cx_pipeline.core.charts import svg_lines
 from cx_pipeline.review import decisions
-from cx_pipeline.web.core import REVIEWERS, Context, page, templates
+from cx_pipeline.web.core import FORM_EXPIRED, REVIEWERS, Context, page
 
 VIEW_KEYS = ("search", "category", "supplier", "reason", "sort", "dir", "page")
 BULK_PREVIEW_ROWS = 20  # the products a bulk preview lists by name; the count covers all of them
-
-templates.filters["path_segment"] = lambda value: quote(str(value), safe="")  # a SKU may hold "/" or "?"
-templates.globals["submission_token"] = lambda: secrets.token_urlsafe(16)  # one per rendered form
 
 
 def _view(values: object) -> dict[str, str]:
@@ -98,11 +94,6 @@ def reviews(ctx: Context) -> Response:
     )
 
 
-def _submission(ctx: Context) -> str:
-    """The form's one-time token; a client that sends none gets a fresh one (and no protection from replays)."""
-    return ctx.field("submission")[:64] or secrets.token_urlsafe(16)
-
-
 def _refused(ctx: Context, exc: decisions.DecisionError) -> Response:
     return ctx.render("error.html", 400, message=str(exc), back=ctx.request.headers.get("referer", "/reviews"))
 
@@ -136,7 +127,8 @@ def decide(ctx: Context) -> Response:
 
 def _once(ctx: Context, record: Callable[[str], str]) -> Response:
     """Record once per form submission (see `decisions.submit_once`) and send the reviewer on."""
-    token = _submission(ctx)
+    if (token := ctx.submission()) is None:
+        return _refused(ctx, decisions.DecisionError(FORM_EXPIRED))
     try:
         target = decisions.submit_once(ctx.store, token, ctx.user.username, lambda: record(token))
     except decisions.DecisionError as exc:

@@ -121,7 +121,7 @@ def test_qa_sees_the_ranked_risks_and_the_segments_that_drive_them(browser, serv
     page.get_by_role("link", name="Return risk").click()
     rows = page.locator("table.risk tbody tr")
     expect(rows.first.locator("td").first).to_have_text("1")
-    page.get_by_role("link", name="segments").click()
+    page.get_by_role("link", name="segments", exact=True).click()
     expect(page.locator("table.drivers tbody tr")).to_have_count(
         len([i for c in load_checklists().categories.values() for i in c])
     )

@@ -238,7 +238,7 @@ def test_the_segments_page_charts_dhu_and_return_drivers_per_category_with_table
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     log_in(page, url)
     page.goto(f"{url}/quality/risk")
-    page.get_by_role("link", name="segments").click()
+    page.get_by_role("link", name="segments", exact=True).click()
     apparel = page.locator("section.segment-category", has=page.get_by_role("heading", name="apparel", exact=True))
     charts = apparel.locator("svg[role=img]")
     expect(charts).to_have_count(2)

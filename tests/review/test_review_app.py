@@ -13,6 +13,7 @@ import requests
 
 from cx_pipeline.core import appstore
 from cx_pipeline.web import accounts
+from cx_pipeline.web.core import new_submission
 from tests.helpers import add_user, cli, csrf_token, login, serve_app
 
 PASSWORD = "a long enough password"
@@ -101,7 +102,8 @@ def skus(html: str) -> list[str]:
 
 def decide(session: requests.Session, url: str, sku: str, decision: str = "keep", note: str = "", **extra):
     token = csrf_token(session.get(f"{url}/reviews", timeout=10).text)
-    data = {"csrf_token": token, "sku": sku, "decision": decision, "note": note, "from": "queue", **extra}
+    data = {"csrf_token": token, "sku": sku, "decision": decision, "note": note, "from": "queue",
+            "submission": new_submission(), **extra}  # fmt: skip
     return session.post(f"{url}/reviews/decide", data=data, allow_redirects=False, timeout=10)
 
 

@@ -12,6 +12,7 @@ import requests
 from cx_pipeline.core import appstore
 from cx_pipeline.review import decisions
 from cx_pipeline.review.decisions import QueueFilter
+from cx_pipeline.web.core import new_submission
 from tests.helpers import add_user, csrf_token, login, serve_app
 
 pytestmark = pytest.mark.slow  # pipeline runs racing the review app
@@ -22,6 +23,7 @@ PASSWORD = "a long enough password"
 def decide(session: requests.Session, url: str, sku: str) -> requests.Response:
     token = csrf_token(session.get(f"{url}/reviews", timeout=30).text)
     data = {"csrf_token": token, "sku": sku, "decision": "keep", "note": "decided during a run"}
+    data["submission"] = new_submission()  # each call a new form
     return session.post(f"{url}/reviews/decide", data=data, allow_redirects=False, timeout=30)
 
 
@@ -106,7 +108,13 @@ def test_a_decision_waits_for_a_publication_in_progress_instead_of_failing(run_a
         started = time.monotonic()
         response = session.post(
             f"{url}/reviews/decide",
-            data={"csrf_token": token, "sku": sku, "decision": "discontinue", "confirmed": "yes"},
+            data={
+                "csrf_token": token,
+                "sku": sku,
+                "decision": "discontinue",
+                "confirmed": "yes",
+                "submission": new_submission(),
+            },
             allow_redirects=False,
             timeout=30,
         )

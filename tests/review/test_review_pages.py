@@ -154,7 +154,7 @@ def test_an_undo_supersedes_the_decision_and_the_history_keeps_both(url, maria, 
     assert stored(app_db) == [("SKU-000001", "refresh_listing", "maria", None), ("SKU-000001", "undo", "maria", 1)]
     history = maria.get(f"{url}/products/SKU-000001", timeout=10).text
     assert "undo of “refresh listing”" in history and "undone" in history
-    assert post(maria, url, "/reviews/undo", **{**undo, "submission": "another"}).status_code == 400
+    assert post(maria, url, "/reviews/undo", **{**undo, "submission": "another-form-sent-later"}).status_code == 400
 
 
 def test_discontinue_asks_for_confirmation_first(url, maria, app_db):
@@ -212,7 +212,7 @@ def test_a_bulk_decision_on_ticked_rows_and_a_changed_queue_is_refused(url, mari
     assert sorted(s for s, *_ in stored(app_db)) == ["SKU-000001", "SKU-000009"]
 
     stale = post(maria, url, "/reviews/bulk/record", csrf_token=token, scope="filter", decision="keep", count=3,
-                 back="category=home&reason=cancellations", submission="x1")  # fmt: skip
+                 back="category=home&reason=cancellations", submission="a-stale-bulk-form-1")  # fmt: skip
     assert stale.status_code == 400 and "the queue changed" in stale.text and len(stored(app_db)) == 2
     assert (
         post(maria, url, "/reviews/bulk/record", csrf_token="wrong", scope="filter", decision="keep").status_code == 403
