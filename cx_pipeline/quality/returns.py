@@ -118,9 +118,10 @@ WITH known AS (   -- the latest entry per lot among those inspected before the c
 ), per_category AS (
     SELECT category, item, sum(defects) / sum(units) AS rate FROM checked GROUP BY ALL
 )
-SELECT c.sku, f.category, f.item,
+SELECT c.row, f.position,   -- the SKU's row in the features (ordered by SKU) and the segment's column
        100 * (coalesce(p.defects, 0) + $prior * coalesce(s.rate, k.rate, 0)) / (coalesce(p.units, 0) + $prior) AS dhu
-FROM valid_catalog c JOIN families f ON f.category = c.category
+FROM (SELECT *, row_number() OVER (ORDER BY sku) - 1 AS row FROM valid_catalog) c
+JOIN families f ON f.category = c.category
 LEFT JOIN per_sku p ON p.sku = c.sku AND p.item = f.item
 LEFT JOIN per_supplier s ON s.category = c.category AND s.supplier_id = c.supplier_id AND s.item = f.item
 LEFT JOIN per_category k ON k.category = c.category AND k.item = f.item
@@ -148,15 +149,16 @@ def features(con: duckdb.DuckDBPyConnection, cutoff: datetime, checklists: Check
     items = pd.DataFrame(
         [(c, i) for c, items in checklists.categories.items() for i in items], columns=["category", "item"]
     )
-    con.register("families", items)
+    con.register("families", items.assign(position=np.arange(len(items))))
     try:
-        dhu = con.execute(DHU_SQL, {"cutoff": cutoff, "prior": PRIOR_UNITS, "window": window}).df()
+        dhu = con.execute(DHU_SQL, {"cutoff": cutoff, "prior": PRIOR_UNITS, "window": window}).fetchnumpy()
     finally:
         con.unregister("families")
-    dhu["segment"] = dhu["category"] + "." + dhu["item"]
-    wide = dhu.pivot_table(index="sku", columns="segment", values="dhu", fill_value=0.0)
-    wide = wide.reindex(columns=segments(checklists), fill_value=0.0)
-    return frame.join(wide, on="sku").fillna({s: 0.0 for s in wide.columns})
+    # One column per segment, placed by index (a SKU has DHU only in its own category's segments, else 0):
+    # a pivot by name in pandas took half the features' time at 1 M SKUs.
+    wide = np.zeros((len(frame), len(items)))
+    wide[dhu["row"], dhu["position"]] = dhu["dhu"]
+    return pd.concat([frame, pd.DataFrame(wide, columns=segments(checklists))], axis=1)
 
 
 def segments(checklists: Checklists) -> list[str]:
