@@ -319,16 +319,18 @@ def score(data: Cutoffs, checklists: Checklists) -> Scores:
 def _drivers(lift: pd.DataFrame) -> list[list[str]]:
     """Per SKU, up to three segments that raise its expected return inquiries by 5 % or more over its
     category's average, in `wording.percent_change`'s words: `sizing +42 %`, `sizing +210 %` (never `x3.1`).
-    Formatted a column of words at a time, not per SKU."""
+    Formatted a column of words at a time, not per SKU, and only the words shown."""
     values = np.exp(lift.to_numpy())
     order = np.argsort(-values, axis=1)[:, :DRIVERS_SHOWN]
     factors = np.take_along_axis(values, order, axis=1)
-    names = np.array([c.split(".")[1].replace("_", " ") for c in lift.columns])[order]
-    percent = (factors - 1) * 100
+    shown = factors >= 1.05  # a prefix of each row, the factors being in descending order
+    names = np.array([c.split(".")[1].replace("_", " ") for c in lift.columns])[order[shown]]
+    percent = (factors[shown] - 1) * 100
     numbers = np.where(percent >= 10, np.char.mod("%+.0f", percent), np.char.mod("%+.1f", percent))
-    words = np.char.add(np.char.add(np.char.add(names, " "), numbers), " %")
-    words = np.where(factors >= 1.05, words, "")
-    return [[w for w in row if w] for row in words.tolist()]
+    words = np.char.add(np.char.add(np.char.add(names, " "), numbers), " %").tolist()  # row after row
+    counts = shown.sum(axis=1)
+    ends = np.cumsum(counts)
+    return [words[start:end] for start, end in zip((ends - counts).tolist(), ends.tolist(), strict=True)]
 
 
 PUBLISHED_RISKS = 1000  # the top of the ranking, for QA's page
