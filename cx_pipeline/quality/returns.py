@@ -73,10 +73,14 @@ def segment(category: str, item: str) -> str:
     return f"{category}.{item}"
 
 
+# An inquiry without a SKU is about its order's SKUs; only those orders' lines are read (not every order line).
 RETURNS_SQL = """
 SELECT DISTINCT i.inquiry_id, coalesce(i.sku, o.sku) AS sku, i.created_at
 FROM valid_inquiries i
-LEFT JOIN (SELECT DISTINCT order_id, sku FROM valid_open_orders) o ON i.sku IS NULL AND o.order_id = i.order_id
+LEFT JOIN (
+    SELECT DISTINCT order_id, sku FROM valid_open_orders
+    WHERE order_id IN (SELECT order_id FROM valid_inquiries WHERE sku IS NULL AND reason = 'return')
+) o ON i.sku IS NULL AND o.order_id = i.order_id
 WHERE i.reason = 'return'
 """
 
