@@ -111,10 +111,12 @@ DHU_SQL = """
 WITH known AS (   -- the latest entry per lot among those inspected before the cutoff
     SELECT * FROM kept_inspections WHERE inspected_at <= $cutoff AND inspected_at > $cutoff - to_days($window)
     QUALIFY row_number() OVER (PARTITION BY receipt_id, line_no ORDER BY inspection_id DESC) = 1
-), checked AS (
-    SELECT i.sku, i.category, i.supplier_id, d.item, any_value(i.sample_size) AS units, sum(d.defects) AS defects
-    FROM known i JOIN inspection_defects d USING (inspection_id)
-    GROUP BY i.inspection_id, i.sku, i.category, i.supplier_id, d.item
+), checked AS (   -- per inspection and item (defects summed by the inspection's id, its SKU joined after)
+    SELECT i.sku, i.category, i.supplier_id, d.item, i.sample_size AS units, d.defects
+    FROM known i JOIN (
+        SELECT inspection_id, item, sum(defects) AS defects FROM inspection_defects
+        WHERE inspection_id IN (SELECT inspection_id FROM known) GROUP BY ALL
+    ) d USING (inspection_id)
 ), per_sku AS (
     SELECT sku, category, supplier_id, item, sum(units) AS units, sum(defects) AS defects FROM checked GROUP BY ALL
 ), per_supplier AS (
