@@ -385,30 +385,16 @@ def file_drop_source(role: str) -> FileDropResource:
     )
 
 
-class ShopifySourceResource(dg.ConfigurableResource):
-    """A Shopify shop as the source of the catalog (products) and open orders feeds, through the Admin GraphQL API:
-    `shop_url` (https://<shop>.myshopify.com), an Admin API `access_token` (from an env var, never logged), the API
-    version, how much of each product / order a page asks for, and the limits that make every pull end.
-    `promise_days`: the dispatch promise of an order whose fulfillment order has no `fulfillBy` (0: none, and such
-    an order breaks the contract). See docs/architecture.md, "Shopify as a source"."""
+class ShopifyAdminResource(dg.ConfigurableResource):
+    """A Shopify shop's Admin GraphQL API, what the Shopify sources share: `shop_url` (https://<shop>.myshopify.com),
+    an Admin API `access_token` (from an env var, never logged), the API version, and the limits that make every
+    request end; one endpoint per run, so every query of the run shares one session and cost bucket."""
 
     source_name: ClassVar[str] = "shopify"
 
     shop_url: str
     access_token: str
     api_version: str = "2026-01"
-    page_size: int = 250
-    max_variants: int = 100
-    max_lines: int = 25
-    max_fulfillment_orders: int = 3
-    max_pages: int = 10_000
-    promise_days: float = 0.0
-    # the catalog is read by change each run and whole this often, to catch deletions and missed edits
-    full_read_every_hours: float = 24.0
-    # the catalog's full reads by one bulk operation (a large shop), waited for up to bulk_timeout_seconds
-    bulk_full_reads: bool = False
-    bulk_timeout_seconds: float = 3600.0
-    bulk_poll_seconds: float = 5.0
     connect_timeout_seconds: float = 5.0
     read_timeout_seconds: float = 30.0
     retries: int = 5
@@ -419,7 +405,6 @@ class ShopifySourceResource(dg.ConfigurableResource):
 
     @property
     def shop(self) -> ShopifyGraphQL:
-        """The shop's GraphQL endpoint, built once per run so every query of the run shares one session and bucket."""
         if self._shop is None:
             self._shop = ShopifyGraphQL(
                 self.shop_url,
@@ -433,6 +418,41 @@ class ShopifySourceResource(dg.ConfigurableResource):
             )
         return self._shop
 
+    def log_throttling(self, feed: Feed) -> None:
+        if self.shop.throttled:
+            dg.get_dagster_logger().info(
+                f"{feed.table}: Shopify throttled {self.shop.throttled} queries; waited {sum(self.shop.waits):.1f} s "
+                "for its cost bucket"
+            )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        _ = self.shop  # a malformed URL or a missing token fails before any write
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._shop is not None:
+            self._shop.close()
+
+
+class ShopifySourceResource(ShopifyAdminResource):
+    """A Shopify shop as the source of the catalog (products) and open orders feeds, through the Admin GraphQL API:
+    `shop_url` (https://<shop>.myshopify.com), an Admin API `access_token` (from an env var, never logged), the API
+    version, how much of each product / order a page asks for, and the limits that make every pull end.
+    `promise_days`: the dispatch promise of an order whose fulfillment order has no `fulfillBy` (0: none, and such
+    an order breaks the contract). See docs/architecture.md, "Shopify as a source"."""
+
+    page_size: int = 250
+    max_variants: int = 100
+    max_lines: int = 25
+    max_fulfillment_orders: int = 3
+    max_pages: int = 10_000
+    promise_days: float = 0.0
+    # the catalog is read by change each run and whole this often, to catch deletions and missed edits
+    full_read_every_hours: float = 24.0
+    # the catalog's full reads by one bulk operation (a large shop), waited for up to bulk_timeout_seconds
+    bulk_full_reads: bool = False
+    bulk_timeout_seconds: float = 3600.0
+    bulk_poll_seconds: float = 5.0
+
     def pull(
         self, con: duckdb.DuckDBPyConnection, feed: Feed, since: datetime | None, progress: ProgressFn | None = None
     ) -> Batch:
@@ -443,19 +463,8 @@ class ShopifySourceResource(dg.ConfigurableResource):
         promise = timedelta(days=self.promise_days) if self.promise_days > 0 else None
         bulk = BulkSettings(self.bulk_timeout_seconds, self.bulk_poll_seconds) if self.bulk_full_reads else None
         batch = shopify.pull(con, self.shop, feed, since, limits, promise, progress, bulk)
-        if self.shop.throttled:
-            dg.get_dagster_logger().info(
-                f"{feed.table}: Shopify throttled {self.shop.throttled} queries; waited {sum(self.shop.waits):.1f} s "
-                "for its cost bucket"
-            )
+        self.log_throttling(feed)
         return batch
-
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        _ = self.shop  # a malformed URL or a missing token fails before any write
-
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._shop is not None:
-            self._shop.close()
 
 
 def shopify_source(role: str) -> ShopifySourceResource:
@@ -479,7 +488,7 @@ def shopify_source(role: str) -> ShopifySourceResource:
     return ShopifySourceResource(**settings)
 
 
-class ShopifyInventoryResource(dg.ConfigurableResource):
+class ShopifyInventoryResource(ShopifyAdminResource):
     """A Shopify shop's inventory levels as the source of the on-hand feed, through the Admin GraphQL API: `shop_url`,
     an Admin API `access_token` (read_inventory; from an env var, never logged), `locations` (the shop's location
     name -> the pipeline's warehouse code; a location left out keeps its name). Read whole every run, by a bulk
@@ -487,11 +496,6 @@ class ShopifyInventoryResource(dg.ConfigurableResource):
     lists the quantities changed since a moment, so it has no `full_read_every_hours`. Only for a shop the stock
     status is not pushed to. See docs/architecture.md, "Shopify as a source"."""
 
-    source_name: ClassVar[str] = "shopify"
-
-    shop_url: str
-    access_token: str
-    api_version: str = "2026-01"
     locations: dict[str, str] = {}  # noqa: RUF012 - pydantic copies field defaults
     bulk: bool = True
     bulk_timeout_seconds: float = 3600.0
@@ -499,30 +503,7 @@ class ShopifyInventoryResource(dg.ConfigurableResource):
     page_size: int = 250
     max_levels: int = 50
     max_pages: int = 10_000
-    connect_timeout_seconds: float = 5.0
-    read_timeout_seconds: float = 30.0
     download_timeout_seconds: float = 300.0
-    retries: int = 5
-    backoff_seconds: float = 0.5
-    throttle_attempts: int = 5
-
-    _shop: ShopifyGraphQL | None = PrivateAttr(default=None)
-
-    @property
-    def shop(self) -> ShopifyGraphQL:
-        """The shop's GraphQL endpoint, built once per run (one session and cost bucket)."""
-        if self._shop is None:
-            self._shop = ShopifyGraphQL(
-                self.shop_url,
-                self.access_token,
-                api_version=self.api_version,
-                connect_timeout=self.connect_timeout_seconds,
-                read_timeout=self.read_timeout_seconds,
-                retries=self.retries,
-                backoff_factor=self.backoff_seconds,
-                throttle_attempts=self.throttle_attempts,
-            )
-        return self._shop
 
     def pull(
         self, con: duckdb.DuckDBPyConnection, feed: Feed, since: datetime | None, progress: ProgressFn | None = None
@@ -539,19 +520,8 @@ class ShopifyInventoryResource(dg.ConfigurableResource):
             download_timeout=(self.connect_timeout_seconds, self.download_timeout_seconds),
         )
         batch = shopify_inventory.pull(con, self.shop, feed, read, progress)
-        if self.shop.throttled:
-            dg.get_dagster_logger().info(
-                f"{feed.table}: Shopify throttled {self.shop.throttled} queries; waited {sum(self.shop.waits):.1f} s "
-                "for its cost bucket"
-            )
+        self.log_throttling(feed)
         return batch
-
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        _ = self.shop  # a malformed URL or a missing token fails before any write
-
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._shop is not None:
-            self._shop.close()
 
 
 def shopify_inventory_source(prefix: str) -> ShopifyInventoryResource:
