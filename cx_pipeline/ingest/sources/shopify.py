@@ -4,8 +4,8 @@ Each pull reads the products or orders changed since the feed's cursor (`query: 
 `UPDATED_AT`, paged by `endCursor`), or all of them on a first pull, and maps them to the feed's columns; the same
 landing and contract then judge them as any other source's rows. The shop's clock (the `Date` of its answers) is the
 batch's `as_of`, so the cursor never passes it. A catalog full read may instead be one bulk operation
-(`bulk_catalog`: products and variants as JSONL, mapped in SQL as `catalog_rows` maps a page). The field mapping, and what Shopify cannot provide, is in
-docs/architecture.md ("Shopify as a source").
+(`bulk_catalog`: products and variants as JSONL, mapped in SQL as `catalog_rows` maps a page). The field mapping,
+and what Shopify cannot provide, is in docs/architecture.md ("Shopify as a source").
 
 Schema followed (Admin GraphQL 2025-01 and later): Product `createdAt updatedAt status productType vendor title
 variants { sku price selectedOptions }`; Order `name createdAt updatedAt cancelledAt customer { id } lineItems { id sku
