@@ -30,7 +30,6 @@ ROOMS: dict[str, dg.Definitions] = {
 }
 
 
-
 def build_defs() -> dg.Definitions:
     """Every room's definitions, the schedules and sensors, and the resources as the environment sets them now."""
     return dg.Definitions.merge(
