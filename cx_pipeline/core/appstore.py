@@ -250,6 +250,17 @@ MIGRATIONS: dict[int, str] = {
 SCHEMA_VERSION = max(MIGRATIONS)
 
 
+def note_publication(
+    store: sqlite3.Connection, name: str, run_id: str, assessed_at: str, rows: int, decisions_through: int = 0
+) -> None:
+    """Record what the pipeline last published as `name` (the pages say when, and from which run): inside the
+    transaction that replaced it, so the note and the rows it describes change together."""
+    store.execute(
+        "INSERT OR REPLACE INTO publications VALUES (?, ?, ?, ?, ?, ?)",
+        [name, run_id, utc_now(), assessed_at, decisions_through, rows],
+    )
+
+
 def utc_now() -> str:
     return iso(datetime.now(UTC))
 

@@ -11,7 +11,7 @@ from datetime import datetime
 import duckdb
 
 from cx_pipeline.core import appstore
-from cx_pipeline.core.appstore import iso, utc_now
+from cx_pipeline.core.appstore import iso, note_publication
 
 
 @dataclass(frozen=True)
@@ -140,10 +140,7 @@ def publish(store: sqlite3.Connection, rows: list[tuple[str, str, float | None]]
         store.execute("DELETE FROM kpi_weeks")
         store.executemany("INSERT INTO kpi_weeks VALUES (?, ?, ?)", rows)
         (weeks,) = store.execute("SELECT count(DISTINCT week) FROM kpi_weeks").fetchone()
-        store.execute(
-            "INSERT OR REPLACE INTO publications VALUES ('kpi_weeks', ?, ?, ?, 0, ?)",
-            [run_id, utc_now(), iso(now), weeks],
-        )
+        note_publication(store, "kpi_weeks", run_id, iso(now), weeks)
     return weeks
 
 

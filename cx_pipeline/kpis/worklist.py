@@ -12,7 +12,7 @@ from datetime import datetime
 import duckdb
 
 from cx_pipeline.core import appstore
-from cx_pipeline.core.appstore import iso, utc_now
+from cx_pipeline.core.appstore import iso, note_publication
 from cx_pipeline.core.sql import first_row
 
 KINDS = {
@@ -97,10 +97,7 @@ def publish(
         store.execute("DELETE FROM operator_worklist")
         store.execute("INSERT INTO operator_worklist SELECT * FROM temp.worklist_next")
         store.execute("DROP TABLE temp.worklist_next")
-        store.execute(
-            "INSERT OR REPLACE INTO publications VALUES ('operator_worklist', ?, ?, ?, 0, ?)",
-            [run_id, utc_now(), iso(now), len(rows)],
-        )
+        note_publication(store, "operator_worklist", run_id, iso(now), len(rows))
     return len(rows)
 
 

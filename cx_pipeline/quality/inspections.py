@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from cx_pipeline.core import appstore
-from cx_pipeline.core.appstore import iso, utc_now
+from cx_pipeline.core.appstore import iso, note_publication
 from cx_pipeline.core.sql import first_row, row_exists_sql
 from cx_pipeline.core.transactions import transaction
 from cx_pipeline.ingest.schema import log_import
@@ -230,10 +230,8 @@ def publish_lots(
             store.execute(LOTS_BY_SKU)  # QA's search by SKU (migration 4 made it on the first list)
         store.execute("DELETE FROM inspection_lots WHERE received_at < ?", [iso(now - timedelta(days=window_days))])
         if through is not None:
-            store.execute(
-                "INSERT OR REPLACE INTO publications VALUES ('inspection_lots', ?, ?, ?, 0, ?)",
-                [run_id, utc_now(), through.isoformat(), published],  # to the microsecond, as `_loaded_at`
-            )
+            # assessed to the microsecond, as `_loaded_at`: the next publication starts there
+            note_publication(store, "inspection_lots", run_id, through.isoformat(), published)
     return published
 
 
@@ -926,10 +924,7 @@ def publish_dhu(store: sqlite3.Connection, segments: pd.DataFrame, run_id: str, 
     with appstore.transaction(store):
         store.execute("DELETE FROM dhu_segments")
         store.executemany("INSERT INTO dhu_segments VALUES (?, ?, ?, ?, ?, ?)", rows.itertuples(index=False, name=None))
-        store.execute(
-            "INSERT OR REPLACE INTO publications VALUES ('inspection_dhu', ?, ?, ?, 0, ?)",
-            [run_id, utc_now(), iso(now), len(rows)],
-        )
+        note_publication(store, "inspection_dhu", run_id, iso(now), len(rows))
     return len(rows)
 
 

@@ -29,7 +29,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from cx_pipeline.core.appstore import iso, transaction, utc_now
+from cx_pipeline.core.appstore import iso, note_publication, transaction
 from cx_pipeline.quality.checklists import Checklists
 
 HORIZON = timedelta(days=30)
@@ -378,8 +378,5 @@ def publish(store: sqlite3.Connection, scores: Scores, run_id: str, now: datetim
         store.executemany("INSERT INTO return_risk VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
         store.execute("DELETE FROM risk_drivers")
         store.executemany("INSERT INTO risk_drivers VALUES (?, ?, ?, ?)", drivers.itertuples(index=False, name=None))
-        store.execute(
-            "INSERT OR REPLACE INTO publications VALUES ('return_risk', ?, ?, ?, 0, ?)",
-            [run_id, utc_now(), iso(now), len(rows)],
-        )
+        note_publication(store, "return_risk", run_id, iso(now), len(rows))
     return len(rows)

@@ -20,7 +20,7 @@ import orjson
 import pandas as pd
 
 from cx_pipeline.core import appstore
-from cx_pipeline.core.appstore import iso, utc_now
+from cx_pipeline.core.appstore import iso, note_publication, utc_now
 from cx_pipeline.core.sql import first_row, row_exists_sql
 from cx_pipeline.core.transactions import transaction
 from cx_pipeline.ingest.schema import log_import
@@ -162,10 +162,8 @@ def publish_queue(store: sqlite3.Connection, con: duckdb.DuckDBPyConnection, run
         store.executemany(f"INSERT INTO review_queue VALUES ({', '.join('?' * 20)})", rows)
         store.execute("DELETE FROM review_history")
         store.executemany("INSERT INTO review_history VALUES (?, ?, ?, ?, ?, ?)", history_rows)
-        store.execute(
-            "INSERT OR REPLACE INTO publications VALUES ('review_queue', ?, ?, ?, ?, ?)",
-            [run_id, utc_now(), iso(assessed_at) if assessed_at else utc_now(), through, len(rows)],
-        )
+        assessed = iso(assessed_at) if assessed_at else utc_now()
+        note_publication(store, "review_queue", run_id, assessed, len(rows), decisions_through=through)
     return len(rows)
 
 
