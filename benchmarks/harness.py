@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from unittest import mock
 
 import dagster as dg
@@ -77,6 +77,7 @@ def sql_string(path: Path) -> str:
 class StagedFeeds(dg.ConfigurableResource):
     """Stands in for an upstream API on the first full run: its batches are already in the landing tables."""
 
+    source_name: ClassVar[str] = "rest"  # the REST shape's: the runs after it read on from these batches' cursors
     as_of: str  # the source's clock for these batches (ISO 8601)
 
     def pull(
