@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import dagster as dg
 import duckdb
@@ -120,6 +120,15 @@ class UpstreamApiResource(dg.ConfigurableResource):
         zone = self.source_time_zone or None
         return fetch(con, client, feed, since, page_size=self.page_size, progress=progress, time_zone=zone)
 
+    def changed_since(self, feed: Feed, since: str | None) -> str | None:
+        """The source's clock (`as_of`) if `feed` has a row changed after `since` (an `as_of` it sent before;
+        None: any row), else None. One request for one row: cheap enough for a sensor's every tick."""
+        params: dict[str, object] = {"limit": 1}
+        if since:  # updated_since is inclusive: ask for what came after the moment already seen
+            params["updated_since"] = (datetime.fromisoformat(since) + timedelta(microseconds=1)).isoformat()
+        page = self.client.get_json(feed.path, params)
+        return str(page["as_of"]) if page.get("data") else None
+
     def page_cap(self, con: duckdb.DuckDBPyConnection, feed: Feed) -> int:
         """The pages a pull of `feed` may take when `max_pages` is unset: ten times its largest pull so far,
         and never fewer than a first load needs (see `http.page_cap`)."""
@@ -174,6 +183,14 @@ class SourceResource(Protocol):
     def pull(
         self, con: duckdb.DuckDBPyConnection, feed: Feed, since: datetime | None, progress: ProgressFn | None = None
     ) -> Batch: ...
+
+
+@runtime_checkable
+class ChangeProbe(Protocol):
+    """A source a sensor can ask, cheaply, whether a feed changed since a moment it was told (the REST shape's
+    `updated_since` with one row). Vendors' APIs and file drops have no such question here yet."""
+
+    def changed_since(self, feed: Feed, since: str | None) -> str | None: ...
 
 
 def rest_source(cls: type[UpstreamApiResource]) -> Callable[[str], UpstreamApiResource]:

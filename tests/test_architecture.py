@@ -61,11 +61,18 @@ NAMES_BEFORE_THE_MOVE = {
         "storefront_push_plan:flip_share_within_limit",
         "storefront_push_plan:inputs_passed_contracts",
     ],
-    "jobs": ["__ASSET_JOB", "cx_housekeeping_job", "cx_pipeline_job", "cx_worklist_job"],  # cx_worklist_job: #20
+    # cx_worklist_job: #20; storefront_fast_path_job and stock_changes_sensor: #19 (sold out to shown out in minutes)
+    "jobs": ["__ASSET_JOB", "cx_housekeeping_job", "cx_pipeline_job", "cx_worklist_job", "storefront_fast_path_job"],
     "schedules": ["cx_housekeeping_daily", "cx_pipeline_every_3_hours"],
     # wms_file_drop_sensor came after the move (#18, the WMS as a file drop): this list guards renames, not additions
     # worklist_after_failed_run too (#20, the operator's work list)
-    "sensors": ["new_receipts_sensor", "run_failure_alert", "wms_file_drop_sensor", "worklist_after_failed_run"],
+    "sensors": [
+        "new_receipts_sensor",
+        "run_failure_alert",
+        "stock_changes_sensor",
+        "wms_file_drop_sensor",
+        "worklist_after_failed_run",
+    ],
     "resources": [
         "alerts",
         "app_store",
