@@ -69,6 +69,9 @@ def stock_changes_sensor(
     waiting = f"; not asked, as their sources cannot be: {', '.join(unasked)}" if unasked else ""
     if not probed:
         return dg.SkipReason(f"no stock or order source can be asked for changes{waiting}: the 3-hourly run pushes")
+    if context.instance.get_latest_materialization_event(dg.AssetKey("stock_position")) is None:
+        # a first load is the full run's: the fast path only keeps an existing position current
+        return dg.SkipReason("no stock position yet: the fast path starts after the first full run")
     busy = context.instance.get_runs(filters=dg.RunsFilter(tags={WAREHOUSE_TAG: "write"}, statuses=ACTIVE), limit=1)
     if busy:
         # The cursor stays put: the changes are asked for again once that run is done (it may push them itself).

@@ -9,9 +9,16 @@ from cx_pipeline.assets.resources import FileDropResource, OmsResource, WmsResou
 from cx_pipeline.assets.schedules import FAST_PATH_ASSETS, WAREHOUSE_TAG, fast_path_job
 from cx_pipeline.assets.sensors import stock_changes_sensor
 from cx_pipeline.definitions import ROOMS, defs
-from tests.helpers import TOKEN, resources
+from tests.helpers import TOKEN, nodes, resources
 
 SOLD = "SKU-000229"
+
+
+def after_a_full_run() -> dg.DagsterInstance:
+    """An instance in which a full run has materialized the stock position (the fast path's precondition)."""
+    instance = dg.DagsterInstance.ephemeral()
+    instance.report_runless_asset_event(dg.AssetMaterialization("stock_position"))
+    return instance
 
 
 def tick(instance: dg.DagsterInstance, cursor: str | None, wms: object, oms: object) -> dg.SensorResult:
@@ -30,7 +37,7 @@ def apis(url: str) -> tuple[WmsResource, OmsResource]:
 
 
 def test_the_sensor_asks_each_source_for_one_changed_row_and_wakes_only_on_a_change(sim):
-    instance = dg.DagsterInstance.ephemeral()
+    instance = after_a_full_run()
     wms, oms = apis(sim.url)
 
     first = tick(instance, None, wms, oms)  # nothing seen yet: everything is a change
@@ -47,8 +54,10 @@ def test_the_sensor_asks_each_source_for_one_changed_row_and_wakes_only_on_a_cha
     assert woke.cursor != first.cursor
 
 
-def test_the_sensor_waits_while_a_run_writes_the_warehouse(sim, warehouse_path):
-    instance = dg.DagsterInstance.ephemeral()
+def test_the_sensor_waits_for_the_first_full_run_and_while_a_run_writes_the_warehouse(sim, warehouse_path):
+    first_load = tick(dg.DagsterInstance.ephemeral(), None, *apis(sim.url))
+    assert isinstance(first_load, dg.SkipReason) and "after the first full run" in first_load.skip_message
+    instance = after_a_full_run()
     wms, oms = apis(sim.url)
     run = instance.create_run_for_job(
         fast_path(**resources(sim, warehouse_path)), tags={WAREHOUSE_TAG: "write"}
@@ -61,7 +70,7 @@ def test_the_sensor_waits_while_a_run_writes_the_warehouse(sim, warehouse_path):
 
 
 def test_the_sensor_says_which_sources_it_cannot_ask(sim, tmp_path):
-    instance = dg.DagsterInstance.ephemeral()
+    instance = after_a_full_run()
     files = FileDropResource(folder=str(tmp_path))
     _, oms = apis(sim.url)
 
@@ -88,15 +97,16 @@ def test_the_fast_path_job_is_the_stock_and_push_assets_with_their_checks():
 
 
 @pytest.mark.slow
-def test_a_sale_is_shown_on_the_storefront_by_the_fast_path(run_all, sim, warehouse_path, tmp_path):
+def test_a_sale_is_shown_on_the_storefront_by_the_fast_path(sim, warehouse_path, tmp_path):
     # The small world sells SKU-000229 from 11 units to 9 in its first six hours. Its last 10 units are display
     # stock (a per-SKU floor), so that sale sells it out.
     overrides = tmp_path / "overrides.csv"
     overrides.write_text("sku,safety_buffer,floor,note\nSKU-000229,,10,display stock\n")
     config = {"stock_position": {"overrides_csv": str(overrides)}}
-    assert run_all(config).success
-    assert sim.world.storefront[SOLD]["status"] == "in_stock"
+    run_config = {"ops": {name: {"config": c} for name, c in config.items()}}
     instance = dg.DagsterInstance.ephemeral()
+    full = dg.materialize(nodes(), resources=resources(sim, warehouse_path), run_config=run_config, instance=instance)
+    assert full.success and sim.world.storefront[SOLD]["status"] == "in_stock"
     wms, oms = apis(sim.url)
     settled = tick(instance, None, wms, oms).cursor
     sim.advance(6)  # a morning of sales at the source, hours before the next 3-hourly run
@@ -106,7 +116,7 @@ def test_a_sale_is_shown_on_the_storefront_by_the_fast_path(run_all, sim, wareho
     result = fast_path(**resources(sim, warehouse_path)).execute_in_process(
         instance=instance,
         tags=woke.run_requests[0].tags,
-        run_config={"ops": {name: {"config": c} for name, c in config.items()}},
+        run_config=run_config,
     )
 
     assert result.success
