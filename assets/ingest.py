@@ -1,5 +1,7 @@
 """Raw feeds: pull each upstream feed incrementally and land it in the warehouse, idempotently."""
 
+from datetime import UTC, datetime, timedelta
+
 import dagster as dg
 import duckdb
 
@@ -13,7 +15,15 @@ from cx_pipeline.assets.resources import (
 from cx_pipeline.ingest.contracts import judge_pending
 from cx_pipeline.ingest.feeds import FEEDS, Feed
 from cx_pipeline.ingest.http import UpstreamError
-from cx_pipeline.ingest.landing import Drift, full_read_due, land, last_cursor, note_changes, snapshot_drift
+from cx_pipeline.ingest.landing import (
+    Drift,
+    full_read_due,
+    land,
+    last_cursor,
+    next_full_read,
+    note_changes,
+    snapshot_drift,
+)
 from cx_pipeline.ingest.sources.helpdesk import unclassified
 
 OWNERS = ["team:cx-data"]
@@ -79,6 +89,10 @@ def raw_asset(feed: Feed) -> dg.AssetsDefinition:
             if reads_changes:
                 drift = snapshot_drift(con, feed) if full and listed else None
                 metadata |= read_metadata(context, feed, full, drift, every)
+                # when the cadence calls for the next full read: for the schedule's "anything to do?"
+                due = datetime.now(UTC) + timedelta(hours=every) if full else next_full_read(con, feed, every, source)
+                if every > 0 and due:
+                    metadata["next_full_read_at"] = due.isoformat()
             stats = land(con, batch, run_id=context.run_id, source=source)
             reasons = unclassified_metadata(con) if feed.name == "inquiries" else {}
         context.log.info(

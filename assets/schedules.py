@@ -1,6 +1,12 @@
 """The job over the whole graph and its schedule."""
 
+from datetime import UTC, datetime
+
 import dagster as dg
+
+from cx_pipeline.assets import whats_new
+from cx_pipeline.assets.resources import AppStoreResource, SourceResource, feed_source
+from cx_pipeline.ingest.feeds import FEEDS
 
 WAREHOUSE_TAG = "cx/warehouse"
 
@@ -44,14 +50,38 @@ fast_path_job = dg.define_asset_job(
     executor_def=in_process_unless_asked,
 )
 
-every_three_hours = dg.ScheduleDefinition(
+
+@dg.schedule(
     name="cx_pipeline_every_3_hours",
     job=pipeline_job,
     cron_schedule="0 */3 * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="The regular run: every 3 hours, on the hour (UTC).",
+    description="The regular run: every 3 hours, on the hour (UTC), when something is new (the tick says what).",
 )
+def every_three_hours(
+    context: dg.ScheduleEvaluationContext,
+    wms: dg.ResourceParam[SourceResource],
+    catalog: dg.ResourceParam[SourceResource],
+    oms: dg.ResourceParam[SourceResource],
+    helpdesk: dg.ResourceParam[SourceResource],
+    app_store: AppStoreResource,
+) -> dg.RunRequest | dg.SkipReason:
+    """Asks what changed since the last run (`whats_new`) and runs the pipeline for the first reason found."""
+    roles = {"wms": wms, "catalog": catalog, "oms": oms, "helpdesk": helpdesk}
+    sources = {name: feed_source(roles[feed.system], feed) for name, feed in FEEDS.items()}
+    found = whats_new.outlook(
+        context.instance,
+        sources,
+        app_store,
+        context.scheduled_execution_time or datetime.now(UTC),
+        job=pipeline_job.name,
+        fast_path_job=fast_path_job.name,
+    )
+    if found.reason is None:
+        return dg.SkipReason("nothing new since the last run; asked: " + "; ".join(found.asked))
+    context.log.info(f"running: {found.reason}")
+    return dg.RunRequest(tags={"cx/trigger": "schedule", "cx/why": found.reason[:200]})
 
 
 defs = dg.Definitions(jobs=[pipeline_job, fast_path_job], schedules=[every_three_hours])

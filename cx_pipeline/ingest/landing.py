@@ -8,7 +8,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import duckdb
@@ -85,15 +85,23 @@ def full_read_due(con: duckdb.DuckDBPyConnection, feed: Feed, every_hours: float
         return False
     if not feed.full_read_on_cadence or every_hours <= 0:
         return True
-    row = first_row(
+    due = next_full_read(con, feed, every_hours, source)
+    return due is None or due <= datetime.now(UTC)
+
+
+def next_full_read(
+    con: duckdb.DuckDBPyConnection, feed: Feed, every_hours: float, source: str = "rest"
+) -> datetime | None:
+    """When the cadence calls for `feed`'s next full read from `source`: `every_hours` after the last one that its
+    contract did not block (None: no such read, so the next run reads whole)."""
+    (last,) = first_row(
         con,
-        f"""SELECT arg_max(verdict IS DISTINCT FROM 'blocked'
-                          AND fetched_at > now() - to_microseconds((? * 3.6e9)::BIGINT), fetched_at)
+        f"""SELECT arg_max_null(CASE WHEN verdict IS DISTINCT FROM 'blocked' THEN fetched_at END, fetched_at)
         FROM ingest_batches WHERE feed = ? AND {SOURCE_OF_BATCH} = ? AND updated_since IS NULL
             AND judged_at IS NOT NULL""",
-        [every_hours, feed.name, source],
+        [feed.name, source],
     )
-    return not (row and row[0])
+    return last + timedelta(hours=every_hours) if last else None
 
 
 @dataclass(frozen=True)
