@@ -17,6 +17,7 @@ Servers run in child processes, so their CPU and memory are not counted as the p
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import multiprocessing
 import os
@@ -28,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 from unittest import mock
@@ -39,6 +40,7 @@ import psutil
 import requests
 
 from cx_pipeline import demo, warehouse
+from cx_pipeline.assets import whats_new
 from cx_pipeline.assets.resources import (
     UPSTREAM,
     AppStoreResource,
@@ -47,9 +49,12 @@ from cx_pipeline.assets.resources import (
     StorefrontResource,
     WarehouseResource,
     WmsResource,
+    feed_source,
 )
+from cx_pipeline.assets.schedules import fast_path_job
+from cx_pipeline.assets.sensors import STOCK_POLL_SECONDS, stock_changes_sensor
 from cx_pipeline.benchmarks import report, scale_world
-from cx_pipeline.benchmarks.scale_world import NOW, Size
+from cx_pipeline.benchmarks.scale_world import INCREMENT, NOW, Size
 from cx_pipeline.core.sql import first_row
 from cx_pipeline.demo import load_definitions
 from cx_pipeline.ingest import landing
@@ -66,7 +71,7 @@ FROM landing_receipts r JOIN landing_catalog c USING (sku) GROUP BY ALL
 SAMPLE_SECONDS = 0.05
 TOKEN = "bench"
 WRITES = "/storefront/stock/batch"
-WORLD_VERSION = 4  # bump when scale_world changes, so cached worlds are regenerated
+WORLD_VERSION = 6  # bump when scale_world changes, so cached worlds are regenerated
 
 
 def sql_string(path: Path) -> str:
@@ -129,7 +134,7 @@ def _serve(kind: str, source: str, ready: Any) -> None:
     if kind == "replay":
         from cx_pipeline.benchmarks.replay import ReplayServer, load_pages
 
-        server = ReplayServer(load_pages(source), (NOW + timedelta(seconds=scale_world.INCREMENT)).isoformat())
+        server = ReplayServer(*load_pages(source))
         ready.put(server.url)
         server.serve_forever()
         return
@@ -208,35 +213,35 @@ def save_shop_state(size: Size, path: Path) -> None:
 class WorldFiles:
     full: Path  # landing tables of the first full load
     increment: Path  # what the sources serve three hours later
-    steady: Path  # and once more with nothing new: the same stock snapshot, no changes
+    steady: Path  # and then with nothing new
+    sale: Path  # minutes later: a sale sold out 0.1 % of SKUs (the storefront's fast path)
+    daily: Path  # the daily full read: the whole catalog and stock snapshot as they stand
     shop: Path  # the storefront before the first run
 
 
 def world_files(size: Size, cache: Path, progress: Progress) -> WorldFiles:
     """The scale world's files, generated once per size and kept in `cache`."""
     stem = cache / f"world-v{WORLD_VERSION}-{size.skus}-{size.receipt_lines}"
-    files = WorldFiles(
-        *(
-            stem.with_name(f"{stem.name}-{part}")
-            for part in ("full.duckdb", "increment.duckdb", "steady.duckdb", "shop.parquet")
-        )
-    )
+    parts = ("full.duckdb", "increment.duckdb", "steady.duckdb", "sale.duckdb", "daily.duckdb", "shop.parquet")
+    files = WorldFiles(*(stem.with_name(f"{stem.name}-{part}") for part in parts))
     if files.shop.exists():
         return files
     cache.mkdir(parents=True, exist_ok=True)
     progress(f"generating the scale world: {size.skus:,} SKUs, {size.receipt_lines:,} receipt lines (once) ...")
     started = time.perf_counter()
     increment = scale_world.increment(size)
-    nothing = {name: f"SELECT * FROM ({sql}) WHERE false" for name, sql in increment.items() if name != "on_hand"}
     later = NOW + timedelta(seconds=scale_world.INCREMENT)
-    for path, sources, label, as_of in (
-        (files.full, scale_world.full_load(size), "full", NOW),
-        (files.increment, increment, "increment", later),
-        (files.steady, {**nothing, "on_hand": increment["on_hand"]}, "steady", later),
+    sale = later + timedelta(seconds=scale_world.SALE)
+    for path, sources, label, as_of, whole in (
+        (files.full, scale_world.full_load(size), "full", NOW, ()),
+        (files.increment, increment, "increment", later, ()),
+        (files.steady, scale_world.nothing(increment), "steady", later, ()),
+        (files.sale, scale_world.sale(size), "sale", sale, ()),
+        (files.daily, scale_world.daily_full_read(size), "daily", sale, ("catalog", "on_hand")),
     ):
         path.unlink(missing_ok=True)
         with warehouse.connect(path) as con:
-            batches = scale_world.stage_all(con, sources, label, as_of)
+            batches = scale_world.stage_all(con, sources, label, as_of, whole)
         if label == "full":
             progress("  full load: " + ", ".join(f"{b.feed.name} {b.rows:,}" for b in batches.values()))
     save_shop_state(size, files.shop)  # last: its presence marks a complete set
@@ -248,7 +253,7 @@ def world_files(size: Size, cache: Path, progress: Progress) -> WorldFiles:
 
 
 def floor_seconds(path: Path) -> float:
-    """The floor: one scan and aggregation of receipts joined to the catalog (best of three)."""
+    """The read floor: one scan and aggregation of receipts joined to the catalog (best of three)."""
     with warehouse.connect(path, read_only=True) as con:
         times = []
         for _ in range(3):
@@ -256,6 +261,24 @@ def floor_seconds(path: Path) -> float:
             con.execute(FLOOR_SQL).fetchall()
             times.append(time.perf_counter() - started)
     return min(times)
+
+
+def write_floor_seconds(path: Path) -> float:
+    """The write floor of a first load: DuckDB copying every landing table's rows into a plain table (`CREATE TABLE
+    AS`, in a scratch copy of the file), plus the read floor."""
+    scratch = path.with_name("write-floor.duckdb")
+    shutil.copyfile(path, scratch)
+    try:
+        with warehouse.connect(scratch) as con:
+            started = time.perf_counter()
+            for feed in FEEDS.values():
+                con.execute(f"CREATE TABLE floor_{feed.name} AS SELECT * FROM landing_{feed.name}")
+            con.execute("CHECKPOINT")
+            seconds = time.perf_counter() - started
+    finally:
+        scratch.unlink(missing_ok=True)
+        scratch.with_name(scratch.name + ".wal").unlink(missing_ok=True)
+    return seconds + floor_seconds(path)
 
 
 def step_spans(instance: dg.DagsterInstance, run_id: str) -> dict[str, tuple[float, float, bool]]:
@@ -273,11 +296,17 @@ def step_spans(instance: dg.DagsterInstance, run_id: str) -> dict[str, tuple[flo
 
 
 def run_job(
-    job: dg.JobDefinition, bench: str, path: Path, resources: dict[str, Any], progress: Progress
+    job: dg.JobDefinition,
+    bench: str,
+    path: Path,
+    resources: dict[str, Any],
+    progress: Progress,
+    instance: dg.DagsterInstance | None = None,
 ) -> tuple[list[Record], str]:
-    """Run `job` on the warehouse at `path`: one record per step, then one for the run; and its run id."""
-    instance = dg.DagsterInstance.ephemeral()
-    progress(f"{bench}: running cx_pipeline_job ...")
+    """Run `job` on the warehouse at `path` (in `instance`, which keeps the run history a schedule or sensor reads):
+    one record per step, then one for the run; and its run id."""
+    instance = instance or dg.DagsterInstance.ephemeral()
+    progress(f"{bench}: running {job.name} ...")
     with MemorySampler() as memory:
         started = time.time()
         result = job.execute_in_process(
@@ -319,58 +348,111 @@ def pushed(path: Path, run_id: str) -> int:
 
 
 def scale_runs(size: Size, workdir: Path, progress: Progress = print) -> list[Record]:
-    """The full run, the incremental run over HTTP and the steady-state run on the scale world."""
+    """On the scale world, one after the other on the same warehouse: the first full load, the 3-hourly run over
+    HTTP, the schedule's tick with nothing new (and the run it would start, started anyway), the storefront's fast
+    path after a sale, and the daily full read."""
     files = world_files(size, workdir / "worlds", progress)
     run_dir = workdir / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     path = run_dir / "warehouse.duckdb"
     shutil.copyfile(files.full, path)
-    floor = floor_seconds(path)
-    progress(f"floor (receipts x catalog, one GROUP BY): {floor:.2f} s")
-    job = load_definitions().resolve_job_def("cx_pipeline_job")
+    floor, write_floor = floor_seconds(path), write_floor_seconds(path)
+    progress(f"floors: read (receipts x catalog, one GROUP BY) {floor:.2f} s; write (every landing table copied) "
+             f"{write_floor:.2f} s")  # fmt: skip
+    definitions = load_definitions()
+    job, fast_path = (definitions.resolve_job_def(name) for name in ("cx_pipeline_job", fast_path_job.name))
     batch_size = StorefrontResource.model_fields["batch_size"].default
+    instance = dg.DagsterInstance.ephemeral()  # one run history, as the schedule and the sensor would read it
     records: list[Record] = []
     with serving("shop", str(files.shop)) as shop:
+        app_store = AppStoreResource(path=str(run_dir / "app.sqlite"))
         outward = {
-            "app_store": AppStoreResource(path=str(run_dir / "app.sqlite")),
+            "app_store": app_store,
             "contracts": ContractsResource(),
             "notifications": NotificationResource(base_url=shop, token=TOKEN),
             "storefront": StorefrontResource(url=shop, token=TOKEN, batch_size=batch_size),
         }
-        staged = StagedFeeds(as_of=NOW.isoformat())
-        runs: list[tuple[str, Path | None]] = [
-            ("full_run", None),
-            ("incremental", files.increment),
-            ("steady_state", files.steady),
-        ]
-        for bench, source in runs:
+
+        def measured(bench: str, run: dg.JobDefinition, resources: dict[str, Any]) -> Record:
             writes_before = storefront_writes(shop)
-            with contextlib.ExitStack() as stack:
-                if source is None:
-                    upstream = dict.fromkeys(UPSTREAM, staged)
-                else:
-                    url = stack.enter_context(serving("replay", str(source)))
-                    upstream = {system: cls(base_url=url, token=TOKEN) for system, cls in UPSTREAM.items()}
-                run, run_id = run_job(job, bench, path, {**outward, **upstream}, progress)
-            total = run[-1]
+            steps, run_id = run_job(run, bench, path, {**outward, **resources}, progress, instance)
+            records.extend(steps)
             changed = pushed(path, run_id)
-            writes = storefront_writes(shop) - writes_before
+            total = steps[-1]
             total.update(
                 skus=size.skus,
                 changed_skus=changed,
-                storefront_writes=writes,
+                storefront_writes=storefront_writes(shop) - writes_before,
                 expected_writes=math.ceil(changed / batch_size),
                 batch_size=batch_size,
             )
-            records += run
-    full = records[next(i for i, r in enumerate(records) if r["bench"] == "full_run" and r["step"] == "TOTAL")]
-    full.update(
-        receipt_lines=size.receipt_lines,
-        floor_seconds=round(floor, 3),
-        floor_ratio=round(full["seconds"] / floor, 1),
-    )
+            return total
+
+        full = measured("full_run", job, dict.fromkeys(UPSTREAM, StagedFeeds(as_of=NOW.isoformat())))
+        full.update(
+            receipt_lines=size.receipt_lines,
+            floor_seconds=round(floor, 3),
+            write_floor_seconds=round(write_floor, 3),
+            write_floor_ratio=round(full["seconds"] / write_floor, 1),
+            floor_ratio=round(full["seconds"] / floor, 1),  # against the read floor, as before the write floor
+        )
+        with serving("replay", str(files.increment)) as url:
+            incremental = measured("incremental", job, replayed(url))
+        incremental.update(floor_seconds=round(floor, 3), floor_ratio=round(incremental["seconds"] / floor, 1))
+        with serving("replay", str(files.steady)) as url:
+            records.append(schedule_tick(instance, replayed(url), app_store, progress))
+            measured("steady_state", job, replayed(url))
+        with serving("replay", str(files.sale)) as url:
+            sensed = stock_sensor_tick(instance, replayed(url), progress)
+            measured("fast_path", fast_path, replayed(url)).update(sensed)
+        with serving("replay", str(files.daily)) as url:
+            shop_whole = StorefrontResource(url=shop, token=TOKEN, batch_size=batch_size, full_read_every_hours=0)
+            whole = {"storefront": shop_whole}
+            daily = measured("daily_full_read", job, {**replayed(url, full_read_every_hours=0), **whole})
+        daily.update(floor_seconds=round(floor, 3), floor_ratio=round(daily["seconds"] / floor, 1))
     return records
+
+
+def replayed(url: str, **settings: Any) -> dict[str, Any]:
+    """Every upstream role's REST resource aimed at the replay server at `url`."""
+    return {system: cls(base_url=url, token=TOKEN, **settings) for system, cls in UPSTREAM.items()}
+
+
+def schedule_tick(
+    instance: dg.DagsterInstance, upstream: dict[str, Any], app_store: AppStoreResource, progress: Progress
+) -> Record:
+    """The 3-hourly schedule's question, timed: is anything new since the last run (`whats_new.outlook`)?"""
+    sources = {name: feed_source(upstream[feed.system], feed) for name, feed in FEEDS.items()}
+    started = time.perf_counter()
+    found = whats_new.outlook(
+        instance, sources, app_store, datetime.now(UTC), job="cx_pipeline_job", fast_path_job=fast_path_job.name
+    )
+    seconds = time.perf_counter() - started
+    progress(f"nothing_new: the schedule's tick took {seconds:.2f} s: " + (found.reason or "nothing new, no run"))
+    return {
+        "bench": "nothing_new",
+        "step": "TOTAL",
+        "seconds": round(seconds, 3),
+        "ok": True,
+        "launched": found.reason is not None,
+        "reason": found.reason or "",
+        "asked": found.asked,
+    }
+
+
+def stock_sensor_tick(instance: dg.DagsterInstance, upstream: dict[str, Any], progress: Progress) -> Record:
+    """`stock_changes_sensor`'s tick after a sale, timed; it must ask for the fast path's run."""
+    seen = json.dumps(dict.fromkeys(("on_hand", "open_orders"), (NOW + timedelta(seconds=INCREMENT)).isoformat()))
+    resources = {"wms": upstream["wms"], "oms": upstream["oms"]}
+    with dg.build_sensor_context(instance=instance, cursor=seen, resources=resources) as context:
+        started = time.perf_counter()
+        ticked = stock_changes_sensor(context)
+        seconds = time.perf_counter() - started
+    if not ticked.run_requests:
+        raise RuntimeError(f"the stock sensor did not wake after a sale: {ticked.skip_reason}")
+    progress(f"fast_path: the sensor's tick took {seconds:.2f} s and asked for a run")
+    return {"tick_seconds": round(seconds, 3), "poll_seconds": STOCK_POLL_SECONDS}
 
 
 def http_ingest(skus: int, workdir: Path, progress: Progress = print) -> list[Record]:

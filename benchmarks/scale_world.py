@@ -144,19 +144,23 @@ def receipts_sql(size: Size, count: int, window: Window) -> str:
                 FROM range({2 * window.first}, {2 * (window.first + count)}) t(i)))"""
 
 
-def on_hand_sql(size: Size, sold_out: str = "false") -> str:
-    """Stock per SKU and warehouse; SKUs meeting `sold_out` (SQL on `sku_no`) have none left anywhere."""
+def on_hand_sql(size: Size, sold_out: str = "false", moved: str = "true") -> str:
+    """Stock per SKU and warehouse; SKUs meeting `sold_out` (SQL on `sku_no`) have none left anywhere. With
+    `moved`, only the SKUs meeting it: what a WMS's change log lists for a read by change."""
     return f"""
-    SELECT (sku_no - 1) * 2 + w AS _row, json_object(
+    SELECT row_number() OVER (ORDER BY sku_no, w) - 1 AS _row, json_object(
         'sku', printf('SKU-%07d', sku_no), 'warehouse', ['WH-EAST', 'WH-WEST'][w + 1],
         'on_hand', CASE WHEN {sold_out} THEN 0 ELSE 20 + hash(sku_no, w, 'stock') % 200 END,
         'in_qc', hash(sku_no, w, 'qc') % 3, 'damaged', hash(sku_no, w, 'dmg') % 2) AS record
-    FROM range(1, {size.skus} + 1) s(sku_no), range(2) w(w)"""
+    FROM range(1, {size.skus} + 1) s(sku_no), range(2) w(w) WHERE {moved}"""
 
 
 SOLD_OUT_AT_FULL_RUN = f"{u('out', 'sku_no')} < 0.01"
 # three hours later half of those are back and as many others sold out: 1 % of SKUs change
 SOLD_OUT_AT_INCREMENTAL = f"{u('out', 'sku_no')} < 0.005 OR {u('out later', 'sku_no')} < 0.005"
+# minutes after that, a sale sells out 0.1 % of SKUs: what the storefront's fast path is timed on
+SOLD_OUT_IN_A_SALE = f"NOT ({SOLD_OUT_AT_INCREMENTAL}) AND {u('sale', 'sku_no')} < 0.001"
+SALE = 10 * 60  # seconds after the increment
 
 
 def open_orders_sql(size: Size, count: int, window: Window) -> str:
@@ -229,7 +233,10 @@ def increment(size: Size) -> dict[str, str]:
         ),
         "purchase_orders": purchase_orders_sql(size, po_lines, Window(later, INCREMENT, size.po_lines)),
         "receipts": receipts_sql(size, po_lines, Window(later, INCREMENT, size.po_lines)),
-        "on_hand": on_hand_sql(size, SOLD_OUT_AT_INCREMENTAL),
+        # read by change: the stock of the SKUs whose state moved
+        "on_hand": on_hand_sql(
+            size, SOLD_OUT_AT_INCREMENTAL, f"({SOLD_OUT_AT_FULL_RUN}) <> ({SOLD_OUT_AT_INCREMENTAL})"
+        ),
         "open_orders": open_orders_sql(
             size, max(1, round(size.order_lines * share)), Window(later, INCREMENT, size.order_lines)
         ),
@@ -239,6 +246,40 @@ def increment(size: Size) -> dict[str, str]:
     }
 
 
-def stage_all(con: duckdb.DuckDBPyConnection, sources: dict[str, str], label: str, as_of: datetime) -> dict[str, Batch]:
-    """Stage each feed's records (`full_load`, `increment`) in the landing tables, as batches `<feed>-bench-<label>`."""
+def nothing(sources: dict[str, str]) -> dict[str, str]:
+    """Each feed of `sources` with no rows: a source with nothing new."""
+    return {name: f"SELECT * FROM ({sql}) WHERE false" for name, sql in sources.items()}
+
+
+def sale(size: Size) -> dict[str, str]:
+    """What the sources list minutes after the increment: the stock of the SKUs a sale sold out, nothing else."""
+    sold = f"({SOLD_OUT_AT_INCREMENTAL}) OR ({SOLD_OUT_IN_A_SALE})"
+    return {**nothing(increment(size)), "on_hand": on_hand_sql(size, sold, SOLD_OUT_IN_A_SALE)}
+
+
+def daily_full_read(size: Size) -> dict[str, str]:
+    """What a full read finds after the sale: every product as it stands (1 % repriced by the increment) and the
+    whole stock snapshot; the feeds read by change have nothing new."""
+    later = NOW + timedelta(seconds=INCREMENT)
+    unchanged = f"SELECT * FROM range(1, {size.skus + 1}) t(i) WHERE i % 100 <> 1"
+    repriced = f"SELECT * FROM range(1, {size.skus + 1}, 100)"
+    catalog = f"""
+    SELECT row_number() OVER (ORDER BY record->>'sku') - 1 AS _row, record FROM (
+        SELECT record FROM ({catalog_sql(size, unchanged, Window(NOW, HISTORY))})
+        UNION ALL
+        SELECT record FROM ({catalog_sql(size, repriced, Window(later, INCREMENT), price_salt="new price")}))"""
+    sold = f"({SOLD_OUT_AT_INCREMENTAL}) OR ({SOLD_OUT_IN_A_SALE})"
+    return {**nothing(increment(size)), "catalog": catalog, "on_hand": on_hand_sql(size, sold)}
+
+
+def stage_all(
+    con: duckdb.DuckDBPyConnection, sources: dict[str, str], label: str, as_of: datetime, whole: tuple[str, ...] = ()
+) -> dict[str, Batch]:
+    """Stage each feed's records (`full_load`, `increment`) in the landing tables, as batches `<feed>-bench-<label>`,
+    and in `staged_as_of` the sources' clock and the feeds staged `whole` (a full read: the replay server lists
+    nothing for a read by change of those)."""
+    con.execute(
+        "CREATE OR REPLACE TABLE staged_as_of AS SELECT ?::VARCHAR AS as_of, ?::VARCHAR[] AS whole",
+        [as_of.isoformat(), list(whole)],
+    )
     return {name: stage(con, name, sql, f"{name}-bench-{label}", as_of) for name, sql in sources.items()}
