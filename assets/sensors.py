@@ -10,6 +10,7 @@ import dagster as dg
 
 from cx_pipeline.assets.resources import ChangeProbe, FileDropResource, SourceResource, feed_source
 from cx_pipeline.assets.schedules import WAREHOUSE_TAG, fast_path_job, pipeline_job
+from cx_pipeline.assets.whats_new import IN_FLIGHT
 from cx_pipeline.ingest.feeds import FEEDS
 from cx_pipeline.ingest.sources.files import arrivals, run_key, scan
 
@@ -17,12 +18,6 @@ RECEIPTS_POLL_SECONDS = 300
 STOCK_POLL_SECONDS = 60  # sold out to shown out: this, plus a fast-path run
 FILE_DROP_POLL_SECONDS = 60
 WMS_FEEDS = [feed for feed in FEEDS.values() if feed.system == "wms"]
-ACTIVE = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-]
 
 
 @dg.sensor(
@@ -40,7 +35,9 @@ def new_receipts_sensor(
             f"the receipts' source is {type(source).__name__}, not the WMS API this sensor polls (/wms/receipts); "
             "wms_file_drop_sensor watches a file drop"
         )
-    running = context.instance.get_runs(filters=dg.RunsFilter(job_name=pipeline_job.name, statuses=ACTIVE), limit=1)
+    running = context.instance.get_runs(
+        filters=dg.RunsFilter(job_name=pipeline_job.name, statuses=list(IN_FLIGHT)), limit=1
+    )
     if running:
         # The cursor stays put: the receipts are picked up by the next tick once the run is done.
         return dg.SkipReason(f"run {running[0].run_id} is still going; new receipts wait for the next tick")
@@ -72,7 +69,9 @@ def stock_changes_sensor(
     if context.instance.get_latest_materialization_event(dg.AssetKey("stock_position")) is None:
         # a first load is the full run's: the fast path only keeps an existing position current
         return dg.SkipReason("no stock position yet: the fast path starts after the first full run")
-    busy = context.instance.get_runs(filters=dg.RunsFilter(tags={WAREHOUSE_TAG: "write"}, statuses=ACTIVE), limit=1)
+    busy = context.instance.get_runs(
+        filters=dg.RunsFilter(tags={WAREHOUSE_TAG: "write"}, statuses=list(IN_FLIGHT)), limit=1
+    )
     if busy:
         # The cursor stays put: the changes are asked for again once that run is done (it may push them itself).
         return dg.SkipReason(f"run {busy[0].run_id} writes the warehouse; stock changes wait for the next tick")

@@ -18,7 +18,7 @@ import dagster as dg
 from cx_pipeline.assets.resources import AppStoreResource, ChangeProbe, SourceResource
 from cx_pipeline.ingest.feeds import FEEDS
 
-IN_FLIGHT = (
+IN_FLIGHT = (  # a run of these statuses will still read its inputs
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.STARTING,
