@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 
 import dagster as dg
+from pydantic import Field
 
 from cx_pipeline.assets.metadata import markdown
 from cx_pipeline.assets.resources import WAREHOUSE_POOL, AppStoreResource, WarehouseResource
@@ -15,6 +16,17 @@ OWNERS = ["team:cx-data", "team:quality"]
 TOP_ROWS = 20
 
 
+class LotWindowConfig(dg.Config):
+    """Which lots QA is offered in the web app; older ones stay in the warehouse only."""
+
+    pending_days: int = Field(
+        inspections.PENDING_DAYS, gt=0, description="lots received this many days ago or less, not inspected yet"
+    )
+    inspected_days: int = Field(
+        inspections.INSPECTED_DAYS, gt=0, description="lots inspected this many days ago or less (to look at, amend)"
+    )
+
+
 @dg.asset(
     group_name="quality",
     kinds={"duckdb", "sqlite", "python"},
@@ -23,21 +35,28 @@ TOP_ROWS = 20
     deps=["raw_receipts", "raw_catalog"],
 )
 def inspection_lots(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, app_store: AppStoreResource
+    context: dg.AssetExecutionContext,
+    config: LotWindowConfig,
+    warehouse: WarehouseResource,
+    app_store: AppStoreResource,
 ) -> dg.MaterializeResult:
-    """The lots (receipt lines) received in the last 60 days, published to the web app for QA to inspect
-    (each run sends only the lots whose receipt changed, or whose product's title, category or supplier
-    changed, since the last publication)."""
+    """The lots (receipt lines) QA can act on, published to the web app: received in the last 7 days and not
+    inspected yet, or inspected in the last 30 days (each run sends only the lots whose receipt changed, or whose
+    product's title, category or supplier changed, since the last publication, and withdraws those that left)."""
+    window = inspections.LotWindow(config.pending_days, config.inspected_days)
     with warehouse.connect() as con, app_store.connect() as store:
         now = wms_clock(con)
-        since = inspections.lots_published_through(store) if inspections.products_recorded(con) else None
-        lots, through = inspections.lots_to_publish(con, now, since)
-        published = inspections.publish_lots(
-            store, lots, now, through=through, run_id=context.run_id, replace=since is None
-        )
-        inspections.products_published(con)
-    context.log.info(f"inspection_lots: {published:,} new or changed received lots offered to QA")
-    return dg.MaterializeResult(metadata={"lots": published, "window_days": inspections.LOT_WINDOW_DAYS})
+        published = inspections.refresh_lots(con, store, now, window, context.run_id)
+        (offered,) = store.execute("SELECT count(*) FROM inspection_lots").fetchone()
+    context.log.info(f"inspection_lots: {published:,} new or changed lots sent; {offered:,} offered to QA")
+    return dg.MaterializeResult(
+        metadata={
+            "lots": published,
+            "offered": offered,
+            "pending_days": window.pending_days,
+            "inspected_days": window.inspected_days,
+        }
+    )
 
 
 @dg.asset(

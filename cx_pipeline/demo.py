@@ -316,7 +316,10 @@ def seed_qa_history(world: Any, app_db: Path) -> int:
         lots = lots.rename(columns={"qty_received": "lot_size"})
         history_days = (world.clock - world.start).days + 1  # the one-off load reaches back the whole history
         inspections.publish_lots(
-            store, [inspections.lot_tuples(lots[lots["lot_size"] > 0])], world.clock, window_days=history_days
+            store,
+            [inspections.lot_tuples(lots[lots["lot_size"] > 0])],
+            world.clock,
+            inspections.LotWindow(pending_days=history_days),
         )
         return inspections.import_csv(store, world.quality.history_csv(), load_checklists(), INSPECTOR)
 

@@ -33,7 +33,7 @@ from cx_pipeline.quality import aql
 from cx_pipeline.quality.checklists import Checklists
 
 FEED = "inspections"  # its name in ingest_batches and quarantine
-LOT_WINDOW_DAYS = 60  # received lots offered to QA, and accepted in an entry
+NOT_OFFERED = "lots are offered while received recently and not inspected yet, or inspected recently"
 PUBLISH_CHUNK = 50_000  # lots per read from DuckDB and per write to SQLite
 CLOCK_SKEW = timedelta(minutes=5)
 LOTS_BY_SKU = "CREATE INDEX IF NOT EXISTS inspection_lots_by_sku ON inspection_lots (sku)"
@@ -69,6 +69,10 @@ CREATE TABLE IF NOT EXISTS lot_products (  -- each product's fields as the app's
     title       VARCHAR,
     category    VARCHAR,
     supplier_id VARCHAR
+);
+CREATE TABLE IF NOT EXISTS lot_window (    -- the window of the app's list of lots as last published
+    pending_days   INTEGER NOT NULL,
+    inspected_days INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS inspection_defects (
     inspection_id BIGINT NOT NULL,
@@ -185,6 +189,24 @@ class Entry:
 
 # --- the lots QA may inspect ---
 
+PENDING_DAYS = 7  # incoming inspection happens within days of receipt; a lot left a week is put away and selling
+INSPECTED_DAYS = 30  # an inspected lot stays a month, for QA to look at and amend
+
+
+@dataclass(frozen=True)
+class LotWindow:
+    """The lots offered to QA: received within `pending_days` and not inspected yet, or inspected within
+    `inspected_days` (to look at and amend). Older lots stay in the warehouse only."""
+
+    pending_days: int = PENDING_DAYS
+    inspected_days: int = INSPECTED_DAYS
+
+    def received_since(self, now: datetime) -> datetime:
+        return now - timedelta(days=self.pending_days)
+
+    def inspected_since(self, now: datetime) -> datetime:
+        return now - timedelta(days=self.inspected_days)
+
 
 def lot_tuples(lots: pd.DataFrame) -> list[tuple]:
     """Rows for `publish_lots` from a frame with `Lot`'s columns."""
@@ -198,20 +220,20 @@ def publish_lots(
     store: sqlite3.Connection,
     chunks: Iterable[list[tuple]],
     now: datetime,
-    window_days: int = LOT_WINDOW_DAYS,
+    window: LotWindow = LotWindow(),
     through: datetime | None = None,
     run_id: str = "",
     replace: bool = False,
 ) -> int:
-    """Add or update received lots (chunks of tuples in the order of `Lot`'s fields) in the app's list and
-    drop those received more than `window_days` ago (a longer window serves a one-off load of older results).
+    """Add or update lots (chunks of tuples in the order of `Lot`'s fields) in the app's list, then withdraw
+    those `window` no longer offers (`withdraw_lots`).
 
-    Each chunk is its own transaction, so a publication of millions of lots never holds the app's writers back
-    for long. With `replace`, the chunks are the whole list: it is built aside, without the time index, and
-    swapped in with one transaction, so the app shows the old list until the new one is complete (and a
-    first publication runs at SQLite's bulk speed, about twice that of upserts into an indexed table; chunks
-    in key order keep it so). `through` records, at the end, that every change the warehouse had landed by then
-    is published, so the next publication sends only what changed after it (see `lots_to_publish`).
+    Each chunk is its own transaction, so a publication of many lots never holds the app's writers back for
+    long. With `replace`, the chunks are the whole list: it is built aside, without the time index, and swapped
+    in with one transaction, so the app shows the old list until the new one is complete (and a first
+    publication runs at SQLite's bulk speed, about twice that of upserts into an indexed table; chunks in key
+    order keep it so). `through` records, at the end, that every change the warehouse had landed by then is
+    published, so the next publication sends only what changed after it (see `lots_to_publish`).
     """
     table = "inspection_lots_next" if replace else "inspection_lots"
     if replace:
@@ -228,11 +250,31 @@ def publish_lots(
             store.execute(f"ALTER TABLE {table} RENAME TO inspection_lots")
             store.execute(appstore.LOTS_INDEX)
             store.execute(LOTS_BY_SKU)  # QA's search by SKU (migration 4 made it on the first list)
-        store.execute("DELETE FROM inspection_lots WHERE received_at < ?", [iso(now - timedelta(days=window_days))])
+        withdraw_lots(store, now, window)
         if through is not None:
             # assessed to the microsecond, as `_loaded_at`: the next publication starts there
             note_publication(store, "inspection_lots", run_id, through.isoformat(), published)
     return published
+
+
+def withdraw_lots(store: sqlite3.Connection, now: datetime, window: LotWindow) -> int:
+    """Take the lots `window` no longer offers out of the app's list; returns how many. Only the lots that can
+    have left are looked at (those received before the window, through the time index), not the whole list."""
+    received, inspected = iso(window.received_since(now)), iso(window.inspected_since(now))
+    withdrawn = store.execute(
+        """DELETE FROM inspection_lots WHERE received_at < ? AND NOT EXISTS (
+            SELECT 1 FROM inspections i WHERE i.receipt_id = inspection_lots.receipt_id
+                AND i.line_no = inspection_lots.line_no AND i.inspected_at >= ?)""",
+        [received, inspected],
+    ).rowcount
+    if window.inspected_days < window.pending_days:  # received within the window, inspected before `inspected`
+        withdrawn += store.execute(
+            """DELETE FROM inspection_lots WHERE (receipt_id, line_no) IN (
+                SELECT receipt_id, line_no FROM inspections WHERE inspected_at >= ?  -- none before its receipt
+                GROUP BY receipt_id, line_no HAVING max(inspected_at) < ?)""",
+            [received, inspected],
+        ).rowcount
+    return withdrawn
 
 
 def lots_published_through(store: sqlite3.Connection) -> datetime | None:
@@ -241,15 +283,30 @@ def lots_published_through(store: sqlite3.Connection) -> datetime | None:
     return datetime.fromisoformat(row[0]) if row else None
 
 
-def lots_to_publish(
-    con: duckdb.DuckDBPyConnection, now: datetime, since: datetime | None = None
-) -> tuple[Iterator[list[tuple]], datetime | None]:
-    """Receipt lines received within the window, with their product: those whose receipt landed after `since`
-    or whose product now shows other fields in the list (all of them when `since` is None); and the time the
-    warehouse's landings reach, to publish `through`. Call `products_published` once they are.
+def recently_inspected(store: sqlite3.Connection, now: datetime, window: LotWindow) -> pd.DataFrame:
+    """The lots (receipt_id, line_no) with an entry inspected within `window`: the app store has them first."""
+    rows = store.execute(
+        "SELECT DISTINCT receipt_id, line_no FROM inspections WHERE inspected_at >= ?",
+        [iso(window.inspected_since(now))],
+    ).fetchall()
+    return pd.DataFrame([tuple(r) for r in rows], columns=["receipt_id", "line_no"]).astype({"line_no": "int32"})
 
-    Rows stream from DuckDB in chunks: a first publication of a large warehouse is millions of lots. The mark
-    is the warehouse's own landing clock (`_loaded_at`); a lot that only becomes valid again because its
+
+def lots_to_publish(
+    con: duckdb.DuckDBPyConnection,
+    now: datetime,
+    window: LotWindow,
+    inspected: pd.DataFrame,
+    since: datetime | None = None,
+) -> tuple[Iterator[list[tuple]], datetime | None]:
+    """The received lots `window` offers (received within it, or among `inspected`: `recently_inspected`), with
+    their product: those whose receipt landed after `since` or whose product now shows other fields in the list
+    (all of them when `since` is None); and the time the warehouse's landings reach, to publish `through`. Call
+    `lots_published` once they are. Lots received within the window that were inspected long ago are sent too:
+    `publish_lots` withdraws them with the rest.
+
+    Rows stream from DuckDB in chunks: a first publication of a large warehouse is a million lots or more. The
+    mark is the warehouse's own landing clock (`_loaded_at`); a lot that only becomes valid again because its
     batch's contract was re-run, without a new landing, is not sent until its receipt changes. Products are
     compared with `lot_products` rather than by landing time: most product updates (prices, attributes) leave
     a lot as it was, and re-sending every lot of each would cost more than the rest of the publication.
@@ -260,14 +317,23 @@ def lots_to_publish(
         SELECT sku, title, category, supplier_id FROM valid_catalog
         EXCEPT SELECT sku, title, category, supplier_id FROM lot_products"""
     )
+    con.register("inspected", inspected)
+    try:
+        con.execute("CREATE OR REPLACE TEMP TABLE inspected_lots AS SELECT receipt_id, line_no FROM inspected")
+    finally:
+        con.unregister("inspected")
     cursor = con.execute(
         """SELECT r.receipt_id, r.line_no, r.sku, c.title, c.category, c.supplier_id, r.warehouse,
                   r.qty_received AS lot_size, strftime(timezone('UTC', r.received_at), '%Y-%m-%dT%H:%M:%S+00:00')
-        FROM valid_receipts r JOIN valid_catalog c USING (sku)
-        WHERE r.received_at > $now::TIMESTAMPTZ - to_days($days) AND r.qty_received > 0
+        FROM (SELECT * FROM valid_receipts WHERE received_at >= $received_since  -- two parts: an OR scans all
+              UNION ALL
+              SELECT * FROM valid_receipts r SEMI JOIN inspected_lots i USING (receipt_id, line_no)
+              WHERE r.received_at < $received_since) r
+        JOIN valid_catalog c USING (sku)
+        WHERE r.qty_received > 0
           AND ($since::TIMESTAMPTZ IS NULL OR r._loaded_at > $since OR r.sku IN (SELECT sku FROM relabelled))
         ORDER BY r.receipt_id, r.line_no  -- the app's key: SQLite appends instead of splitting pages""",
-        {"now": now, "days": LOT_WINDOW_DAYS, "since": since},
+        {"received_since": window.received_since(now), "since": since},
     )
 
     def chunks() -> Iterator[list[tuple]]:
@@ -277,15 +343,22 @@ def lots_to_publish(
     return chunks(), through
 
 
-def products_recorded(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether `lot_products` says what the app's list shows. When it does not (a warehouse from before it, or
-    one whose catalog was empty), the list is published whole: no change can be told from the ones it shows."""
-    return first_row(con, "SELECT EXISTS (SELECT 1 FROM lot_products)")[0]
+def publication_recorded(con: duckdb.DuckDBPyConnection, window: LotWindow) -> bool:
+    """Whether the warehouse records what the app's list of lots shows, under `window`. When it does not (a
+    warehouse from before, one whose catalog was empty, or a window changed since), the list is published whole:
+    no change can be told from the ones it shows, and a wider window offers lots that never changed."""
+    return first_row(
+        con,
+        """SELECT EXISTS (SELECT 1 FROM lot_products)
+            AND EXISTS (SELECT 1 FROM lot_window WHERE pending_days = ? AND inspected_days = ?)""",
+        [window.pending_days, window.inspected_days],
+    )[0]
 
 
-def products_published(con: duckdb.DuckDBPyConnection) -> None:
-    """Record the product fields the lots just published show (after `lots_to_publish` and `publish_lots`).
-    Called only once the app's store has them: a publication that stopped half-way compares as before."""
+def lots_published(con: duckdb.DuckDBPyConnection, window: LotWindow) -> None:
+    """Record the product fields the lots just published show, and their window (after `lots_to_publish` and
+    `publish_lots`). Called only once the app's store has them: a publication that stopped half-way compares
+    as before."""
     with transaction(con):
         # a product that left valid_catalog (quarantined) is forgotten, so its lots are sent again once it is back
         con.execute(
@@ -293,6 +366,21 @@ def products_published(con: duckdb.DuckDBPyConnection) -> None:
             OR NOT EXISTS (SELECT 1 FROM valid_catalog c WHERE c.sku = p.sku)"""
         )
         con.execute("INSERT INTO lot_products SELECT * FROM relabelled")
+        con.execute("DELETE FROM lot_window")
+        con.execute("INSERT INTO lot_window VALUES (?, ?)", [window.pending_days, window.inspected_days])
+
+
+def refresh_lots(
+    con: duckdb.DuckDBPyConnection, store: sqlite3.Connection, now: datetime, window: LotWindow, run_id: str = ""
+) -> int:
+    """Bring the app's list of lots to what `window` offers at `now`: send the lots new or changed since the last
+    publication (all of them on a first one, or when the window changed) and withdraw those that left. Returns
+    the lots sent."""
+    since = lots_published_through(store) if publication_recorded(con, window) else None
+    lots, through = lots_to_publish(con, now, window, recently_inspected(store, now, window), since)
+    published = publish_lots(store, lots, now, window, through=through, run_id=run_id, replace=since is None)
+    lots_published(con, window)
+    return published
 
 
 def lot(store: sqlite3.Connection, receipt_id: str, line_no: int) -> Lot | None:
@@ -388,7 +476,7 @@ def parse_time(text: str) -> datetime:
 def check_entry(found: Lot | None, entry: Entry, checklists: Checklists, now: datetime) -> list[str]:
     """Every reason `entry` cannot be stored (empty when it can)."""
     if found is None:
-        return [f"lot {entry.receipt_id}/{entry.line_no} is not a received lot QA can inspect"]
+        return [f"lot {entry.receipt_id}/{entry.line_no} is not a received lot QA can inspect: {NOT_OFFERED}"]
     problems = []
     items = checklists.items(found.category)
     entered = {item for item, _ in entry.defects}

@@ -129,7 +129,8 @@ def lot_page(ctx: Context) -> Response:
     receipt_id, line_no = ctx.request.path_params["receipt_id"], ctx.request.path_params["line_no"]
     lot = inspections.lot(ctx.store, receipt_id, line_no) if line_no < 2**31 else None
     if lot is None:
-        return ctx.render("error.html", 404, message=f"Lot {receipt_id}/{line_no} is not a lot QA can inspect.")
+        message = f"Lot {receipt_id}/{line_no} is not a lot QA can inspect: {inspections.NOT_OFFERED}."
+        return ctx.render("error.html", 404, message=message)
     checklists = load_checklists()
     values: dict[str, str] = {}
     problems: list[str] = []

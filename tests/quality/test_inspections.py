@@ -215,25 +215,43 @@ def test_a_broken_checklists_file_is_reported_whole(tmp_path):
     assert "toys: expected a mapping of item -> what good looks like" in message
 
 
+def land_product(con, sku: str, title: str, price: float) -> None:
+    con.execute("DELETE FROM raw_catalog WHERE sku = ?", [sku])  # a new version, landed now
+    con.execute(
+        "INSERT INTO raw_catalog VALUES (?, ?, 'home', 'SUP-01', ?, 'EUR', 'active', ?, ?, NULL, 'b', now())",
+        [sku, title, price, RECEIVED - timedelta(days=900), RECEIVED],
+    )
+
+
+def land_receipt(con, receipt_id: str, sku: str, received: datetime = RECEIVED) -> None:
+    con.execute(
+        "INSERT INTO raw_receipts VALUES (?, 1, 'PO-1', 1, ?, 'WH-EAST', 24, 0, NULL, ?, ?, 'b', now())",
+        [receipt_id, sku, received, received],
+    )
+
+
+def offered(store) -> list[str]:
+    return [r[0] for r in store.execute("SELECT receipt_id FROM inspection_lots ORDER BY receipt_id")]
+
+
+def inspect(store, receipt_id: str, when: datetime) -> None:
+    """QA's result for a home lot, entered at `when`."""
+    counts = {(item, s): 0 for item in CHECKLISTS.items("home") for s in ("critical", "major", "minor")}
+    inspections.record(store, Entry(receipt_id, 1, counts, when), CHECKLISTS, "quinn", now=when)
+
+
+WINDOW = inspections.LotWindow(pending_days=7, inspected_days=30)
+
+
 def test_a_run_sends_new_lots_and_the_lots_of_relabelled_products_not_those_of_repriced_ones(tmp_path):
-    def land_product(con, sku: str, title: str, price: float) -> None:
-        con.execute("DELETE FROM raw_catalog WHERE sku = ?", [sku])  # a new version, landed now
-        con.execute(
-            "INSERT INTO raw_catalog VALUES (?, ?, 'home', 'SUP-01', ?, 'EUR', 'active', ?, ?, NULL, 'b', now())",
-            [sku, title, price, RECEIVED - timedelta(days=900), RECEIVED],
-        )
-
-    def land_receipt(con, receipt_id: str, sku: str) -> None:
-        con.execute(
-            "INSERT INTO raw_receipts VALUES (?, 1, 'PO-1', 1, ?, 'WH-EAST', 24, 0, NULL, ?, ?, 'b', now())",
-            [receipt_id, sku, RECEIVED, RECEIVED],
-        )
-
     def publish(con, store) -> list[tuple[str, str]]:
-        chunks, through = inspections.lots_to_publish(con, NOW, inspections.lots_published_through(store))
+        chunks, through = inspections.lots_to_publish(
+            con, NOW, WINDOW, inspections.recently_inspected(store, NOW, WINDOW),
+            inspections.lots_published_through(store),
+        )  # fmt: skip
         lots = [lot for chunk in chunks for lot in chunk]
-        inspections.publish_lots(store, [lots], NOW, through=through)
-        inspections.products_published(con)
+        inspections.publish_lots(store, [lots], NOW, WINDOW, through=through)
+        inspections.lots_published(con, WINDOW)
         return sorted((lot[0], lot[3]) for lot in lots)
 
     with warehouse.connect(tmp_path / "w.duckdb") as con, appstore.connect(tmp_path / "app.sqlite") as store:
@@ -256,3 +274,60 @@ def test_a_run_sends_new_lots_and_the_lots_of_relabelled_products_not_those_of_r
         assert publish(con, store) == []
         con.execute("UPDATE quarantine SET released_at = now()")  # its next version is good again, unchanged
         assert publish(con, store) == [("RCV-2", "Soup bowl"), ("RCV-4", "Soup bowl")]
+
+
+def test_qa_is_offered_the_lots_received_within_the_window_not_inspected_yet_and_those_inspected_recently(tmp_path):
+    with warehouse.connect(tmp_path / "w.duckdb") as con, appstore.connect(tmp_path / "app.sqlite") as store:
+        land_product(con, "SKU-A", "Mug", 4.5)
+        received = {"RCV-1": 2, "RCV-2": 8, "RCV-3": 20, "RCV-4": 45, "RCV-5": 3}  # days before NOW
+        for receipt_id, days in received.items():
+            land_receipt(con, receipt_id, "SKU-A", NOW - timedelta(days=days))
+        # results entered while the lots were offered (a one-off list of every lot, as the demo loads its history)
+        lots = pd.DataFrame(
+            [(r, 1, "SKU-A", "Mug", "home", "SUP-01", "WH", 24, NOW - timedelta(days=d)) for r, d in received.items()],
+            columns=list(inspections.Lot.__dataclass_fields__),
+        )
+        inspections.publish_lots(store, [inspections.lot_tuples(lots)], NOW, inspections.LotWindow(pending_days=60))
+        for receipt_id, days in {"RCV-3": 10, "RCV-4": 40, "RCV-5": 1}.items():
+            inspect(store, receipt_id, NOW - timedelta(days=days))
+
+        assert inspections.refresh_lots(con, store, NOW, WINDOW) == 3  # a first publication: the list whole
+        # pending (2 days), inspected 10 days ago, inspected yesterday; not the lot received 8 days ago and never
+        # inspected, nor the one inspected 40 days ago
+        assert offered(store) == ["RCV-1", "RCV-3", "RCV-5"]
+        (_, _, _, _, _, rows), *_ = store.execute("SELECT * FROM publications WHERE name = 'inspection_lots'")
+        assert rows == 3
+
+        # inspected lots kept for less time than pending ones: a lot received within the window but inspected
+        # before the shorter one leaves too; a changed window publishes the list whole again
+        shorter = inspections.LotWindow(pending_days=30, inspected_days=5)
+        assert inspections.refresh_lots(con, store, NOW, shorter) == 4
+        assert offered(store) == ["RCV-1", "RCV-2", "RCV-5"]
+
+
+def test_lots_leave_the_list_when_they_leave_the_window_or_their_inspection_ages_without_a_resend(tmp_path):
+    with warehouse.connect(tmp_path / "w.duckdb") as con, appstore.connect(tmp_path / "app.sqlite") as store:
+        land_product(con, "SKU-A", "Mug", 4.5)
+        land_receipt(con, "RCV-1", "SKU-A", NOW - timedelta(days=2))
+        land_receipt(con, "RCV-2", "SKU-A", NOW - timedelta(days=6))
+        assert inspections.refresh_lots(con, store, NOW, WINDOW) == 2
+        inspect(store, "RCV-2", NOW)
+
+        later = NOW + timedelta(days=6)  # RCV-1 is 8 days old and nobody inspected it; RCV-2 was inspected 6 days ago
+        land_receipt(con, "RCV-3", "SKU-A", later)
+        assert inspections.refresh_lots(con, store, later, WINDOW) == 1  # only the new lot is sent
+        assert offered(store) == ["RCV-2", "RCV-3"]
+
+        month_later = NOW + timedelta(days=31)
+        assert inspections.refresh_lots(con, store, month_later, WINDOW) == 0
+        assert offered(store) == []
+
+        # QA still holding a lot's page or a file after it left: a clear refusal, nothing stored
+        with pytest.raises(InspectionError, match="RCV-1/1 is not a received lot QA can inspect: lots are offered"):
+            inspect(store, "RCV-1", later)
+        csv = csv_rows(*[f"RCV-1,1,{item},0,0,0,," for item in CHECKLISTS.items("home")])
+        with pytest.raises(InspectionError) as error:
+            inspections.import_csv(store, csv, CHECKLISTS, "quinn", now=later)
+        rows = len(CHECKLISTS.items("home"))
+        assert error.value.problems == [f"lot RCV-1/1 is not a received lot QA can inspect: rows 2-{rows + 1}"]
+        assert stored(store) == 1

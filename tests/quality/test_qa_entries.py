@@ -44,7 +44,7 @@ def store(tmp_path: Path):
             ],
             columns=list(inspections.Lot.__dataclass_fields__),
         )
-        inspections.publish_lots(s, [inspections.lot_tuples(lots)], NOW)
+        inspections.publish_lots(s, [inspections.lot_tuples(lots)], NOW, inspections.LotWindow(pending_days=30))
         yield s
 
 

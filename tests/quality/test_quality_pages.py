@@ -307,6 +307,18 @@ def test_a_lot_whose_receipt_id_holds_a_slash_opens_and_saves(url, qa, app_db):
     assert entries_of(app_db, "PO/2026/11 #7", 1) == 1
 
 
+def test_a_result_sent_for_a_lot_that_left_the_list_is_refused_clearly_and_stores_nothing(url, qa, app_db):
+    receipt_id, line_no, _ = pending_lot(app_db, "home")
+    path = f"{url}/quality/lots/{receipt_id}/{line_no}"
+    fields = form_fields(qa.get(path, timeout=10).text, "home", action="save")
+    with appstore.connect(app_db) as store:  # as a publication withdraws a lot that left the window meanwhile
+        store.execute("DELETE FROM inspection_lots WHERE receipt_id = ? AND line_no = ?", [receipt_id, line_no])
+    answer = qa.post(path, data=fields, allow_redirects=False, timeout=10)
+    assert answer.status_code == 404
+    assert f"Lot {receipt_id}/{line_no} is not a lot QA can inspect: lots are offered while received" in answer.text
+    assert entries_of(app_db, receipt_id, line_no) == 0
+
+
 def test_five_parallel_saves_of_one_form_store_one_inspection_and_answer_alike(url, qa, app_db):
     receipt_id, line_no, _ = pending_lot(app_db, "electronics", skip=2)
     path = f"{url}/quality/lots/{receipt_id}/{line_no}"
