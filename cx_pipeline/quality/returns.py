@@ -2,7 +2,8 @@
 
 Features at a cutoff (from the warehouse, nothing dated after the cutoff): the SKU's defect rate per inspection
 segment of its category (its own inspected units, shrunk towards its supplier's rate for the category), its
-supplier, category and price, its sales and its return inquiries before the cutoff. The model is a Poisson
+supplier, category and price, its order lines and its return inquiries before the cutoff (against those its
+lines would bring at its category's rate). The model is a Poisson
 GLM (scikit-learn's `PoissonRegressor`): counts, a log link, and coefficients a person can read as "one
 more defect per hundred units of sizing raises return inquiries by x %".
 
@@ -25,8 +26,8 @@ from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import PoissonRegressor
 from sklearn.metrics import mean_poisson_deviance
 from sklearn.model_selection import KFold
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder, SplineTransformer, StandardScaler
 from threadpoolctl import threadpool_limits
 
 from cx_pipeline.core.appstore import iso, note_publication, transaction
@@ -39,7 +40,13 @@ MIN_TRAINING_RETURNS = 20  # fewer return inquiries than this in the training la
 # 90, or what the history holds before the earliest cutoff (a new warehouse holds 30 days there). A window
 # holding less at one cutoff than at another would make the same feature mean different things. Returns are
 # counted from RETURN_LAG days into the window, since a return inquiry comes days after its order.
-HISTORY_COLUMNS = ["log_price", "log_units", "log_returns", "sold_nothing"]
+HISTORY_COLUMNS = ["log_price", "sold_nothing"]
+# Sales and past returns act on returns along a curve, not a straight line in logs (a SKU with a handful of
+# lines, or none returned, is not the straight line's extrapolation): each is fed to the GLM as a cubic spline.
+CURVE_COLUMNS = ["log_lines", "return_ratio"]
+SPLINE_KNOTS = 4  # evenly spaced: quantile knots collapse where many SKUs sold nothing
+CURVE_WEIGHT = 10.0  # their penalty 1/100th of the others' (see build_columns)
+RETURNS_PRIOR = 3  # return inquiries added to a SKU's past ones and to those expected of it (see FEATURES_SQL)
 MAX_WINDOW_DAYS, MIN_WINDOW_DAYS, RETURN_LAG_DAYS = 90, 30, 14
 DRIVERS_SHOWN = 3
 ALPHAS = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]  # L2 penalties tried (the features are standardised)
@@ -86,8 +93,8 @@ WHERE i.reason = 'return'
 
 FEATURES_SQL = f"""
 WITH returns AS ({RETURNS_SQL}),
-sales AS (
-    SELECT sku, sum(qty) AS units FROM valid_open_orders
+sales AS (   -- order lines, not units: a return inquiry is about a line
+    SELECT sku, count(*) AS lines FROM valid_open_orders
     WHERE status <> 'cancelled' AND ordered_at <= $cutoff AND ordered_at > $cutoff - to_days($window) GROUP BY sku
 ), history AS (
     SELECT sku, count(*) AS returns FROM returns
@@ -97,11 +104,15 @@ sales AS (
     WHERE created_at > $cutoff AND created_at <= $cutoff + to_days(30) GROUP BY sku
 )
 SELECT c.sku, c.title, c.category, c.supplier_id, c.status, ln(greatest(c.price, 0.01)) AS log_price,
-       -- the constants keep a SKU that sold or returned nothing finite; sold_nothing gives it a level of its own
-       ln(1 + coalesce(s.units, 0)) AS log_units, ln(0.1 + coalesce(h.returns, 0)) AS log_returns,
-       (s.units IS NULL)::DOUBLE AS sold_nothing,
+       ln(1 + coalesce(s.lines, 0)) AS log_lines, (s.lines IS NULL)::DOUBLE AS sold_nothing,
+       -- The SKU's past return inquiries against those its lines would bring at its category's rate, $prior
+       -- added to both (the credibility of a Poisson count): with few returns expected, one more moves it little,
+       -- where a bare log count made the first return weigh as much as doubling many.
+       ln((coalesce(h.returns, 0) + $prior)
+          / (coalesce(s.lines, 0) * coalesce(sum(h.returns) OVER w / sum(s.lines) OVER w, 0) + $prior)) AS return_ratio,
        coalesce(l.label, 0) AS label
 FROM valid_catalog c LEFT JOIN sales s USING (sku) LEFT JOIN history h USING (sku) LEFT JOIN labels l USING (sku)
+WINDOW w AS (PARTITION BY c.category)
 ORDER BY c.sku
 """
 
@@ -151,7 +162,9 @@ def window_days(con: duckdb.DuckDBPyConnection, earliest_cutoff: datetime) -> in
 def features(con: duckdb.DuckDBPyConnection, cutoff: datetime, checklists: Checklists, window: int) -> pd.DataFrame:
     """One row per catalog SKU: the features at `cutoff` over `window` days, and the label (return inquiries
     in the 30 days after the cutoff)."""
-    frame = con.execute(FEATURES_SQL, {"cutoff": cutoff, "window": window, "lag": RETURN_LAG_DAYS}).df()
+    frame = con.execute(
+        FEATURES_SQL, {"cutoff": cutoff, "window": window, "lag": RETURN_LAG_DAYS, "prior": RETURNS_PRIOR}
+    ).df()
     items = pd.DataFrame(
         [(c, i) for c, items in checklists.categories.items() for i in items], columns=["category", "item"]
     )
@@ -172,13 +185,18 @@ def segments(checklists: Checklists) -> list[str]:
 
 
 def build_columns(checklists: Checklists) -> ColumnTransformer:
-    """The design matrix: groups one-hot encoded, numbers standardised."""
-    numeric = HISTORY_COLUMNS + segments(checklists)
+    """The design matrix: groups one-hot encoded, sales and past returns as splines, numbers standardised
+    (last: `score` reads the segments' coefficients from the end)."""
+    curves = make_pipeline(SplineTransformer(SPLINE_KNOTS, knots="uniform", extrapolation="linear"), StandardScaler())
     return ColumnTransformer(
         [
             ("groups", OneHotEncoder(handle_unknown="ignore"), ["category", "supplier_id", "status"]),
-            ("numbers", StandardScaler(), numeric),
-        ]
+            ("curves", curves, CURVE_COLUMNS),
+            ("numbers", StandardScaler(), HISTORY_COLUMNS + segments(checklists)),
+        ],
+        # The curves' columns scaled up, so that the L2 penalty (one for every coefficient) hardly bends them: it is
+        # there for the many segments and suppliers, and flattening sales and past returns mis-calibrated the deciles.
+        transformer_weights={"groups": 1.0, "curves": CURVE_WEIGHT, "numbers": 1.0},
     )
 
 
