@@ -127,20 +127,43 @@ def flags_sql(con: duckdb.DuckDBPyConnection, feed: Feed, among: str) -> str:
     return f"{references}, {key_format} AS _key_format"
 
 
+def flag_columns(feed: Feed) -> list[str]:
+    return [ref.flag for ref in feed.references] + ["_key_format"]
+
+
 def landed_batch(con: duckdb.DuckDBPyConnection, feed: Feed) -> Judged:
-    """Stage the batch in `landing_<feed>` as `contract_<feed>`: exact duplicates collapsed, flag columns
-    added. The rows as sent stay in `landing_<feed>`."""
+    """Stage the batch in `landing_<feed>` for its contract as the view `contract_<feed>`: the landing read in
+    place, exact duplicates left out, with `_row_key` and the flag columns. The rows as sent stay in
+    `landing_<feed>`.
+
+    A first load is tens of millions of rows: copying them into a table cost more than judging them. The
+    reference tests, the costly flags, run once here and keep only the rows that fail one
+    (`contract_<feed>_flags`, a handful); the view gives every other row true.
+    """
+    landing, flags = f"landing_{feed.name}", flag_columns(feed)
     # The landing counted the batch's exact copies; most batches have none, and looking costs a pass.
     copies = first_row(con, "SELECT rows_duplicate FROM ingest_batches WHERE feed = ? ORDER BY fetched_at DESC LIMIT 1",
                  [feed.name])  # fmt: skip
-    distinct = f"WHERE l._row NOT IN ({copies_sql(feed)})" if copies is None or copies[0] else ""
+    con.execute(
+        f"CREATE OR REPLACE TABLE contract_{feed.name}_copies AS "
+        + (copies_sql(feed) if copies is None or copies[0] else f"SELECT _row FROM {landing} LIMIT 0")
+    )
     con.execute(f"""
-        CREATE OR REPLACE TABLE contract_{feed.name} AS
-        SELECT l.* EXCLUDE (_raw), {row_key_sql(feed, "l")} AS _row_key {flags_sql(con, feed, f"landing_{feed.name}")}
-        FROM landing_{feed.name} l {distinct}
+        CREATE OR REPLACE TABLE contract_{feed.name}_flags AS
+        SELECT * FROM (SELECT l._row {flags_sql(con, feed, landing)} FROM {landing} l)
+        WHERE NOT ({" AND ".join(flags)})
+    """)
+    if first_row(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [f"contract_{feed.name}"])[0]:
+        con.execute(f"DROP TABLE contract_{feed.name}")  # the copy an earlier version staged
+    con.execute(f"""
+        CREATE OR REPLACE VIEW contract_{feed.name} AS
+        SELECT l.* EXCLUDE (_raw), {row_key_sql(feed, "l")} AS _row_key,
+               {", ".join(f"coalesce(f.{flag}, true) AS {flag}" for flag in flags)}
+        FROM {landing} l LEFT JOIN contract_{feed.name}_flags f USING (_row)
+        WHERE l._row NOT IN (SELECT _row FROM contract_{feed.name}_copies)
     """)
     (rows,) = first_row(con, f"SELECT count(*) FROM contract_{feed.name}")
-    return Judged(f"contract_{feed.name}", f"landing_{feed.name}", rows)
+    return Judged(f"contract_{feed.name}", landing, rows)
 
 
 def imported_batch(con: duckdb.DuckDBPyConnection, feed: str, frame: pd.DataFrame) -> Judged:
