@@ -204,3 +204,31 @@ def test_every_offending_row_is_named_and_conflicting_copies_of_a_compound_key_t
 
     assert sorted(violations["expect_column_values_to_be_between(qty_received"].row_index) == list(range(40))
     assert sorted(violations["expect_column_values_to_be_unique(_row_key)"].row_index) == list(range(40))
+
+
+def test_a_batch_is_judged_in_place_and_a_key_without_duplicates_or_an_empty_batch_passes_uniqueness(tmp_path):
+    feed = FEEDS["receipts"]
+    at = "2026-11-01T00:00:00Z"
+    rows = [
+        {"receipt_id": f"R{n}", "line_no": 1, "po_id": "PO-1", "po_line": 1, "sku": "S", "warehouse": "WH-EAST",
+         "qty_received": 1, "qty_damaged": 0, "damage_reason": None, "received_at": at, "updated_at": at}
+        for n in range(3)
+    ]  # fmt: skip
+    with connect(tmp_path / "w.duckdb") as con:
+        con.execute("CREATE TABLE contract_receipts AS SELECT 1 AS x")  # the copy an earlier version staged
+        stage(con, feed, [rows])
+        judged = landed_batch(con, feed)
+        (kind,) = con.execute("SELECT table_type FROM information_schema.tables WHERE table_name = ?",
+                              [judged.table]).fetchone()  # fmt: skip
+        # no catalog nor purchase orders here: every row is flagged for both references, and only for those
+        broken = {v.expectation.split("(")[0] + "(" + v.expectation.split("(")[1].split(",")[0]: v.row_index
+                  for v in validate(con, judged.table, build_suite(feed, NOW, 0))}  # fmt: skip
+        stage(con, feed, [[]])
+        empty = validate(con, landed_batch(con, feed).table, build_suite(feed, NOW, 0))
+
+    assert kind == "VIEW" and judged.rows == 3
+    assert broken == {
+        "expect_column_values_to_be_in_set(_known_sku": [0, 1, 2],
+        "expect_column_values_to_be_in_set(_known_po_id_po_line": [0, 1, 2],
+    }
+    assert empty == []
