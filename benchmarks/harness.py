@@ -72,7 +72,7 @@ SAMPLE_SECONDS = 0.05
 TOKEN = "bench"
 WRITES = "/storefront/stock/batch"
 PAGE_SIZE = WmsResource.model_fields["page_size"].default
-WORLD_VERSION = 6  # bump when scale_world changes, so cached worlds are regenerated
+WORLD_VERSION = 7  # bump when scale_world changes, so cached worlds are regenerated
 
 
 def sql_string(path: Path) -> str:

@@ -2,7 +2,10 @@
 
 Every value is a hash of the row number, so the same size gives the same world on every machine. The
 shape follows the demo world: six categories, two warehouses, purchase orders of ten lines each received
-in two deliveries (a few short or damaged), orders of two lines, and a sprinkle of inquiries.
+in two deliveries (a few short or damaged), orders of two lines, and a sprinkle of inquiries. QA's history
+follows the demo world's rates (`cx_pipeline.simulator.quality`): 60 % of the lots received inspected by the
+checklists and Z1.4 samples, defects at each SKU's latent rate per item, and return inquiries on shipped
+lines, more likely where the SKU's planted driving items are worse.
 """
 
 from __future__ import annotations
@@ -11,9 +14,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import duckdb
+import pandas as pd
 
 from cx_pipeline.ingest.feeds import FEEDS
 from cx_pipeline.ingest.landing import Batch, parsed, typed_columns
+from cx_pipeline.quality import aql
+from cx_pipeline.quality.checklists import load_checklists
+from cx_pipeline.simulator import quality as demo_quality
 
 NOW = datetime(2026, 11, 16, 6, tzinfo=UTC)  # the world's clock: fixed, so every run sees the same world
 CATEGORIES = ("apparel", "electronics", "home", "beauty", "toys", "sports")
@@ -63,7 +70,9 @@ def ts(seconds_ago: str, clock: datetime) -> str:
 
 DAY = 86_400
 HISTORY = 90 * DAY  # how far back the first load reaches
-ORDER_HISTORY = 30 * DAY
+# 120 days of orders and inquiries: the return-risk model needs 30 days before its first training cutoff
+# (now - 60 days); the same 2 lines per SKU as over the 30 days before, so the first load keeps its size.
+ORDER_HISTORY = 120 * DAY
 
 
 @dataclass(frozen=True)
@@ -212,7 +221,10 @@ def full_load(size: Size) -> dict[str, str]:
         "receipts": receipts_sql(size, size.po_lines, Window(NOW, HISTORY)),
         "on_hand": on_hand_sql(size, SOLD_OUT_AT_FULL_RUN),
         "open_orders": open_orders_sql(size, size.order_lines, Window(NOW, ORDER_HISTORY)),
-        "inquiries": inquiries_sql(size, size.inquiries, Window(NOW, ORDER_HISTORY)),
+        "inquiries": f"""
+            SELECT row_number() OVER (ORDER BY record->>'inquiry_id') - 1 AS _row, record FROM (
+                SELECT record FROM ({inquiries_sql(size, size.inquiries, Window(NOW, ORDER_HISTORY))})
+                UNION ALL SELECT record FROM ({return_inquiries_sql(size)}))""",
     }
 
 
@@ -282,4 +294,133 @@ def stage_all(
         "CREATE OR REPLACE TABLE staged_as_of AS SELECT ?::VARCHAR AS as_of, ?::VARCHAR[] AS whole",
         [as_of.isoformat(), list(whole)],
     )
-    return {name: stage(con, name, sql, f"{name}-bench-{label}", as_of) for name, sql in sources.items()}
+    batches = {name: stage(con, name, sql, f"{name}-bench-{label}", as_of) for name, sql in sources.items()}
+    if label == "full":  # the first load's warehouse holds QA's history, entered before the pipeline's first run
+        stage_qa_history(con)
+    return batches
+
+
+# --- QA's history: inspections, and the return inquiries their defects drive --------------------------------
+
+
+def normal(*key: str) -> str:
+    """SQL for a standard normal draw from `key` (SQL expressions and a salt), by Box-Muller."""
+    keys = ", ".join(key)
+    return (f"(sqrt(-2 * ln((1 + hash({keys}, 'n1') % 1000003) / 1000004.0))"
+            f" * cos(2 * pi() * (hash({keys}, 'n2') % 1000003) / 1000003.0))")  # fmt: skip
+
+
+SKU_SALT = "'sku'"
+
+
+def latent_dhu(sku_no: str, supplier_no: str, category: str, item: str) -> str:
+    """SQL for a SKU's latent defects per hundred units of `item`, drawn as the demo world draws them: a mean,
+    times a lognormal factor per supplier, category and item, times one per SKU and item."""
+    q = demo_quality
+    supplier = f"{q.SUPPLIER_SPREAD} * {normal(supplier_no, category, item)} - {q.SUPPLIER_SPREAD**2 / 2}"
+    own = f"{q.SKU_SPREAD} * {normal(sku_no, item, SKU_SALT)} - {q.SKU_SPREAD**2 / 2}"
+    return f"({q.MEAN_DHU} * exp({supplier} + {own}))"
+
+
+def return_probability(sku_no: str) -> str:
+    """SQL for the chance that a shipped line of SKU number `sku_no` comes back as a return inquiry: its
+    category's base rate raised by the latent DHU of the category's planted driving items (`RETURN_DRIVERS`)."""
+    category, supplier = (
+        pick(CATEGORIES, "category", sku_no),
+        f"(1 + hash({sku_no}, 'supplier') % 12)",
+    )  # as catalog_sql
+    cases = " ".join(
+        f"WHEN '{c}' THEN {demo_quality.BASE_RETURN_RATE[c]} * exp("
+        + " + ".join(f"{beta} * {latent_dhu(sku_no, supplier, repr(c), repr(item))}" for item, beta in items.items())
+        + ")"
+        for c, items in demo_quality.RETURN_DRIVERS.items()
+    )
+    return f"least(CASE {category} {cases} END, 0.9)"
+
+
+def return_inquiries_sql(size: Size) -> str:
+    """Return inquiries on the full load's shipped order lines (`open_orders_sql`'s), each naming its order and
+    SKU, 2 to 14 days after the order; those the world's clock has reached."""
+    window = Window(NOW, ORDER_HISTORY)
+    low, high = (d * DAY for d in demo_quality.RETURN_DELAY_DAYS)
+    return f"""
+    SELECT json_object(
+        'inquiry_id', printf('INQ-R%09d', i), 'order_id', printf('ORD-%08d', i // 2),
+        'sku', printf('SKU-%07d', sku_no), 'reason', 'return',
+        'created_at', {ts("ago - delay", window.clock)}, 'updated_at', {ts("ago - delay", window.clock)}
+    ) AS record
+    FROM (SELECT i, sku_no, ago, {low} + ({high} - {low}) * {u("return delay")} AS delay
+          FROM (SELECT i, 1 + hash(i, 'sku') % {size.skus} AS sku_no,
+                       {ago(window, u("age", "i // 2"), f"i // 2 = {window.first} // 2")} AS ago
+                FROM range({size.order_lines}) t(i))
+          WHERE {u("status", "i // 2")} >= 0.3 AND {u("status", "i // 2")} < 0.95 AND ago >= 2 * {DAY}  -- shipped
+            AND {u("returned")} < {return_probability("sku_no")})
+    WHERE ago > delay"""
+
+
+INSPECTION_LAG = DAY  # QA inspects a lot the day after it is received
+QA_BATCH = "inspections-bench-history"
+
+
+def stage_qa_history(con: duckdb.DuckDBPyConnection) -> int:
+    """QA's inspections of the staged receipts received by the world's clock, as earlier runs imported them into
+    the warehouse (`inspections`, `inspection_defects`): 60 % of the lots, the Z1.4 sample of each lot size and
+    its verdict, per checklist item the sampled units with that defect at the SKU's latent rate (rounded by a
+    draw), split over the severities at the demo world's shares. Returns the lots inspected."""
+    checklists = load_checklists()
+    items = pd.DataFrame([(c, i) for c, listed in checklists.categories.items() for i in listed],
+                         columns=["category", "item"])  # fmt: skip
+    sizes = con.execute("SELECT DISTINCT qty_received FROM landing_receipts WHERE qty_received > 0").fetchall()
+    plans = pd.DataFrame(
+        [(n, plan.sample_size, *(plan.plans[s].reject for s in aql.SEVERITIES))
+         for n, plan in ((n, aql.lot_plan(n, checklists.aql)) for (n,) in sizes)],
+        columns=["lot_size", "sample_size", *(f"reject_{s}" for s in aql.SEVERITIES)],
+    )  # fmt: skip
+    critical, major, _ = demo_quality.SEVERITY_SHARE
+    dhu = latent_dhu("substr(l.sku, 5)::INTEGER", "substr(l.supplier_id, 5)::INTEGER", "l.category", "f.item")
+    clock = f"TIMESTAMPTZ '{NOW.isoformat()}'"
+    con.register("qa_items", items)
+    con.register("qa_plans", plans)
+    try:
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE qa_found AS
+            WITH lots AS (
+                SELECT row_number() OVER (ORDER BY r.receipt_id, r.line_no) AS inspection_id, r.receipt_id, r.line_no,
+                       r.sku, c.category, c.supplier_id, r.qty_received AS lot_size, p.sample_size,
+                       r.received_at + to_seconds({INSPECTION_LAG}) AS inspected_at
+                FROM landing_receipts r JOIN landing_catalog c USING (sku)
+                JOIN qa_plans p ON p.lot_size = r.qty_received
+                WHERE {u("inspected", "r.receipt_id, r.line_no")} < {demo_quality.INSPECTED_SHARE}
+                  AND r.received_at + to_seconds({INSPECTION_LAG}) <= {clock}
+            ), found AS (
+                SELECT l.*, f.item, least(l.sample_size, floor(l.sample_size / 100 * {dhu}
+                       + {u("found", "l.inspection_id, f.item")}))::INTEGER AS defects
+                FROM lots l JOIN qa_items f USING (category)
+            ), critical AS (
+                SELECT *, least(defects, floor(defects * {critical} + {u("critical", "inspection_id, item")}))::INTEGER
+                       AS critical
+                FROM found
+            )
+            SELECT *, least(defects - critical, floor((defects - critical) * {major / (1 - critical)}
+                       + {u("major", "inspection_id, item")}))::INTEGER AS major
+            FROM critical""")
+        con.execute("""
+            INSERT INTO inspection_defects
+            SELECT inspection_id, item, severity, defects FROM (
+                SELECT inspection_id, item, critical, major, defects - critical - major AS minor FROM qa_found
+            ) UNPIVOT (defects FOR severity IN (critical, major, minor))""")
+        con.execute(f"""
+            INSERT INTO inspections
+            SELECT inspection_id, any_value(receipt_id), any_value(line_no), any_value(sku), any_value(category),
+                   any_value(supplier_id), lot_size, any_value(f.sample_size),
+                   CASE WHEN sum(critical) >= any_value(reject_critical) OR sum(major) >= any_value(reject_major)
+                          OR sum(defects - critical - major) >= any_value(reject_minor) THEN 'reject' ELSE 'accept' END,
+                   'qa-history', any_value(inspected_at), any_value(inspected_at), 'csv', NULL, '{QA_BATCH}', {clock}
+            FROM qa_found f JOIN qa_plans p USING (lot_size)
+            GROUP BY inspection_id, lot_size""")
+        con.execute("DROP TABLE qa_found")
+        ((lots,),) = con.execute("SELECT count(*) FROM inspections").fetchall()
+    finally:
+        con.unregister("qa_items")
+        con.unregister("qa_plans")
+    return lots
