@@ -116,33 +116,51 @@ WINDOW w AS (PARTITION BY c.category)
 ORDER BY c.sku
 """
 
-# Defects per hundred units per SKU and segment before the cutoff, shrunk towards the supplier's rate for
-# the category and segment (or the category's, for a supplier without inspections of it).
-DHU_SQL = """
-WITH known AS (   -- the latest entry per lot among those inspected before the cutoff
-    SELECT * FROM kept_inspections WHERE inspected_at <= $cutoff AND inspected_at > $cutoff - to_days($window)
-    QUALIFY row_number() OVER (PARTITION BY receipt_id, line_no ORDER BY inspection_id DESC) = 1
-), checked AS (   -- per inspection and item (defects summed by the inspection's id, its SKU joined after)
-    SELECT i.sku, i.category, i.supplier_id, d.item, i.sample_size AS units, d.defects
-    FROM known i JOIN (
-        SELECT inspection_id, item, sum(defects) AS defects FROM inspection_defects
-        WHERE inspection_id IN (SELECT inspection_id FROM known) GROUP BY ALL
-    ) d USING (inspection_id)
-), per_sku AS (
-    SELECT sku, category, supplier_id, item, sum(units) AS units, sum(defects) AS defects FROM checked GROUP BY ALL
-), per_supplier AS (
-    SELECT category, supplier_id, item, sum(defects) / sum(units) AS rate FROM checked GROUP BY ALL
-), per_category AS (
-    SELECT category, item, sum(defects) / sum(units) AS rate FROM checked GROUP BY ALL
-)
-SELECT c.row, f.position,   -- the SKU's row in the features (ordered by SKU) and the segment's column
-       100 * (coalesce(p.defects, 0) + $prior * coalesce(s.rate, k.rate, 0)) / (coalesce(p.units, 0) + $prior) AS dhu
-FROM (SELECT *, row_number() OVER (ORDER BY sku) - 1 AS row FROM valid_catalog) c
-JOIN families f ON f.category = c.category
-LEFT JOIN per_sku p ON p.sku = c.sku AND p.item = f.item
-LEFT JOIN per_supplier s ON s.category = c.category AND s.supplier_id = c.supplier_id AND s.item = f.item
-LEFT JOIN per_category k ON k.category = c.category AND k.item = f.item
-"""
+
+def dhu_sql(cutoffs: int) -> str:
+    """SQL for the defects per hundred units per SKU and segment at each of `cutoffs` cutoffs ($cutoff0, ...) in
+    one pass: each lot's latest entry among those inspected in the cutoff's window, its defects summed per item,
+    the SKU's own rate shrunk towards its supplier's for the category and segment (or the category's, for a
+    supplier without inspections of it). Columns: row (the SKU's in the features), position (the segment's), and
+    dhu0, dhu1, ... (the inspections and defects are read once, not once per cutoff)."""
+    k = range(cutoffs)
+    window = [f"inspected_at <= $cutoff{i} AND inspected_at > $cutoff{i} - to_days($window)" for i in k]
+    latest = ", ".join(f"max(inspection_id) FILTER ({window[i]}) AS latest{i}" for i in k)
+    counts = ", ".join(f"i.inspection_id = l.latest{i} AS in{i}" for i in k)
+    per_sku = ", ".join(f"sum(units) FILTER (in{i}) AS units{i}, sum(defects) FILTER (in{i}) AS defects{i}" for i in k)
+    rates = ", ".join(f"sum(defects) FILTER (in{i}) / sum(units) FILTER (in{i}) AS rate{i}" for i in k)
+    shrunk = ", ".join(
+        f"100 * (coalesce(p.defects{i}, 0) + $prior * coalesce(s.rate{i}, k.rate{i}, 0))"
+        f" / (coalesce(p.units{i}, 0) + $prior) AS dhu{i}"
+        for i in k
+    )
+    return f"""
+    WITH lots AS (   -- per lot, its latest entry as it stood at each cutoff
+        SELECT receipt_id, line_no, {latest} FROM kept_inspections
+        WHERE inspected_at > $cutoff0 - to_days($window) AND inspected_at <= $cutoff{cutoffs - 1} GROUP BY ALL
+    ), known AS (    -- the entries that count at one cutoff or more, and at which
+        SELECT i.inspection_id, i.sku, i.category, i.supplier_id, i.sample_size AS units, {counts}
+        FROM kept_inspections i JOIN lots l USING (receipt_id, line_no)
+        WHERE i.inspection_id IN ({", ".join(f"l.latest{i}" for i in k)})
+    ), checked AS (  -- per entry and item (defects summed by the entry's id, its SKU joined after)
+        SELECT * FROM known JOIN (
+            SELECT inspection_id, item, sum(defects) AS defects FROM inspection_defects
+            WHERE inspection_id IN (SELECT inspection_id FROM known) GROUP BY ALL
+        ) d USING (inspection_id)
+    ), per_sku AS (
+        SELECT sku, category, supplier_id, item, {per_sku} FROM checked GROUP BY ALL
+    ), per_supplier AS (
+        SELECT category, supplier_id, item, {rates} FROM checked GROUP BY ALL
+    ), per_category AS (
+        SELECT category, item, {rates} FROM checked GROUP BY ALL
+    )
+    SELECT c.row, f.position, {shrunk}
+    FROM (SELECT *, row_number() OVER (ORDER BY sku) - 1 AS row FROM valid_catalog) c
+    JOIN families f ON f.category = c.category
+    LEFT JOIN per_sku p ON p.sku = c.sku AND p.item = f.item
+    LEFT JOIN per_supplier s ON s.category = c.category AND s.supplier_id = c.supplier_id AND s.item = f.item
+    LEFT JOIN per_category k ON k.category = c.category AND k.item = f.item
+    """
 
 
 def window_days(con: duckdb.DuckDBPyConnection, earliest_cutoff: datetime) -> int:
@@ -159,25 +177,35 @@ def window_days(con: duckdb.DuckDBPyConnection, earliest_cutoff: datetime) -> in
     return min(held, MAX_WINDOW_DAYS)
 
 
-def features(con: duckdb.DuckDBPyConnection, cutoff: datetime, checklists: Checklists, window: int) -> pd.DataFrame:
-    """One row per catalog SKU: the features at `cutoff` over `window` days, and the label (return inquiries
-    in the 30 days after the cutoff)."""
-    frame = con.execute(
-        FEATURES_SQL, {"cutoff": cutoff, "window": window, "lag": RETURN_LAG_DAYS, "prior": RETURNS_PRIOR}
-    ).df()
+def features(
+    con: duckdb.DuckDBPyConnection, cutoffs: list[datetime], checklists: Checklists, window: int
+) -> list[pd.DataFrame]:
+    """Per cutoff, one row per catalog SKU: the features at the cutoff over `window` days, and the label (return
+    inquiries in the 30 days after it)."""
+    frames = [
+        con.execute(
+            FEATURES_SQL, {"cutoff": cutoff, "window": window, "lag": RETURN_LAG_DAYS, "prior": RETURNS_PRIOR}
+        ).df()
+        for cutoff in cutoffs
+    ]
     items = pd.DataFrame(
         [(c, i) for c, items in checklists.categories.items() for i in items], columns=["category", "item"]
     )
     con.register("families", items.assign(position=np.arange(len(items))))
     try:
-        dhu = con.execute(DHU_SQL, {"cutoff": cutoff, "prior": PRIOR_UNITS, "window": window}).fetchnumpy()
+        moments = {f"cutoff{i}": cutoff for i, cutoff in enumerate(cutoffs)}
+        dhu = con.execute(dhu_sql(len(cutoffs)), {**moments, "prior": PRIOR_UNITS, "window": window}).fetchnumpy()
     finally:
         con.unregister("families")
     # One column per segment, placed by index (a SKU has DHU only in its own category's segments, else 0):
     # a pivot by name in pandas took half the features' time at 1 M SKUs.
-    wide = np.zeros((len(frame), len(items)))
-    wide[dhu["row"], dhu["position"]] = dhu["dhu"]
-    return pd.concat([frame, pd.DataFrame(wide, columns=segments(checklists))], axis=1)
+    names = segments(checklists)
+    placed = []
+    for i, frame in enumerate(frames):
+        wide = np.zeros((len(frame), len(items)))
+        wide[dhu["row"], dhu["position"]] = dhu[f"dhu{i}"]
+        placed.append(pd.concat([frame, pd.DataFrame(wide, columns=names)], axis=1))
+    return placed
 
 
 def segments(checklists: Checklists) -> list[str]:
@@ -282,8 +310,7 @@ class Cutoffs:
 
 def cutoffs(con: duckdb.DuckDBPyConnection, now: datetime, checklists: Checklists) -> Cutoffs:
     window = window_days(con, now - 2 * HORIZON)
-    train, test, current = (features(con, now - k * HORIZON, checklists, window) for k in (2, 1, 0))
-    return Cutoffs(now, train, test, current)
+    return Cutoffs(now, *features(con, [now - k * HORIZON for k in (2, 1, 0)], checklists, window))
 
 
 def evaluate(data: Cutoffs, checklists: Checklists) -> Evaluation:
