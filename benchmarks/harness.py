@@ -72,7 +72,7 @@ SAMPLE_SECONDS = 0.05
 TOKEN = "bench"
 WRITES = "/storefront/stock/batch"
 PAGE_SIZE = WmsResource.model_fields["page_size"].default
-WORLD_VERSION = 7  # bump when scale_world changes, so cached worlds are regenerated
+WORLD_VERSION = 8  # bump when scale_world changes, so cached worlds are regenerated
 
 
 def sql_string(path: Path) -> str:
@@ -149,8 +149,10 @@ def _serve(kind: str, source: str, ready: Any) -> None:
         recorded.serve_forever()
         return
     if kind == "shop":
+        # set long before the first run: a read by change after it lists only what changed since (its pushes)
+        long_ago = NOW - timedelta(days=1)
         shop = {
-            sku: {"status": status, "quantity": quantity, "updated_at": NOW}
+            sku: {"status": status, "quantity": quantity, "updated_at": long_ago}
             for sku, status, quantity in duckdb.sql(f"SELECT * FROM {sql_string(Path(source))}").fetchall()
         }
         # Only the storefront and the notification service are used: their state is all this world holds.
@@ -247,7 +249,7 @@ def world_files(size: Size, cache: Path, progress: Progress) -> WorldFiles:
         (files.increment, increment, "increment", later, ()),
         (files.steady, scale_world.nothing(increment), "steady", later, ()),
         (files.sale, scale_world.sale(size), "sale", sale, ()),
-        (files.daily, scale_world.daily_full_read(size), "daily", sale, ("catalog", "on_hand")),
+        (files.daily, scale_world.daily_full_read(size), "daily", later, ("catalog", "on_hand")),
     ):
         path.unlink(missing_ok=True)
         with warehouse.connect(path) as con:

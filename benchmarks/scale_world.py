@@ -264,14 +264,23 @@ def nothing(sources: dict[str, str]) -> dict[str, str]:
 
 
 def sale(size: Size) -> dict[str, str]:
-    """What the sources list minutes after the increment: the stock of the SKUs a sale sold out, nothing else."""
+    """What the stock and order sources list minutes after the increment: the stock of the SKUs a sale sold out,
+    and the orders of those minutes at the world's rate; the other feeds have nothing new."""
     sold = f"({SOLD_OUT_AT_INCREMENTAL}) OR ({SOLD_OUT_IN_A_SALE})"
-    return {**nothing(increment(size)), "on_hand": on_hand_sql(size, sold, SOLD_OUT_IN_A_SALE)}
+    increment_orders = max(1, round(size.order_lines * INCREMENT / ORDER_HISTORY))
+    clock = NOW + timedelta(seconds=INCREMENT + SALE)
+    orders = open_orders_sql(
+        size,
+        max(1, round(size.order_lines * SALE / ORDER_HISTORY)),
+        Window(clock, SALE, size.order_lines + increment_orders),
+    )
+    return {**nothing(increment(size)), "on_hand": on_hand_sql(size, sold, SOLD_OUT_IN_A_SALE), "open_orders": orders}
 
 
 def daily_full_read(size: Size) -> dict[str, str]:
     """What a full read finds after the sale: every product as it stands (1 % repriced by the increment) and the
-    whole stock snapshot; the feeds read by change have nothing new."""
+    whole stock snapshot; the feeds read by change have nothing new. Staged at the increment's clock, as the sources
+    were at its end, so their (empty) windows are empty at any volume."""
     later = NOW + timedelta(seconds=INCREMENT)
     unchanged = f"SELECT * FROM range(1, {size.skus + 1}) t(i) WHERE i % 100 <> 1"
     repriced = f"SELECT * FROM range(1, {size.skus + 1}, 100)"
