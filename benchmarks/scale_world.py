@@ -375,7 +375,10 @@ def stage_qa_history(con: duckdb.DuckDBPyConnection) -> int:
     """QA's inspections of the staged receipts received by the world's clock, as earlier runs imported them into
     the warehouse (`inspections`, `inspection_defects`): 60 % of the lots, the Z1.4 sample of each lot size and
     its verdict, per checklist item the sampled units with that defect at the SKU's latent rate (rounded by a
-    draw), split over the severities at the demo world's shares. Returns the lots inspected."""
+    draw), split over the severities at the demo world's shares. Returns the lots inspected.
+
+    Built in narrow steps through plain tables (they spill to disk; at 1 M SKUs 12 M lots and 150 M defect rows
+    do not fit the warehouse's memory limit at once), without insertion order."""
     checklists = load_checklists()
     items = pd.DataFrame([(c, i) for c, listed in checklists.categories.items() for i in listed],
                          columns=["category", "item"])  # fmt: skip
@@ -388,48 +391,48 @@ def stage_qa_history(con: duckdb.DuckDBPyConnection) -> int:
     critical, major, _ = demo_quality.SEVERITY_SHARE
     dhu = latent_dhu("substr(l.sku, 5)::INTEGER", "substr(l.supplier_id, 5)::INTEGER", "l.category", "f.item")
     clock = f"TIMESTAMPTZ '{NOW.isoformat()}'"
+    con.execute("SET preserve_insertion_order = false")
     con.register("qa_items", items)
     con.register("qa_plans", plans)
     try:
         con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE qa_found AS
-            WITH lots AS (
-                SELECT row_number() OVER (ORDER BY r.receipt_id, r.line_no) AS inspection_id, r.receipt_id, r.line_no,
-                       r.sku, c.category, c.supplier_id, r.qty_received AS lot_size, p.sample_size,
-                       r.received_at + to_seconds({INSPECTION_LAG}) AS inspected_at
-                FROM landing_receipts r JOIN landing_catalog c USING (sku)
-                JOIN qa_plans p ON p.lot_size = r.qty_received
-                WHERE {u("inspected", "r.receipt_id, r.line_no")} < {demo_quality.INSPECTED_SHARE}
-                  AND r.received_at + to_seconds({INSPECTION_LAG}) <= {clock}
-            ), found AS (
-                SELECT l.*, f.item, least(l.sample_size, floor(l.sample_size / 100 * {dhu}
-                       + {u("found", "l.inspection_id, f.item")}))::INTEGER AS defects
-                FROM lots l JOIN qa_items f USING (category)
-            ), critical AS (
-                SELECT *, least(defects, floor(defects * {critical} + {u("critical", "inspection_id, item")}))::INTEGER
-                       AS critical
-                FROM found
-            )
-            SELECT *, least(defects - critical, floor((defects - critical) * {major / (1 - critical)}
-                       + {u("major", "inspection_id, item")}))::INTEGER AS major
-            FROM critical""")
+            CREATE OR REPLACE TABLE qa_lots AS   -- the lot's row in the receipts' batch is its inspection's id
+            SELECT r._row + 1 AS inspection_id, r.receipt_id, r.line_no, r.sku, c.category, c.supplier_id,
+                   r.qty_received AS lot_size, r.received_at + to_seconds({INSPECTION_LAG}) AS inspected_at
+            FROM landing_receipts r JOIN landing_catalog c USING (sku)
+            WHERE r.qty_received > 0 AND {u("inspected", "r.receipt_id, r.line_no")} < {demo_quality.INSPECTED_SHARE}
+              AND r.received_at + to_seconds({INSPECTION_LAG}) <= {clock}""")
+        con.execute(f"""
+            CREATE OR REPLACE TABLE qa_found AS
+            SELECT inspection_id, item, critical, major, defects - critical - major AS minor
+            FROM (SELECT *, least(defects - critical, floor((defects - critical) * {major / (1 - critical)}
+                                  + {u("major", "inspection_id, item")}))::INTEGER AS major
+                  FROM (SELECT *, least(defects, floor(defects * {critical}
+                                        + {u("critical", "inspection_id, item")}))::INTEGER AS critical
+                        FROM (SELECT l.inspection_id, f.item,
+                                     least(p.sample_size, floor(p.sample_size / 100 * {dhu}
+                                           + {u("found", "l.inspection_id, f.item")}))::INTEGER AS defects
+                              FROM qa_lots l JOIN qa_plans p USING (lot_size) JOIN qa_items f USING (category))))""")
         con.execute("""
             INSERT INTO inspection_defects
-            SELECT inspection_id, item, severity, defects FROM (
-                SELECT inspection_id, item, critical, major, defects - critical - major AS minor FROM qa_found
-            ) UNPIVOT (defects FOR severity IN (critical, major, minor))""")
+            SELECT inspection_id, item, severity, defects
+            FROM qa_found UNPIVOT (defects FOR severity IN (critical, major, minor))""")
         con.execute(f"""
             INSERT INTO inspections
-            SELECT inspection_id, any_value(receipt_id), any_value(line_no), any_value(sku), any_value(category),
-                   any_value(supplier_id), lot_size, any_value(f.sample_size),
-                   CASE WHEN sum(critical) >= any_value(reject_critical) OR sum(major) >= any_value(reject_major)
-                          OR sum(defects - critical - major) >= any_value(reject_minor) THEN 'reject' ELSE 'accept' END,
-                   'qa-history', any_value(inspected_at), any_value(inspected_at), 'csv', NULL, '{QA_BATCH}', {clock}
-            FROM qa_found f JOIN qa_plans p USING (lot_size)
-            GROUP BY inspection_id, lot_size""")
+            SELECT l.inspection_id, l.receipt_id, l.line_no, l.sku, l.category, l.supplier_id, l.lot_size,
+                   p.sample_size,
+                   CASE WHEN f.critical >= p.reject_critical OR f.major >= p.reject_major OR f.minor >= p.reject_minor
+                        THEN 'reject' ELSE 'accept' END,
+                   'qa-history', l.inspected_at, l.inspected_at, 'csv', NULL, '{QA_BATCH}', {clock}
+            FROM qa_lots l JOIN qa_plans p USING (lot_size) JOIN (
+                SELECT inspection_id, sum(critical) AS critical, sum(major) AS major, sum(minor) AS minor
+                FROM qa_found GROUP BY inspection_id
+            ) f USING (inspection_id)""")
         con.execute("DROP TABLE qa_found")
+        con.execute("DROP TABLE qa_lots")
         ((lots,),) = con.execute("SELECT count(*) FROM inspections").fetchall()
     finally:
         con.unregister("qa_items")
         con.unregister("qa_plans")
+        con.execute("RESET preserve_insertion_order")
     return lots
