@@ -123,6 +123,13 @@ def inspection_dhu(
     return dg.MaterializeResult(metadata=metadata)
 
 
+class ReturnRiskConfig(dg.Config):
+    """The risk is of return inquiries over the next 30 days, learnt from months of history: refit once per day
+    of the WMS clock (the day's first run), not at every run, unless `every_run`."""
+
+    every_run: bool = False
+
+
 @dg.asset(
     group_name="quality",
     kinds={"duckdb", "sqlite", "scikitlearn"},
@@ -131,13 +138,21 @@ def inspection_dhu(
     deps=[inspection_dhu, "raw_inquiries", "raw_open_orders", "raw_catalog"],
 )
 def return_risk(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, app_store: AppStoreResource
+    context: dg.AssetExecutionContext,
+    config: ReturnRiskConfig,
+    warehouse: WarehouseResource,
+    app_store: AppStoreResource,
 ) -> dg.MaterializeResult:
     """Return inquiries expected per SKU in the next 30 days, with the inspection segments that drive each
-    SKU's risk; evaluated on the last 30 days against a category-mean baseline."""
+    SKU's risk; evaluated on the last 30 days against a category-mean baseline. Refit once a day."""
     checklists = load_checklists()
     with warehouse.connect() as con:
         now = wms_clock(con)
+        scored = returns.last_scored(con)
+        if scored is not None and scored.astimezone(UTC).date() == now.astimezone(UTC).date() and not config.every_run:
+            kept = f"kept: scored at {scored:%Y-%m-%d %H:%M} UTC (WMS clock); refit at the next day's first run"
+            context.log.info(f"return_risk: {kept}")
+            return dg.MaterializeResult(metadata={"status": kept})
         try:
             data = returns.cutoffs(con, now, checklists)
             evaluation, scores = returns.evaluate(data, checklists), returns.score(data, checklists)

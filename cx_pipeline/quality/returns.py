@@ -391,6 +391,12 @@ def _drivers(lift: pd.DataFrame) -> list[list[str]]:
 PUBLISHED_RISKS = 1000  # the top of the ranking, for QA's page
 
 
+def last_scored(con: duckdb.DuckDBPyConnection) -> datetime | None:
+    """When the model last scored (the WMS clock of that run), if ever."""
+    (scored,) = con.execute("SELECT max(scored_at) FROM return_risk_metrics").fetchone()
+    return scored
+
+
 def save(con: duckdb.DuckDBPyConnection, run_id: str, now: datetime, evaluation: Evaluation, scores: Scores) -> None:
     """Keep this run's ranking, driver coefficients, held-out predictions and metrics in the warehouse."""
     con.register("ranking", scores.ranking)
