@@ -41,7 +41,7 @@ def inspection_lots(
     app_store: AppStoreResource,
 ) -> dg.MaterializeResult:
     """The lots (receipt lines) QA can act on, published to the web app: received in the last 7 days and not
-    inspected yet, or inspected in the last 30 days (each run sends only the lots whose receipt changed, or whose
+    inspected yet, or inspected in the last 7 days (each run sends only the lots whose receipt changed, or whose
     product's title, category or supplier changed, since the last publication, and withdraws those that left)."""
     window = inspections.LotWindow(config.pending_days, config.inspected_days)
     with warehouse.connect() as con, app_store.connect() as store:

@@ -190,7 +190,7 @@ class Entry:
 # --- the lots QA may inspect ---
 
 PENDING_DAYS = 7  # incoming inspection happens within days of receipt; a lot left a week is put away and selling
-INSPECTED_DAYS = 30  # an inspected lot stays a month, for QA to look at and amend
+INSPECTED_DAYS = 7  # and an inspected one a week, to amend; its result stays on its inspection's page
 
 
 @dataclass(frozen=True)
@@ -283,12 +283,17 @@ def lots_published_through(store: sqlite3.Connection) -> datetime | None:
     return datetime.fromisoformat(row[0]) if row else None
 
 
-def recently_inspected(store: sqlite3.Connection, now: datetime, window: LotWindow) -> pd.DataFrame:
-    """The lots (receipt_id, line_no) with an entry inspected within `window`: the app store has them first."""
-    rows = store.execute(
-        "SELECT DISTINCT receipt_id, line_no FROM inspections WHERE inspected_at >= ?",
-        [iso(window.inspected_since(now))],
-    ).fetchall()
+def recently_inspected(store: sqlite3.Connection, now: datetime, window: LotWindow, whole: bool = True) -> pd.DataFrame:
+    """The lots (receipt_id, line_no) to offer for their inspection within `window` rather than their receipt.
+    For a `whole` publication, every lot with an entry inspected within it, from the app's own entries (it has
+    them first); otherwise the lots the list holds from before the receipts' window (a few), which include every
+    such lot, since a lot is inspected only while offered."""
+    sql, since = (
+        ("SELECT DISTINCT receipt_id, line_no FROM inspections WHERE inspected_at >= ?", window.inspected_since(now))
+        if whole
+        else ("SELECT receipt_id, line_no FROM inspection_lots WHERE received_at < ?", window.received_since(now))
+    )
+    rows = store.execute(sql, [iso(since)]).fetchall()
     return pd.DataFrame([tuple(r) for r in rows], columns=["receipt_id", "line_no"]).astype({"line_no": "int32"})
 
 
@@ -377,7 +382,8 @@ def refresh_lots(
     publication (all of them on a first one, or when the window changed) and withdraw those that left. Returns
     the lots sent."""
     since = lots_published_through(store) if publication_recorded(con, window) else None
-    lots, through = lots_to_publish(con, now, window, recently_inspected(store, now, window), since)
+    inspected = recently_inspected(store, now, window, whole=since is None)
+    lots, through = lots_to_publish(con, now, window, inspected, since)
     published = publish_lots(store, lots, now, window, through=through, run_id=run_id, replace=since is None)
     lots_published(con, window)
     return published
