@@ -56,6 +56,7 @@ SEARCH_ROWS, SEARCH_FOLDS = 50_000, 4
 # Below this many rows a fit runs on one BLAS/OpenMP thread: the matrices (rows x ~50) are too small for threads
 # to pay, and on a busy machine their spinning made a 2,000-SKU fit ten times slower.
 ONE_THREAD_ROWS = 200_000
+PUBLISHED_RISKS = 1000  # the top of the ranking, for QA's page (and the only SKUs whose drivers are worded)
 # The final fits' rows, drawn at random past this: some 60 coefficients need no more, and at 1 M SKUs the fit on
 # both cutoffs' 2 M rows took 8 s of the model's 30.
 FIT_ROWS = 200_000
@@ -347,7 +348,7 @@ def evaluate(data: Cutoffs, checklists: Checklists) -> Evaluation:
 
 @dataclass(frozen=True)
 class Scores:
-    ranking: pd.DataFrame  # sku, title, category, supplier_id, predicted, drivers (list of words), rank
+    ranking: pd.DataFrame  # sku, title, category, supplier_id, predicted, drivers (words; the top only), rank
     coefficients: pd.DataFrame  # category, item, per_dhu (log-rate per 1 DHU), rank (within the category)
 
 
@@ -366,17 +367,27 @@ def score(data: Cutoffs, checklists: Checklists) -> Scores:
     coefficients["rank"] = coefficients.groupby("category")["per_dhu"].rank(ascending=False, method="first")
     coefficients = coefficients.astype({"rank": int}).sort_values(["category", "rank"], ignore_index=True)
 
-    # A segment's part in a SKU's risk: its coefficient times how far the SKU's DHU is from its category's mean.
-    lift = pd.DataFrame(index=current.index)
+    predicted = model.predict(current)
+    order = np.lexsort((current["sku"].to_numpy(), -predicted))  # riskiest first, then by SKU
+    ranking = current[["sku", "title", "category", "supplier_id"]].iloc[order].reset_index(drop=True)
+    ranking["predicted"] = predicted[order]
+    # Worded only for the published top (at 1 M SKUs the words of every SKU took 5 s); the rest hold None.
+    top = current.iloc[order[:PUBLISHED_RISKS]]
+    drivers = _drivers(_lift(current, top, names, per_dhu))
+    ranking["drivers"] = pd.Series(drivers + [None] * (len(ranking) - len(drivers)), dtype=object)
+    ranking["rank"] = np.arange(1, len(ranking) + 1)
+    return Scores(ranking, coefficients)
+
+
+def _lift(current: pd.DataFrame, top: pd.DataFrame, names: list[str], per_dhu: dict[str, float]) -> pd.DataFrame:
+    """A segment's part in the risk of each SKU of `top`: its coefficient times how far the SKU's DHU is from
+    the mean of its category's SKUs (all of `current`); 0 for the segments of other categories."""
+    lift = pd.DataFrame(index=top.index)
     for name in names:
         category = name.split(".")[0]
         mean = current.loc[current["category"] == category, name].mean()
-        lift[name] = np.where(current["category"] == category, per_dhu[name] * (current[name] - mean), 0.0)
-    ranking = current[["sku", "title", "category", "supplier_id"]].assign(predicted=model.predict(current))
-    ranking["drivers"] = _drivers(lift)
-    ranking = ranking.sort_values(["predicted", "sku"], ascending=[False, True], ignore_index=True)
-    ranking["rank"] = np.arange(1, len(ranking) + 1)
-    return Scores(ranking, coefficients)
+        lift[name] = np.where(top["category"] == category, per_dhu[name] * (top[name] - mean), 0.0)
+    return lift
 
 
 def _drivers(lift: pd.DataFrame) -> list[list[str]]:
@@ -394,9 +405,6 @@ def _drivers(lift: pd.DataFrame) -> list[list[str]]:
     counts = shown.sum(axis=1)
     ends = np.cumsum(counts)
     return [words[start:end] for start, end in zip((ends - counts).tolist(), ends.tolist(), strict=True)]
-
-
-PUBLISHED_RISKS = 1000  # the top of the ranking, for QA's page
 
 
 def last_scored(con: duckdb.DuckDBPyConnection) -> datetime | None:
