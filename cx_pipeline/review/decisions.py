@@ -118,6 +118,8 @@ HISTORY_DAYS = 90
 # first day carrying in the storefront's state from before the window. Each row holds what the storefront was
 # last set to by that day's end, so the app fills the days between by carrying the latest row forward
 # (`stock_history`). Rows are bounded by the window's events, not by cohort x days.
+# Built from `from_day` on: the whole window, or only today for a product `kept` (the app holds its earlier days
+# from this day's first publication): millions of rows at a million SKUs, rebuilt once a day, not every run.
 HISTORY_SQL = f"""
 WITH cohort AS (
     SELECT sku FROM stale_products
@@ -125,21 +127,28 @@ WITH cohort AS (
 ), clock AS (
     SELECT today, CAST(today - INTERVAL {HISTORY_DAYS - 1} DAY AS DATE) AS first_day
     FROM (SELECT CAST(timezone('UTC', max(assessed_at)) AS DATE) AS today FROM stale_products)
+), wanted AS (
+    SELECT sku, CASE WHEN sku IN (SELECT sku FROM kept) THEN today ELSE first_day END AS from_day
+    FROM cohort, clock
 ), received AS (
-    SELECT sku, CAST(timezone('UTC', received_at) AS DATE) AS day, sum(qty_received) AS units
-    FROM valid_receipts SEMI JOIN cohort USING (sku) GROUP BY ALL
-), ordered AS (
-    SELECT sku, CAST(timezone('UTC', ordered_at) AS DATE) AS day, sum(qty) AS units  -- demand: not cancelled
-    FROM valid_open_orders SEMI JOIN cohort USING (sku) WHERE status <> 'cancelled' GROUP BY ALL
-), pushed AS (
+    SELECT sku, day, sum(qty_received) AS units
+    FROM (SELECT sku, CAST(timezone('UTC', received_at) AS DATE) AS day, qty_received FROM valid_receipts)
+    JOIN wanted USING (sku) WHERE day >= from_day GROUP BY ALL
+), ordered AS (  -- demand: not cancelled
+    SELECT sku, day, sum(qty) AS units
+    FROM (SELECT sku, CAST(timezone('UTC', ordered_at) AS DATE) AS day, qty FROM valid_open_orders
+          WHERE status <> 'cancelled')
+    JOIN wanted USING (sku) WHERE day >= from_day GROUP BY ALL
+), pushed AS (  -- every push of a wanted product: the state a day ends with may come from before `from_day`
     SELECT c.sku, p.planned_at, CAST(timezone('UTC', p.planned_at) AS DATE) AS day, c.quantity, c.status
     FROM push_changes c JOIN push_plans p USING (plan_id) SEMI JOIN cohort USING (sku)
     WHERE p.status <> 'dry_run'
 ), event_days AS (
     SELECT sku, greatest(day, first_day) AS day FROM (
         SELECT sku, day FROM received UNION ALL SELECT sku, day FROM ordered UNION ALL SELECT sku, day FROM pushed
-    ), clock
-    WHERE day <= today AND (day >= first_day OR sku IN (SELECT sku FROM pushed, clock WHERE day < first_day))
+    ) JOIN wanted USING (sku), clock
+    WHERE day <= today AND greatest(day, first_day) >= from_day
+        AND (day >= first_day OR sku IN (SELECT sku FROM pushed, clock WHERE day < first_day))
     GROUP BY ALL
 )
 SELECT e.sku, strftime(e.day, '%Y-%m-%d'), coalesce(r.units, 0), coalesce(o.units, 0), s.quantity, s.status
@@ -152,17 +161,37 @@ ASOF LEFT JOIN pushed s ON s.sku = e.sku AND e.day_end > s.planned_at
 
 def publish_queue(store: sqlite3.Connection, con: duckdb.DuckDBPyConnection, run_id: str) -> int:
     """Replace the app's copy of the cohort (flagged or decided long-registered products) and their history
-    with this run's assessment, in one transaction: the app sees the old queue or the new one, never half."""
+    with this run's assessment, in one transaction: the app sees the old queue or the new one, never half.
+
+    The history is rebuilt whole at the first publication of a day (of the WMS clock). Later ones that day rebuild
+    today's rows of the products already published and the whole window of the products new to the cohort, and
+    drop the products that left it; a late receipt for an earlier day shows from the next day's first run."""
     rows = con.execute(PUBLISH_SQL).fetchall()
-    history_rows = con.execute(HISTORY_SQL).fetchall()
     (through,) = first_row(con, "SELECT coalesce(max(decision_id), 0) FROM review_decisions")
     (assessed_at,) = first_row(con, "SELECT max(assessed_at) FROM stale_products") or (None,)
+    assessed = iso(assessed_at) if assessed_at else utc_now()
+    last = publication(store)
+    same_day = last is not None and str(last["assessed_at"])[:10] == assessed[:10]
+    kept = pd.DataFrame(
+        {"sku": [sku for (sku,) in store.execute("SELECT sku FROM review_queue")] if same_day else []}, dtype=str
+    )
+    con.register("kept", kept)
+    try:
+        history_rows = con.execute(HISTORY_SQL).fetchall()
+    finally:
+        con.unregister("kept")
     with appstore.transaction(store):
         store.execute("DELETE FROM review_queue")
         store.executemany(f"INSERT INTO review_queue VALUES ({', '.join('?' * 20)})", rows)
-        store.execute("DELETE FROM review_history")
-        store.executemany("INSERT INTO review_history VALUES (?, ?, ?, ?, ?, ?)", history_rows)
-        assessed = iso(assessed_at) if assessed_at else utc_now()
+        if same_day:  # today's rows replaced, earlier days kept; a product that left the cohort leaves the history
+            left = sorted(set(kept["sku"]) - {row[0] for row in rows})
+            store.execute(
+                "DELETE FROM review_history WHERE sku IN (SELECT value FROM json_each(?))",
+                [orjson.dumps(left).decode()],
+            )
+        else:
+            store.execute("DELETE FROM review_history")
+        store.executemany("INSERT OR REPLACE INTO review_history VALUES (?, ?, ?, ?, ?, ?)", history_rows)
         note_publication(store, "review_queue", run_id, assessed, len(rows), decisions_through=through)
     return len(rows)
 
