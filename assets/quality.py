@@ -101,6 +101,10 @@ def inspection_dhu(
     to the web app's segments page."""
     with warehouse.connect() as con:
         now = wms_clock(con)
+        if inspections.dhu_is_current(con, now):
+            kept = "kept: built today (WMS clock) from the same inspections; rebuilt with new ones or the next day"
+            context.log.info(f"inspection_dhu: {kept}")
+            return dg.MaterializeResult(metadata={"status": kept})
         inspections.build_dhu(con, now)
         by_segment = inspections.dhu_by(con, "category", "item")
         by_supplier = inspections.dhu_by(con, "supplier_id")
@@ -108,6 +112,7 @@ def inspection_dhu(
     with app_store.connect() as store:
         inspections.publish_dhu(store, by_segment, context.run_id, now)
     metadata: dict[str, object] = {
+        "status": "built",
         "segments": len(by_segment),
         "by_segment": markdown(by_segment, "no inspections in the window"),
         "by_supplier": markdown(by_supplier, "no inspections in the window"),

@@ -81,6 +81,10 @@ CREATE TABLE IF NOT EXISTS inspection_defects (
     defects       INTEGER,
     PRIMARY KEY (inspection_id, item, severity)
 );
+CREATE TABLE IF NOT EXISTS dhu_built (      -- what the last DHU build read: one row
+    built_on  DATE NOT NULL,                -- its day on the WMS clock (the window moves by days)
+    inputs    VARCHAR NOT NULL              -- the inspections it read (`DHU_INPUTS`)
+);
 -- every entry that kept its contract, and the latest of them per lot
 CREATE OR REPLACE VIEW kept_inspections AS
 SELECT * FROM inspections
@@ -986,12 +990,26 @@ SELECT category, supplier_id, item, count(*) AS lots, sum(units)::BIGINT AS unit
 FROM checked GROUP BY ALL ORDER BY category, supplier_id, item
 """
 DHU_WINDOW_DAYS = 90
+# What the valid inspections depend on, cheaply: the entries imported, and the quarantine holding some back.
+DHU_INPUTS = """SELECT concat_ws('|', (SELECT max(inspection_id) FROM inspections),
+    (SELECT max(judged_at) FROM ingest_batches WHERE feed = 'inspections' AND rows_fetched > 0),
+    (SELECT count(*) FILTER (released_at IS NULL) FROM quarantine WHERE feed = 'inspections'))"""
 
 
 def build_dhu(con: duckdb.DuckDBPyConnection, now: datetime, window_days: int = DHU_WINDOW_DAYS) -> None:
     """(Re)build `inspection_dhu`: defects per hundred units by category, supplier and item (segment) over the
-    window, from the latest valid entry of each lot."""
-    con.execute(DHU_SQL, {"now": now, "window_days": window_days})
+    window, from the latest valid entry of each lot; and note what it read (`dhu_built`)."""
+    with transaction(con):
+        con.execute(DHU_SQL, {"now": now, "window_days": window_days})
+        con.execute("DELETE FROM dhu_built")
+        con.execute(f"INSERT INTO dhu_built SELECT $day, ({DHU_INPUTS})", {"day": now.astimezone(UTC).date()})
+
+
+def dhu_is_current(con: duckdb.DuckDBPyConnection, now: datetime) -> bool:
+    """Whether `inspection_dhu` was built on `now`'s day (UTC) from the same inspections as there are now: then
+    a rebuild would give the same segments."""
+    row = first_row(con, f"SELECT built_on, inputs = ({DHU_INPUTS}) FROM dhu_built")
+    return bool(row) and row[0] == now.astimezone(UTC).date() and bool(row[1])
 
 
 def dhu_by(con: duckdb.DuckDBPyConnection, *dimensions: str) -> pd.DataFrame:
