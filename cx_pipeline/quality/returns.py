@@ -125,29 +125,29 @@ ORDER BY c.sku
 
 def dhu_sql(cutoffs: int) -> str:
     """SQL for the defects per hundred units per SKU and segment at each of `cutoffs` cutoffs ($cutoff0, ...) in
-    one pass: each lot's latest entry among those inspected in the cutoff's window, its defects summed per item,
-    the SKU's own rate shrunk towards its supplier's for the category and segment (or the category's, for a
-    supplier without inspections of it). Columns: row (the SKU's in the features), position (the segment's), and
-    dhu0, dhu1, ... (the inspections and defects are read once, not once per cutoff)."""
+    one pass: each lot's latest entry among those inspected in the cutoff's window (a window max per lot, with a
+    FILTER per cutoff), its defects summed per item, the SKU's own rate shrunk towards its supplier's for the
+    category and segment (or the category's, for a supplier without inspections of it). Columns: row (the SKU's
+    in the features), position (the segment's), and dhu0, dhu1, ... (the inspections and defects are read once,
+    not once per cutoff)."""
     k = range(cutoffs)
     window = [f"inspected_at <= $cutoff{i} AND inspected_at > $cutoff{i} - to_days($window)" for i in k]
-    latest = ", ".join(f"max(inspection_id) FILTER ({window[i]}) AS latest{i}" for i in k)
-    counts = ", ".join(f"i.inspection_id = l.latest{i} AS in{i}" for i in k)
+    lot = "OVER (PARTITION BY receipt_id, line_no)"
+    counts = ", ".join(f"inspection_id = max(inspection_id) FILTER ({window[i]}) {lot} AS in{i}" for i in k)
     per_sku = ", ".join(f"sum(units) FILTER (in{i}) AS units{i}, sum(defects) FILTER (in{i}) AS defects{i}" for i in k)
-    rates = ", ".join(f"sum(defects) FILTER (in{i}) / sum(units) FILTER (in{i}) AS rate{i}" for i in k)
+    rates = ", ".join(f"sum(defects{i}) / sum(units{i}) AS rate{i}" for i in k)
     shrunk = ", ".join(
         f"100 * (coalesce(p.defects{i}, 0) + $prior * coalesce(s.rate{i}, k.rate{i}, 0))"
         f" / (coalesce(p.units{i}, 0) + $prior) AS dhu{i}"
         for i in k
     )
     return f"""
-    WITH lots AS (   -- per lot, its latest entry as it stood at each cutoff
-        SELECT receipt_id, line_no, {latest} FROM kept_inspections
-        WHERE inspected_at > $cutoff0 - to_days($window) AND inspected_at <= $cutoff{cutoffs - 1} GROUP BY ALL
-    ), known AS (    -- the entries that count at one cutoff or more, and at which
-        SELECT i.inspection_id, i.sku, i.category, i.supplier_id, i.sample_size AS units, {counts}
-        FROM kept_inspections i JOIN lots l USING (receipt_id, line_no)
-        WHERE i.inspection_id IN ({", ".join(f"l.latest{i}" for i in k)})
+    WITH marked AS (   -- each entry, and whether it was its lot's latest at each cutoff (one read of them)
+        SELECT inspection_id, sku, category, supplier_id, sample_size AS units, {counts}
+        FROM kept_inspections
+        WHERE inspected_at > $cutoff0 - to_days($window) AND inspected_at <= $cutoff{cutoffs - 1}
+    ), known AS (      -- the entries that count at one cutoff or more
+        SELECT * FROM marked WHERE {" OR ".join(f"in{i}" for i in k)}
     ), checked AS (  -- per entry and item (defects summed by the entry's id, its SKU joined after)
         SELECT * FROM known JOIN (
             SELECT inspection_id, item, sum(defects) AS defects FROM inspection_defects
@@ -155,10 +155,10 @@ def dhu_sql(cutoffs: int) -> str:
         ) d USING (inspection_id)
     ), per_sku AS (
         SELECT sku, category, supplier_id, item, {per_sku} FROM checked GROUP BY ALL
-    ), per_supplier AS (
-        SELECT category, supplier_id, item, {rates} FROM checked GROUP BY ALL
+    ), per_supplier AS (   -- from the SKUs' sums (whole numbers: the same as from every entry, in a fraction of it)
+        SELECT category, supplier_id, item, {rates} FROM per_sku GROUP BY ALL
     ), per_category AS (
-        SELECT category, item, {rates} FROM checked GROUP BY ALL
+        SELECT category, item, {rates} FROM per_sku GROUP BY ALL
     )
     SELECT c.row, f.position, {shrunk}
     FROM (SELECT *, row_number() OVER (ORDER BY sku) - 1 AS row FROM valid_catalog) c
