@@ -66,12 +66,11 @@ def stale_products(
         counts = staleness.queue_summary(con)
         by_reason = staleness.queue_by(con, "reason")
         by_category = staleness.queue_by(con, "category")
-        full_queue = staleness.queue(con)
+        top = staleness.queue(con, limit=PREVIEW_ROWS)
+        export = warehouse.reports_dir / "stale_products_queue.csv"
+        staleness.export_queue(con, export)
         with app_store.connect() as store:
             published = decisions.publish_queue(store, con, context.run_id)
-    export = warehouse.reports_dir / "stale_products_queue.csv"
-    export.parent.mkdir(parents=True, exist_ok=True)
-    full_queue.to_csv(export, index=False)
     context.log.info(
         f"stale_products: {counts['queue']:,} products to review of {counts['long_registered']:,} long-registered; "
         f"{published:,} published to the review app"
@@ -82,7 +81,7 @@ def stale_products(
             "published_to_app": published,
             "queue_by_reason": markdown(by_reason, "the queue is empty"),
             "queue_by_category": markdown(by_category, "the queue is empty"),
-            "top_of_queue": markdown(full_queue.head(PREVIEW_ROWS), "the queue is empty"),
+            "top_of_queue": markdown(top, "the queue is empty"),
             "queue_csv": dg.MetadataValue.path(str(export.resolve())),
         }
     )
