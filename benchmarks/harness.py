@@ -477,11 +477,13 @@ def http_ingest(skus: int, workdir: Path, progress: Progress = print) -> list[Re
     with serving("recorded", str(skus)) as url, warehouse.connect(path) as con:
         client = WmsResource(base_url=url, token=TOKEN).client
         for feed in FEEDS.values():
-            served_before = served(url)
+            pages_before, busy_before = served(url)
             started = time.perf_counter()
-            landing.land(con, landing.fetch(con, client, feed, None, page_size=PAGE_SIZE))
+            batch = landing.fetch(con, client, feed, None, page_size=PAGE_SIZE)
+            landing.land(con, batch)
             seconds = time.perf_counter() - started
-            server_seconds = served(url) - served_before
+            pages, busy = served(url)
+            server_seconds = busy - busy_before
             (rows,) = first_row(con, f"SELECT count(*) FROM landing_{feed.name}")
             progress(f"  {feed.table}: {rows:,} rows in {seconds:.1f} s (the server's part {server_seconds:.2f} s)")
             records.append(
@@ -490,7 +492,9 @@ def http_ingest(skus: int, workdir: Path, progress: Progress = print) -> list[Re
                     "step": feed.table,
                     "rows": rows,
                     "seconds": round(seconds, 3),
-                    "server_seconds": round(server_seconds, 3),
+                    "server_seconds": round(server_seconds, 4),
+                    "pages": batch.pages,
+                    "server_pages": pages - pages_before,
                     "rows_per_second": round(rows / seconds),
                 }
             )
@@ -503,7 +507,7 @@ def http_ingest(skus: int, workdir: Path, progress: Progress = print) -> list[Re
             "step": "TOTAL",
             "rows": rows,
             "seconds": round(seconds, 3),
-            "server_seconds": round(server_seconds, 3),
+            "server_seconds": round(server_seconds, 4),
             "rows_per_second": round(rows / seconds),
             "page_size": PAGE_SIZE,
         }
@@ -513,9 +517,10 @@ def http_ingest(skus: int, workdir: Path, progress: Progress = print) -> list[Re
     return records
 
 
-def served(url: str) -> float:
-    """Seconds the recorded-pages server has spent serving so far."""
-    return requests.get(f"{url}/_replay/stats", timeout=10).json()["busy_seconds"]
+def served(url: str) -> tuple[int, float]:
+    """Pages the recorded-pages server has served so far, and the seconds it spent serving them."""
+    stats = requests.get(f"{url}/_replay/stats", timeout=10).json()
+    return stats["pages"], stats["busy_seconds"]
 
 
 def production_job() -> dg.JobDefinition:
