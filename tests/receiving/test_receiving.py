@@ -8,10 +8,12 @@ import dagster as dg
 import duckdb
 import pytest
 
+from cx_pipeline.assets.receiving import receipt_discrepancies
 from cx_pipeline.assets.resources import WmsResource
 from cx_pipeline.assets.sensors import new_receipts_sensor
 from cx_pipeline.receiving import notices, reconciliation
 from cx_pipeline.warehouse import connect
+from tests.conftest import ingest
 from tests.helpers import TOKEN, materializations
 
 NOW = datetime(2026, 11, 20, 12, tzinfo=UTC)
@@ -28,9 +30,13 @@ def add_po_line(con: duckdb.DuckDBPyConnection, line: int, qty: int, expected_da
     )
 
 
-def add_receipt(con: duckdb.DuckDBPyConnection, receipt: str, line: int, qty: int, damaged: int = 0, days_ago: int = 1):
-    """Land a receipt line (or a new version of it, which may name another PO line) in a batch of its own."""
+def add_receipt(
+    con: duckdb.DuckDBPyConnection, receipt: str, line: int, qty: int, damaged: int = 0, days_ago: int = 1
+) -> str:
+    """Land a receipt line (or a new version of it, which may name another PO line) in a batch of its own;
+    return the batch's id."""
     con.execute("DELETE FROM raw_receipts WHERE receipt_id = ? AND line_no = 1", [receipt])
+    batch = uuid4().hex
     con.execute(
         """INSERT INTO raw_receipts VALUES (?, 1, 'PO-1', ?, ?, 'WH-EAST', ?, ?, ?, ?, ?, ?, ?)""",
         [
@@ -42,9 +48,20 @@ def add_receipt(con: duckdb.DuckDBPyConnection, receipt: str, line: int, qty: in
             "crushed" if damaged else None,
             NOW - timedelta(days=days_ago),
             NOW,
-            uuid4().hex,
+            batch,
             NOW,
         ],
+    )
+    return batch
+
+
+def record_batch(con: duckdb.DuckDBPyConnection, batch: str, replaced: int) -> None:
+    """Record a receipts batch in `ingest_batches` as the landing does: judged, with the receipts it replaced."""
+    con.execute(
+        """INSERT INTO ingest_batches (batch_id, feed, fetched_at, pages, rows_fetched, rows_new, rows_updated,
+                                       rows_unchanged, rows_duplicate, judged_at)
+        VALUES (?, 'receipts', ?, 1, 1, ?, ?, 0, 0, ?)""",
+        [batch, NOW, 1 - replaced, replaced, NOW],
     )
 
 
@@ -179,6 +196,63 @@ def test_a_receipt_moved_to_another_po_line_is_counted_once(con):
     received = dict(con.execute("SELECT po_line, qty_received FROM po_line_receipts").fetchall())
     assert received == {1: 0, 2: 10}
     assert found(con) == {(1, "late"): (0, "open"), (2, "late"): (0, "resolved")}
+
+
+def test_a_batch_of_new_receipts_is_redone_alone_and_ends_as_a_rebuild_would(con):
+    for line in range(1, 4):
+        add_po_line(con, line, 10, 2)
+        record_batch(con, add_receipt(con, f"R{line}", line, 4), replaced=0)
+    reconciliation.reconcile(con, reconciliation.ReceivingPolicy(), NOW)
+
+    record_batch(con, add_receipt(con, "R2b", 2, 6), replaced=0)  # the rest of line 2: full now
+    record_batch(con, add_receipt(con, "R3b", 3, 9, damaged=2), replaced=0)  # line 3: over, two damaged
+    later = NOW + timedelta(hours=3)
+    assert reconciliation.reconcile(con, reconciliation.ReceivingPolicy(), later)["po_lines_redone"] == 2
+    assert found(con) == {
+        (1, "short"): (6, "open"),
+        (2, "short"): (6, "resolved"),
+        (3, "short"): (6, "resolved"),
+        (3, "over"): (3, "open"),
+    }
+    assert state(con) == rebuilt(con, later)
+
+
+def test_a_receipt_moved_by_a_batch_that_replaced_receipts_is_counted_once(con):
+    add_po_line(con, 1, 10, 2)
+    add_po_line(con, 2, 10, 2)
+    record_batch(con, add_receipt(con, "R1", 1, 10), replaced=0)
+    reconciliation.reconcile(con, reconciliation.ReceivingPolicy(), NOW)
+
+    record_batch(con, add_receipt(con, "R1", 2, 10), replaced=1)  # the WMS corrects the receipt: line 2
+    assert reconciliation.reconcile(con, reconciliation.ReceivingPolicy(), NOW)["po_lines_redone"] == 2
+    received = dict(con.execute("SELECT po_line, qty_received FROM po_line_receipts").fetchall())
+    assert received == {1: 0, 2: 10}
+
+
+def test_a_batch_is_reconciled_once_its_contract_judged_it(con):
+    add_po_line(con, 1, 10, 2)
+    record_batch(con, add_receipt(con, "R1", 1, 4), replaced=0)
+    reconciliation.reconcile(con, reconciliation.ReceivingPolicy(), NOW)
+    batch = add_receipt(con, "R1b", 1, 6)
+    record_batch(con, batch, replaced=0)
+    con.execute("UPDATE ingest_batches SET judged_at = NULL WHERE batch_id = ?", [batch])  # a run stopped here
+    reconciliation.reconcile(con, reconciliation.ReceivingPolicy(), NOW)
+    assert found(con) == {(1, "short"): (6, "open")}  # R1b is not in valid_receipts yet
+
+    con.execute("UPDATE ingest_batches SET judged_at = ? WHERE batch_id = ?", [NOW, batch])
+    assert reconciliation.reconcile(con, reconciliation.ReceivingPolicy(), NOW)["po_lines_redone"] == 1
+    assert found(con) == {(1, "short"): (6, "resolved")}
+
+
+def test_a_run_after_the_worlds_new_batches_ends_as_a_reconciliation_from_scratch(sim, warehouse_path):
+    assert ingest(sim, warehouse_path, extra=(receipt_discrepancies,)).success
+    sim.advance(9)  # through a working morning: new receipts, PO lines awaiting stock a little later
+    later = ingest(sim, warehouse_path, extra=(receipt_discrepancies,))
+    meta = materializations(later)["receipt_discrepancies"]
+    with connect(warehouse_path) as con:
+        (lines,) = con.execute("SELECT count(*) FROM po_line_receipts").fetchall()[0]
+        assert 0 < meta["po_lines_redone"] < lines  # the run redid only some lines
+        assert state(con) == rebuilt(con, datetime.fromisoformat(meta["wms_clock"]))
 
 
 def test_a_po_line_missing_from_the_reconciled_state_is_found_and_everything_redone(con):
