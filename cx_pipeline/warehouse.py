@@ -11,6 +11,7 @@ import duckdb
 from cx_pipeline.core import database
 from cx_pipeline.core.database import DEFAULT_MEMORY_LIMIT, DEFAULT_WAIT_SECONDS
 from cx_pipeline.ingest import schema as ingest_schema
+from cx_pipeline.kpis import weekly
 from cx_pipeline.quality import inspections, returns
 from cx_pipeline.receiving import notices, reconciliation
 from cx_pipeline.review import decisions
@@ -26,6 +27,7 @@ ROOM_DDL = (
     decisions.DDL,
     inspections.DDL,
     returns.DDL,
+    weekly.DDL,
 )
 
 

@@ -12,6 +12,9 @@ import duckdb
 
 from cx_pipeline.core import appstore
 from cx_pipeline.core.appstore import iso, note_publication
+from cx_pipeline.core.sql import first_row
+from cx_pipeline.core.transactions import transaction
+from cx_pipeline.quality.inspections import DHU_INPUTS
 
 
 @dataclass(frozen=True)
@@ -103,13 +106,6 @@ WITH weeks AS (
     FROM push_changes c JOIN push_plans p USING (plan_id)
     WHERE c.change IN ('to_out_of_stock', 'back_in_stock') AND coalesce(c.shop_was_stale, true)
     GROUP BY ALL
-), lots AS (   -- defects per hundred inspected units: all defects found over all units sampled
-    SELECT i.inspection_id, i.inspected_at, any_value(i.sample_size) AS units, coalesce(sum(d.defects), 0) AS defects
-    FROM valid_inspections i LEFT JOIN inspection_defects d USING (inspection_id) GROUP BY ALL
-), inspected AS (
-    SELECT date_trunc('week', timezone('UTC', inspected_at))::DATE AS week, count(*) AS inspections_logged,
-           round(100 * sum(defects) / nullif(sum(units), 0), 3) AS dhu
-    FROM lots GROUP BY ALL
 ), wide AS (
     SELECT strftime(w.week, '%G-W%V') AS week,
            w.delivery_delay_per_1000::DOUBLE AS delivery_delay_per_1000, c.cycle_p50_hours::DOUBLE AS cycle_p50_hours,
@@ -120,7 +116,7 @@ WITH weeks AS (
            w.return_per_1000::DOUBLE AS return_per_1000,
            coalesce(i.inspections_logged, 0)::DOUBLE AS inspections_logged, i.dhu::DOUBLE AS dhu
     FROM weeks w LEFT JOIN cycle c USING (week) LEFT JOIN notices n USING (week) LEFT JOIN reviews r USING (week)
-    LEFT JOIN mismatches m USING (week) LEFT JOIN inspected i USING (week)
+    LEFT JOIN mismatches m USING (week) LEFT JOIN kpi_inspected_weeks i USING (week)
 )
 -- long: one row per week and metric; null where the week had nothing to measure (no receipt, no inspection)
 SELECT week, metric, value FROM wide UNPIVOT INCLUDE NULLS (value FOR metric IN (COLUMNS(* EXCLUDE (week))))
@@ -128,8 +124,49 @@ ORDER BY week, metric
 """
 
 
+DDL = """
+CREATE TABLE IF NOT EXISTS kpi_inspected_weeks (  -- inspections logged and DHU per week, see `refresh_inspected_weeks`
+    week               DATE NOT NULL,
+    inspections_logged BIGINT NOT NULL,
+    dhu                DOUBLE
+);
+CREATE TABLE IF NOT EXISTS kpi_inspected_from (   -- one row: the inspections it was built from (`DHU_INPUTS`)
+    inputs VARCHAR NOT NULL
+);
+"""
+INSPECTED_SQL = """
+INSERT INTO kpi_inspected_weeks
+WITH lots AS (   -- defects per hundred inspected units: all defects found over all units sampled
+    SELECT i.inspection_id, i.inspected_at, any_value(i.sample_size) AS units, coalesce(sum(d.defects), 0) AS defects
+    FROM valid_inspections i LEFT JOIN inspection_defects d USING (inspection_id) GROUP BY ALL
+)
+SELECT date_trunc('week', timezone('UTC', inspected_at))::DATE AS week, count(*) AS inspections_logged,
+       round(100 * sum(defects) / nullif(sum(units), 0), 3) AS dhu
+FROM lots GROUP BY ALL
+"""
+
+
+def refresh_inspected_weeks(con: duckdb.DuckDBPyConnection) -> bool:
+    """Bring `kpi_inspected_weeks` up to date with the inspections; return whether it was rebuilt.
+
+    It reads every inspection's defects (17 M rows at 1 M SKUs: most of the weekly KPIs' time), so it is rebuilt
+    only when the inspections changed since, by the fingerprint the DHU keeps (`DHU_INPUTS`), or when that
+    fingerprint is missing.
+    """
+    inputs = first_row(con, DHU_INPUTS)
+    if first_row(con, "SELECT inputs FROM kpi_inspected_from") == inputs:
+        return False
+    with transaction(con):
+        con.execute("DELETE FROM kpi_inspected_weeks")
+        con.execute(INSPECTED_SQL)
+        con.execute("DELETE FROM kpi_inspected_from")
+        con.execute("INSERT INTO kpi_inspected_from VALUES (?)", list(inputs))
+    return True
+
+
 def build_weekly(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, float | None]]:
     """(Re)build `kpi_weeks` from `inquiry_kpis` (build that first) and the rooms' tables; return its rows."""
+    refresh_inspected_weeks(con)
     con.execute(WEEKLY_SQL)
     return con.execute("SELECT week, metric, value FROM kpi_weeks ORDER BY week, metric").fetchall()
 

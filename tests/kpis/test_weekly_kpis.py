@@ -60,11 +60,12 @@ def mismatch(con, plan_id: str, at: datetime, skus: int, stale: bool | None = Tr
         )
 
 
-def inspection(con, inspection_id: int, at: datetime, sample: int, defects: int) -> None:
+def inspection(con, inspection_id: int, at: datetime, sample: int, defects: int, lot: int | None = None) -> None:
+    """An inspection of lot `lot` (by default its own): a later one of the same lot amends the earlier."""
     con.execute(
         """INSERT INTO inspections VALUES (?, ?, 1, 'SKU-1', 'home', 'SUP-1', 100, ?, 'accept', 'qa', ?, ?, 'form',
                                            '', 'b', ?)""",
-        [inspection_id, f"RCV-{inspection_id}", sample, at, at, NOW],
+        [inspection_id, f"RCV-{lot or inspection_id}", sample, at, at, NOW],
     )
     con.execute("INSERT INTO inspection_defects VALUES (?, 'stitching', 'minor', ?)", [inspection_id, defects])
 
@@ -121,6 +122,23 @@ def test_each_complete_week_has_every_kpi_beside_the_measures_meant_to_move_it(c
     assert (first["stock_mismatches"], second["stock_mismatches"]) == (2.0, 0.0)
     assert (first["inspections_logged"], second["inspections_logged"]) == (2.0, 1.0)
     assert (first["dhu"], second["dhu"]) == (10.0, 0.0)  # 5 defects in 50 units, then none in 50
+
+
+def test_the_inspection_weeks_are_kept_until_the_inspections_change_and_then_match_a_rebuild(con):
+    world(con)
+    first = weekly.build_weekly(con)
+    assert not weekly.refresh_inspected_weeks(con)  # nothing changed: kept
+    assert weekly.build_weekly(con) == first
+
+    inspection(con, 4, day(0), sample=20, defects=1, lot=1)  # amends lot 1: 1 defect instead of 3
+    con.execute(  # a contract re-run quarantines inspection 2
+        "INSERT INTO quarantine VALUES ('inspections', 'b', 'expect', '2', '{}', ?, NULL)", [NOW]
+    )
+    later = weekly.build_weekly(con)
+    assert (by_week(later)["2026-W45"]["inspections_logged"], by_week(later)["2026-W45"]["dhu"]) == (1.0, 5.0)
+    con.execute("DELETE FROM kpi_inspected_from")  # forget what it was built from: built from scratch
+    assert weekly.refresh_inspected_weeks(con)
+    assert weekly.build_weekly(con) == later
 
 
 def test_a_first_week_the_history_starts_inside_is_left_out(con):
