@@ -331,12 +331,19 @@ def lots_to_publish(
         con.execute("CREATE OR REPLACE TEMP TABLE inspected_lots AS SELECT receipt_id, line_no FROM inspected")
     finally:
         con.unregister("inspected")
+    changed = "valid_receipts" if since is None else "changed"
     cursor = con.execute(
-        """SELECT r.receipt_id, r.line_no, r.sku, c.title, c.category, c.supplier_id, r.warehouse,
-                  r.qty_received AS lot_size, strftime(timezone('UTC', r.received_at), '%Y-%m-%dT%H:%M:%S+00:00')
-        FROM (SELECT * FROM valid_receipts WHERE received_at >= $received_since  -- two parts: an OR scans all
+        f"""WITH changed AS (  -- landed since, or of a product relabelled since: apart, as an OR with a subquery
+                               -- is applied only after the join with the catalog, to every lot offered
+            SELECT * FROM valid_receipts WHERE _loaded_at > $since
+            UNION ALL
+            SELECT * FROM valid_receipts WHERE _loaded_at <= $since AND sku IN (SELECT sku FROM relabelled)
+        )
+        SELECT r.receipt_id, r.line_no, r.sku, c.title, c.category, c.supplier_id, r.warehouse,
+               r.qty_received AS lot_size, strftime(timezone('UTC', r.received_at), '%Y-%m-%dT%H:%M:%S+00:00')
+        FROM (SELECT * FROM {changed} WHERE received_at >= $received_since  -- two parts: an OR scans all
               UNION ALL
-              SELECT * FROM valid_receipts r SEMI JOIN inspected_lots i USING (receipt_id, line_no)
+              SELECT * FROM {changed} r SEMI JOIN inspected_lots i USING (receipt_id, line_no)
               WHERE r.received_at < $received_since) r
         JOIN valid_catalog c USING (sku)
         WHERE r.qty_received > 0

@@ -276,6 +276,36 @@ def test_a_run_sends_new_lots_and_the_lots_of_relabelled_products_not_those_of_r
         assert publish(con, store) == [("RCV-2", "Soup bowl"), ("RCV-4", "Soup bowl")]
 
 
+def test_a_publication_by_change_ends_with_the_list_a_whole_publication_gives(tmp_path):
+    def listed(store) -> list[tuple]:
+        return [tuple(r) for r in store.execute("SELECT * FROM inspection_lots ORDER BY receipt_id, line_no")]
+
+    with warehouse.connect(tmp_path / "w.duckdb") as con, appstore.connect(tmp_path / "app.sqlite") as store:
+        land_product(con, "SKU-A", "Mug", 4.5)
+        land_product(con, "SKU-B", "Bowl", 6.0)
+        for n, (sku, days) in enumerate([("SKU-A", 1), ("SKU-B", 3), ("SKU-A", 6), ("SKU-B", 20)], start=1):
+            land_receipt(con, f"RCV-{n}", sku, NOW - timedelta(days=days))
+        assert inspections.refresh_lots(con, store, NOW, WINDOW) == 3
+        inspect(store, "RCV-3", NOW)
+
+        later = NOW + timedelta(days=2)  # RCV-3 left the receipts' window, but was inspected: it stays
+        land_product(con, "SKU-B", "Soup bowl", 6.0)  # relabelled: its lots are sent again
+        land_product(con, "SKU-A", "Mug", 3.9)  # repriced: nothing to send
+        land_receipt(con, "RCV-5", "SKU-A", later)
+        assert inspections.refresh_lots(con, store, later, WINDOW) == 2  # RCV-2 (relabelled) and RCV-5
+        by_change = listed(store)
+
+        store.execute("DELETE FROM publications WHERE name = 'inspection_lots'")  # forget it: publish it whole
+        assert inspections.refresh_lots(con, store, later, WINDOW) == 4
+        assert listed(store) == by_change
+        assert [lot[:4] for lot in by_change] == [
+            ("RCV-1", 1, "SKU-A", "Mug"),
+            ("RCV-2", 1, "SKU-B", "Soup bowl"),
+            ("RCV-3", 1, "SKU-A", "Mug"),
+            ("RCV-5", 1, "SKU-A", "Mug"),
+        ]
+
+
 def test_qa_is_offered_the_lots_received_within_the_window_not_inspected_yet_and_those_inspected_recently(tmp_path):
     with warehouse.connect(tmp_path / "w.duckdb") as con, appstore.connect(tmp_path / "app.sqlite") as store:
         land_product(con, "SKU-A", "Mug", 4.5)
