@@ -347,7 +347,6 @@ def lots_to_publish(
               WHERE r.received_at < $received_since) r
         JOIN valid_catalog c USING (sku)
         WHERE r.qty_received > 0
-          AND ($since::TIMESTAMPTZ IS NULL OR r._loaded_at > $since OR r.sku IN (SELECT sku FROM relabelled))
         ORDER BY r.receipt_id, r.line_no  -- the app's key: SQLite appends instead of splitting pages""",
         {"received_since": window.received_since(now), "since": since},
     )
