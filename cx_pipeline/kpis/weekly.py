@@ -133,6 +133,7 @@ CREATE TABLE IF NOT EXISTS kpi_inspected_weeks (  -- inspections logged and DHU 
 CREATE TABLE IF NOT EXISTS kpi_inspected_from (   -- one row: the inspections it was built from (`DHU_INPUTS`)
     inputs VARCHAR NOT NULL
 );
+ALTER TABLE kpi_inspected_from ADD COLUMN IF NOT EXISTS weeks BIGINT;  -- its rows: other than these, emptied since
 """
 INSPECTED_SQL = """
 INSERT INTO kpi_inspected_weeks
@@ -151,16 +152,17 @@ def refresh_inspected_weeks(con: duckdb.DuckDBPyConnection) -> bool:
 
     It reads every inspection's defects (17 M rows at 1 M SKUs: most of the weekly KPIs' time), so it is rebuilt
     only when the inspections changed since, by the fingerprint the DHU keeps (`DHU_INPUTS`), or when that
-    fingerprint is missing.
+    fingerprint is missing or the table no longer holds the weeks it recorded.
     """
-    inputs = first_row(con, DHU_INPUTS)
-    if first_row(con, "SELECT inputs FROM kpi_inspected_from") == inputs:
+    (inputs,) = first_row(con, DHU_INPUTS)
+    kept = first_row(con, "SELECT inputs, weeks = (SELECT count(*) FROM kpi_inspected_weeks) FROM kpi_inspected_from")
+    if kept == (inputs, True):
         return False
     with transaction(con):
         con.execute("DELETE FROM kpi_inspected_weeks")
         con.execute(INSPECTED_SQL)
         con.execute("DELETE FROM kpi_inspected_from")
-        con.execute("INSERT INTO kpi_inspected_from VALUES (?)", list(inputs))
+        con.execute("INSERT INTO kpi_inspected_from SELECT ?, count(*) FROM kpi_inspected_weeks", [inputs])
     return True
 
 

@@ -51,6 +51,8 @@ CREATE TABLE IF NOT EXISTS reconciled_with (  -- one row: the policy and quarant
     policy     VARCHAR NOT NULL,
     quarantine VARCHAR NOT NULL
 );
+-- and how many discrepancies it left: fewer or more now, the table was rebuilt or emptied since
+ALTER TABLE reconciled_with ADD COLUMN IF NOT EXISTS discrepancies BIGINT;
 CREATE TABLE IF NOT EXISTS receipt_confirmations (
     receipt_id   VARCHAR NOT NULL,      -- one row per receipt, kept so by `confirm_receipts` (no index: bulk loads)
     warehouse    VARCHAR,
@@ -78,9 +80,9 @@ TOUCHED = "SEMI JOIN touched USING (po_id, po_line)"  # limits a statement to th
 def touched_po_lines(con: duckdb.DuckDBPyConnection, judged: tuple[str, str]) -> bool:
     """Create temp table `touched`: the PO lines whose receipt state may have changed since the last
     reconciliation, and temp table `pending`: the batches that brought the changes. Returns False when every
-    line must be redone instead: the first time, or when the policy or the quarantine of PO lines or receipts
+    line must be redone instead: the first time, when the policy or the quarantine of PO lines or receipts
     changed since the last reconciliation (`judged`, from `judged_with`; a quarantined row leaves `valid_*`
-    without a new batch).
+    without a new batch), or when `receipt_discrepancies` no longer holds what it left.
 
     A line is redone when a batch not yet reconciled touched its PO line or one of its receipts, and while
     nothing has arrived against it: its days late grow with the clock.
@@ -93,7 +95,12 @@ def touched_po_lines(con: duckdb.DuckDBPyConnection, judged: tuple[str, str]) ->
         -- a batch its contract has not judged yet is not in `valid_*`: it is pending until it is
         EXCEPT SELECT feed, batch_id FROM ingest_batches WHERE judged_at IS NULL"""
     )
-    if first_row(con, "SELECT policy, quarantine FROM reconciled_with") != judged:
+    kept = first_row(
+        con,
+        """SELECT policy, quarantine, discrepancies = (SELECT count(*) FROM receipt_discrepancies)
+        FROM reconciled_with""",
+    )
+    if kept != (*judged, True):
         return False
     con.execute(
         """CREATE OR REPLACE TEMP TABLE touched AS
@@ -282,7 +289,11 @@ def reconcile(con: duckdb.DuckDBPyConnection, policy: ReceivingPolicy, now: date
         )
         con.execute("INSERT INTO reconciled SELECT feed, batch_id FROM pending")
         con.execute("DELETE FROM reconciled_with")
-        con.execute("INSERT INTO reconciled_with VALUES (?, ?)", list(judged))
+        con.execute(
+            """INSERT INTO reconciled_with (policy, quarantine, discrepancies)
+            SELECT ?, ?, count(*) FROM receipt_discrepancies""",
+            list(judged),
+        )
     return {"opened": opened, "reopened": reopened, "resolved": resolved, "po_lines_redone": redone}
 
 

@@ -139,6 +139,9 @@ def test_the_inspection_weeks_are_kept_until_the_inspections_change_and_then_mat
     con.execute("DELETE FROM kpi_inspected_from")  # forget what it was built from: built from scratch
     assert weekly.refresh_inspected_weeks(con)
     assert weekly.build_weekly(con) == later
+    con.execute("DELETE FROM kpi_inspected_weeks")  # as a table dropped and created again would be
+    assert weekly.refresh_inspected_weeks(con)
+    assert weekly.build_weekly(con) == later
 
 
 def test_a_first_week_the_history_starts_inside_is_left_out(con):
