@@ -41,6 +41,7 @@ MIN_TRAINING_RETURNS = 20  # fewer return inquiries than this in the training la
 # holding less at one cutoff than at another would make the same feature mean different things. Returns are
 # counted from RETURN_LAG days into the window, since a return inquiry comes days after its order.
 HISTORY_COLUMNS = ["log_price", "sold_nothing"]
+CUTOFF_COLUMNS = ["log_lines", "sold_nothing", "return_ratio", "label"]  # per cutoff (see history_sql)
 # Sales and past returns act on returns along a curve, not a straight line in logs (a SKU with a handful of
 # lines, or none returned, is not the straight line's extrapolation): each is fed to the GLM as a cubic spline.
 # Past returns' spline stays flat beyond the training values: extended as a line it overfitted 30-day windows,
@@ -53,9 +54,6 @@ MAX_WINDOW_DAYS, MIN_WINDOW_DAYS, RETURN_LAG_DAYS = 90, 30, 14
 DRIVERS_SHOWN = 3
 ALPHAS = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]  # L2 penalties tried (the features are standardised)
 SEARCH_ROWS, SEARCH_FOLDS = 50_000, 4
-# Below this many rows a fit runs on one BLAS/OpenMP thread: the matrices (rows x ~50) are too small for threads
-# to pay, and on a busy machine their spinning made a 2,000-SKU fit ten times slower.
-ONE_THREAD_ROWS = 200_000
 PUBLISHED_RISKS = 1000  # the top of the ranking, for QA's page (and the only SKUs whose drivers are worded)
 # The final fits' rows, drawn at random past this: some 60 coefficients need no more, and at 1 M SKUs the fit on
 # both cutoffs' 2 M rows took 8 s of the model's 30.
@@ -97,30 +95,47 @@ LEFT JOIN (
 WHERE i.reason = 'return'
 """
 
-FEATURES_SQL = f"""
-WITH returns AS ({RETURNS_SQL}),
-sales AS (   -- order lines, not units: a return inquiry is about a line
-    SELECT sku, count(*) AS lines FROM valid_open_orders
-    WHERE status <> 'cancelled' AND ordered_at <= $cutoff AND ordered_at > $cutoff - to_days($window) GROUP BY sku
-), history AS (
-    SELECT sku, count(*) AS returns FROM returns
-    WHERE created_at <= $cutoff AND created_at > $cutoff - to_days($window - $lag) GROUP BY sku
-), labels AS (
-    SELECT sku, count(*) AS label FROM returns
-    WHERE created_at > $cutoff AND created_at <= $cutoff + to_days(30) GROUP BY sku
-)
-SELECT c.sku, c.title, c.category, c.supplier_id, c.status, ln(greatest(c.price, 0.01)) AS log_price,
-       ln(1 + coalesce(s.lines, 0)) AS log_lines, (s.lines IS NULL)::DOUBLE AS sold_nothing,
-       -- The SKU's past return inquiries against those its lines would bring at its category's rate, $prior
-       -- added to both (the credibility of a Poisson count): with few returns expected, one more moves it little,
-       -- where a bare log count made the first return weigh as much as doubling many.
-       ln((coalesce(h.returns, 0) + $prior)
-          / (coalesce(s.lines, 0) * coalesce(sum(h.returns) OVER w / sum(s.lines) OVER w, 0) + $prior)) AS return_ratio,
-       coalesce(l.label, 0) AS label
-FROM valid_catalog c LEFT JOIN sales s USING (sku) LEFT JOIN history h USING (sku) LEFT JOIN labels l USING (sku)
-WINDOW w AS (PARTITION BY c.category)
-ORDER BY c.sku
+# The catalog's columns of every cutoff's frame, read once for the three (the same rows, in the same order).
+CATALOG_SQL = """
+SELECT sku, title, category, supplier_id, status, ln(greatest(price, 0.01)) AS log_price
+FROM valid_catalog ORDER BY sku
 """
+
+
+def history_sql(cutoffs: int) -> str:
+    """SQL for the sales, past returns and labels of every catalog SKU (in CATALOG_SQL's order) at each of
+    `cutoffs` cutoffs ($cutoff0, ...) in one read of the orders and the returns: columns log_lines0,
+    sold_nothing0, return_ratio0, label0, log_lines1, ..."""
+    k = range(cutoffs)
+    sold = [f"ordered_at <= $cutoff{i} AND ordered_at > $cutoff{i} - to_days($window)" for i in k]
+    past = [f"created_at <= $cutoff{i} AND created_at > $cutoff{i} - to_days($window - $lag)" for i in k]
+    later = [f"created_at > $cutoff{i} AND created_at <= $cutoff{i} + to_days(30)" for i in k]
+    # The SKU's past return inquiries against those its lines would bring at its category's rate, $prior added
+    # to both (the credibility of a Poisson count): with few returns expected, one more moves it little, where a
+    # bare log count made the first return weigh as much as doubling many.
+    columns = ", ".join(
+        f"""ln(1 + coalesce(s.lines{i}, 0)) AS log_lines{i}, (s.lines{i} IS NULL)::DOUBLE AS sold_nothing{i},
+        ln((coalesce(h.returns{i}, 0) + $prior) / (coalesce(s.lines{i}, 0)
+           * coalesce(sum(h.returns{i}) OVER w / sum(s.lines{i}) OVER w, 0) + $prior)) AS return_ratio{i},
+        coalesce(h.label{i}, 0) AS label{i}"""
+        for i in k
+    )
+    lines = ", ".join(f"nullif(count(*) FILTER ({sold[i]}), 0) AS lines{i}" for i in k)
+    returned = ", ".join(
+        f"nullif(count(*) FILTER ({past[i]}), 0) AS returns{i}, count(*) FILTER ({later[i]}) AS label{i}" for i in k
+    )
+    return f"""
+    WITH returns AS ({RETURNS_SQL}),
+    sales AS (   -- order lines, not units: a return inquiry is about a line
+        SELECT sku, {lines} FROM valid_open_orders WHERE status <> 'cancelled' GROUP BY sku
+    ), history AS (
+        SELECT sku, {returned} FROM returns GROUP BY sku
+    )
+    SELECT {columns}
+    FROM valid_catalog c LEFT JOIN sales s USING (sku) LEFT JOIN history h USING (sku)
+    WINDOW w AS (PARTITION BY c.category)
+    ORDER BY c.sku
+    """
 
 
 def dhu_sql(cutoffs: int) -> str:
@@ -187,31 +202,41 @@ def features(
     con: duckdb.DuckDBPyConnection, cutoffs: list[datetime], checklists: Checklists, window: int
 ) -> list[pd.DataFrame]:
     """Per cutoff, one row per catalog SKU: the features at the cutoff over `window` days, and the label (return
-    inquiries in the 30 days after it)."""
-    frames = [
-        con.execute(
-            FEATURES_SQL, {"cutoff": cutoff, "window": window, "lag": RETURN_LAG_DAYS, "prior": RETURNS_PRIOR}
-        ).df()
-        for cutoff in cutoffs
-    ]
+    inquiries in the 30 days after it). The frames share the catalog's columns (its strings are held once)."""
+    moments = {f"cutoff{i}": cutoff for i, cutoff in enumerate(cutoffs)}
+    catalog = con.execute(CATALOG_SQL).df()
+    history = con.execute(
+        history_sql(len(cutoffs)), {**moments, "window": window, "lag": RETURN_LAG_DAYS, "prior": RETURNS_PRIOR}
+    ).fetchnumpy()
     items = pd.DataFrame(
         [(c, i) for c, items in checklists.categories.items() for i in items], columns=["category", "item"]
     )
     con.register("families", items.assign(position=np.arange(len(items))))
     try:
-        moments = {f"cutoff{i}": cutoff for i, cutoff in enumerate(cutoffs)}
         dhu = con.execute(dhu_sql(len(cutoffs)), {**moments, "prior": PRIOR_UNITS, "window": window}).fetchnumpy()
     finally:
         con.unregister("families")
+    release_memory(con)
     # One column per segment, placed by index (a SKU has DHU only in its own category's segments, else 0):
     # a pivot by name in pandas took half the features' time at 1 M SKUs.
     names = segments(checklists)
-    placed = []
-    for i, frame in enumerate(frames):
-        wide = np.zeros((len(frame), len(items)))
+    frames = []
+    for i in range(len(cutoffs)):
+        wide = np.zeros((len(catalog), len(items)), order="F")  # its columns contiguous
         wide[dhu["row"], dhu["position"]] = dhu[f"dhu{i}"]
-        placed.append(pd.concat([frame, pd.DataFrame(wide, columns=names)], axis=1))
-    return placed
+        columns = {name: catalog[name] for name in catalog.columns}
+        columns |= {name: history[f"{name}{i}"] for name in CUTOFF_COLUMNS}
+        frames.append(pd.DataFrame(columns | dict(zip(names, wide.T, strict=True)), copy=False))
+    return frames
+
+
+def release_memory(con: duckdb.DuckDBPyConnection) -> None:
+    """Give the memory of the queries just run back to the system before the fits: DuckDB keeps the pages its
+    largest queries used (up to its memory_limit: 1.4 GB at 1 M SKUs, not reported as in use) until the
+    connection closes, unless its limit is lowered; it is lowered for a moment, then set back."""
+    ((limit,),) = con.execute("SELECT current_setting('memory_limit')").fetchall()
+    con.execute("SET memory_limit = '64MB'")
+    con.execute(f"SET memory_limit = '{limit}'")
 
 
 def segments(checklists: Checklists) -> list[str]:
@@ -294,20 +319,33 @@ def choose_alpha(sample: pd.DataFrame, checklists: Checklists) -> float:
     return path[int(np.argmin(deviance))]
 
 
-def _fit(frame: pd.DataFrame, checklists: Checklists) -> Pipeline:
-    """Fit the model, its regularisation chosen by cross-validation within the training rows (a small
-    catalog needs more of it than a large one); the search uses at most `SEARCH_ROWS` rows, the fit `FIT_ROWS`."""
-    if frame["label"].sum() < MIN_TRAINING_RETURNS:
+def _fit(frames: list[pd.DataFrame], checklists: Checklists) -> Pipeline:
+    """Fit the model on the rows of `frames`, its regularisation chosen by cross-validation within them (a small
+    catalog needs more of it than a large one); the search uses at most `SEARCH_ROWS` rows, the fit `FIT_ROWS`.
+    On one BLAS/OpenMP thread: the matrices (rows x ~60) are too narrow for threads to pay, and on a busy machine
+    their spinning made the fits several times slower (at 1 M SKUs a 200,000-row fit 8.5 s instead of 1.4 s)."""
+    label = sum(int(frame["label"].sum()) for frame in frames)
+    if label < MIN_TRAINING_RETURNS:
         raise NotEnoughHistory(
-            f"only {int(frame['label'].sum())} return inquiries in the training window; the model needs "
+            f"only {label} return inquiries in the training window; the model needs "
             f"{MIN_TRAINING_RETURNS} or more (it learns once the helpdesk history spans 60 days)"
         )
-    sample = frame.sample(min(len(frame), SEARCH_ROWS), random_state=0)
+    rows = sum(map(len, frames))
     with threadpool_limits(1):
-        alpha = choose_alpha(sample, checklists)
-    rows = frame.sample(FIT_ROWS, random_state=0) if len(frame) > FIT_ROWS else frame
-    with threadpool_limits(1 if len(rows) < ONE_THREAD_ROWS else None):
-        return build_model(checklists).set_params(glm__alpha=alpha).fit(rows, rows["label"])
+        alpha = choose_alpha(_sample(frames, min(rows, SEARCH_ROWS)), checklists)
+        fitted = _sample(frames, FIT_ROWS) if rows > FIT_ROWS else pd.concat(frames, ignore_index=True)
+        return build_model(checklists).set_params(glm__alpha=alpha).fit(fitted, fitted["label"])
+
+
+def _sample(frames: list[pd.DataFrame], count: int) -> pd.DataFrame:
+    """`pd.concat(frames, ignore_index=True).sample(count, random_state=0)` (the same rows in the same order:
+    pandas draws them with `RandomState(0).choice`), without copying every row of the frames first."""
+    starts = np.cumsum([0] + [len(frame) for frame in frames])
+    drawn = np.random.RandomState(0).choice(starts[-1], size=count, replace=False)
+    source = np.searchsorted(starts, drawn, side="right") - 1
+    parts = [frame.iloc[drawn[source == k] - starts[k]] for k, frame in enumerate(frames)]
+    placed = np.concatenate([np.flatnonzero(source == k) for k in range(len(frames))])
+    return pd.concat(parts, ignore_index=True).iloc[np.argsort(placed)].reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -329,7 +367,7 @@ def cutoffs(con: duckdb.DuckDBPyConnection, now: datetime, checklists: Checklist
 def evaluate(data: Cutoffs, checklists: Checklists) -> Evaluation:
     """Train at now-60d, test at now-30d (labels: the last 30 days), against the category-mean baseline."""
     train, test = data.train, data.test
-    model = _fit(train, checklists)
+    model = _fit([train], checklists)
     predicted = model.predict(test)
     baseline = test["category"].map(train.groupby("category")["label"].mean()).fillna(train["label"].mean())
     baseline = baseline.clip(lower=1e-6).to_numpy()  # the deviance needs a positive prediction
@@ -355,7 +393,7 @@ class Scores:
 def score(data: Cutoffs, checklists: Checklists) -> Scores:
     """Train on both labelled cutoffs, then predict the next 30 days for every SKU, with the segments that
     raise each SKU's risk most compared with the average of its category."""
-    model = _fit(pd.concat([data.train, data.test], ignore_index=True), checklists)
+    model = _fit([data.train, data.test], checklists)
     current = data.current
     names = segments(checklists)
     scaler = model.named_steps["columns"].named_transformers_["numbers"]
@@ -383,9 +421,10 @@ def _lift(current: pd.DataFrame, top: pd.DataFrame, names: list[str], per_dhu: d
     """A segment's part in the risk of each SKU of `top`: its coefficient times how far the SKU's DHU is from
     the mean of its category's SKUs (all of `current`); 0 for the segments of other categories."""
     lift = pd.DataFrame(index=top.index)
+    in_category = {category: current["category"] == category for category in {n.split(".")[0] for n in names}}
     for name in names:
         category = name.split(".")[0]
-        mean = current.loc[current["category"] == category, name].mean()
+        mean = current.loc[in_category[category], name].mean()
         lift[name] = np.where(top["category"] == category, per_dhu[name] * (top[name] - mean), 0.0)
     return lift
 
