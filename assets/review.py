@@ -15,10 +15,12 @@ PREVIEW_ROWS = 20
 
 
 class StalenessConfig(dg.Config, staleness.StalenessPolicy):
-    """Thresholds, points and review cadence of the staleness assessment (see docs/review.md), and
-    `families_file`: a YAML of required catalog attributes per category (default: the bundled one)."""
+    """Thresholds, points and review cadence of the staleness assessment (see docs/review.md), `families_file`:
+    a YAML of required catalog attributes per category (default: the bundled one), and `assess_whole`: assess
+    every product, not only those whose rows may have changed since the day's first run."""
 
     families_file: str = ""
+    assess_whole: bool = False
 
 
 @dg.asset(group_name="catalog_review", kinds={"duckdb", "sqlite", "python"}, owners=OWNERS, pool=WAREHOUSE_POOL)
@@ -59,10 +61,10 @@ def stale_products(
 ) -> dg.MaterializeResult:
     """Every product's staleness with its reasons in words, and the review queue of long-registered products
     whose review is due, published to the review app and exported as CSV."""
-    policy = staleness.StalenessPolicy(**config.model_dump(exclude={"families_file"}))
+    policy = staleness.StalenessPolicy(**config.model_dump(exclude={"families_file", "assess_whole"}))
     families = load_families(config.families_file or None)
     with warehouse.connect() as con:
-        staleness.assess(con, policy, families, wms_clock(con))
+        reassessed = staleness.assess(con, policy, families, wms_clock(con), whole=config.assess_whole)
         counts = staleness.queue_summary(con)
         by_reason = staleness.queue_by(con, "reason")
         by_category = staleness.queue_by(con, "category")
@@ -71,14 +73,20 @@ def stale_products(
         staleness.export_queue(con, export)
         with app_store.connect() as store:
             published = decisions.publish_queue(store, con, context.run_id)
+    again = "every product" if reassessed is None else f"{reassessed:,} products whose rows may have changed"
     context.log.info(
-        f"stale_products: {counts['queue']:,} products to review of {counts['long_registered']:,} long-registered; "
-        f"{published:,} published to the review app"
+        f"stale_products: assessed {again}; {counts['queue']:,} products to review of "
+        f"{counts['long_registered']:,} long-registered; "
+        f"the review app's copy: {published.sent:,} rows sent, {published.withdrawn:,} withdrawn, "
+        f"{published.cohort:,} products in all"
     )
     return dg.MaterializeResult(
         metadata={
             **counts,
-            "published_to_app": published,
+            "assessed": counts["products"] if reassessed is None else reassessed,
+            "assessed_whole": reassessed is None,
+            "published_to_app": published.cohort,
+            "sent_to_app": published.sent,
             "queue_by_reason": markdown(by_reason, "the queue is empty"),
             "queue_by_category": markdown(by_category, "the queue is empty"),
             "top_of_queue": markdown(top, "the queue is empty"),

@@ -14,7 +14,7 @@ from cx_pipeline.ingest import schema as ingest_schema
 from cx_pipeline.kpis import weekly
 from cx_pipeline.quality import inspections, returns
 from cx_pipeline.receiving import notices, reconciliation
-from cx_pipeline.review import decisions
+from cx_pipeline.review import decisions, staleness
 from cx_pipeline.storefront import push, shop_state, stock
 
 # Each room's tables, in the order they depend on each other (ingest's raw tables and views first).
@@ -25,6 +25,7 @@ ROOM_DDL = (
     shop_state.DDL,
     stock.DDL,
     decisions.DDL,
+    staleness.DDL,
     inspections.DDL,
     returns.DDL,
     weekly.DDL,

@@ -95,3 +95,27 @@ def test_migrating_the_decisions_never_gives_a_deleted_decisions_id_again(tmp_pa
             (1, "A-1"),
             (3, "A-3"),
         ]
+
+
+def test_a_published_queue_keeps_its_rows_when_its_stored_rank_goes(tmp_path):
+    """Migration 7: the queue is ordered by its own columns (score, registration day, SKU), not a stored rank
+    that moved for every product below one whose score changed."""
+    path = tmp_path / "app.sqlite"
+    con = sqlite3.connect(path)
+    con.executescript(appstore.SCHEMA + "; PRAGMA user_version = 6;")  # as version 6 left it: with the rank
+    con.execute("CREATE INDEX review_queue_rank ON review_queue (in_queue, rank)")
+    con.execute(
+        f"INSERT INTO review_queue VALUES ({', '.join('?' * 20)})",
+        ["A-1", 1, "Lamp", "home", "SUP-01", "active", "2022-11-01", 4.1, 5.0, "[]", ",registered,", "due", 1,
+         None, 50, 0, 0, 0, 1.0, "2024-11-01"],
+    )  # fmt: skip
+    con.execute("INSERT INTO publications VALUES ('review_queue', 'r1', '2026-12-01', '2026-12-01', 0, 1)")
+    con.commit()
+    con.close()
+    with appstore.connect(path) as store:
+        columns = [r["name"] for r in store.execute("SELECT name FROM pragma_table_info('review_queue')")]
+        assert "rank" not in columns and len(columns) == 19
+        assert [tuple(r) for r in store.execute("SELECT sku, score FROM review_queue")] == [("A-1", 5.0)]
+        assert store.execute("SELECT token FROM publications").fetchone()[0] is None  # the next one sends all
+        indexes = {r[0] for r in store.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'review_queue'")}
+        assert "review_queue_order" in indexes and "review_queue_rank" not in indexes

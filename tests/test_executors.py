@@ -36,6 +36,9 @@ STAMPED = {
     "return_risk": {"scored_at"},
     "return_risk_metrics": {"run_id", "scored_at", "train_cutoff", "test_cutoff"},
     "stale_products": {"out_of_stock_since", "last_mismatch_at", "assessed_at"},
+    "stale_assessment": {"assessed_at", "basis"},
+    "stale_assessed_inputs": {"id"},  # batch and plan ids: their count is compared
+    "review_queue_sent_token": {"token"},
     "stock_status_since": {"since", "changed_run"},
 }
 
@@ -69,7 +72,7 @@ def differences(left: Path, right: Path) -> dict[str, int]:
             ).fetchall()
             if c not in STAMPED_EVERYWHERE | STAMPED.get(table, set())
         ]
-        select = ", ".join(columns)
+        select = ", ".join(columns) or "count(*)"  # every column stamped: the row counts are compared
         (count,) = con.execute(
             f"""SELECT count(*) FROM (
                 (SELECT {select} FROM l."{table}" EXCEPT ALL SELECT {select} FROM r."{table}")

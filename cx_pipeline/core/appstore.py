@@ -92,7 +92,6 @@ CREATE TABLE IF NOT EXISTS review_queue (      -- the cohort as the pipeline las
     completeness       REAL,
     next_review_due    TEXT
 );
-CREATE INDEX IF NOT EXISTS review_queue_rank ON review_queue (in_queue, rank);
 {LOTS_TABLE.format(name="inspection_lots")};
 {LOTS_INDEX}
 CREATE TABLE IF NOT EXISTS inspections (       -- one per inspected lot; a later one for the same lot replaces it
@@ -246,18 +245,33 @@ MIGRATIONS: dict[int, str] = {
     );
     CREATE INDEX IF NOT EXISTS login_client_failures_by_client ON login_client_failures (client, failed_at);
     """,
+    7: """
+    -- the review queue ordered by its own columns, not a stored rank (a rank moved for every product below one
+    -- whose score changed, so each publication rewrote the whole queue); a publication may send only what changed
+    DROP INDEX IF EXISTS review_queue_rank;
+    ALTER TABLE review_queue DROP COLUMN rank;
+    CREATE INDEX IF NOT EXISTS review_queue_order ON review_queue (in_queue, score DESC, registered_at, sku);
+    ALTER TABLE publications ADD COLUMN token TEXT;  -- names one publication, for the pipeline's copy of it
+    """,
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
 
 def note_publication(
-    store: sqlite3.Connection, name: str, run_id: str, assessed_at: str, rows: int, decisions_through: int = 0
+    store: sqlite3.Connection,
+    name: str,
+    run_id: str,
+    assessed_at: str,
+    rows: int,
+    decisions_through: int = 0,
+    token: str | None = None,
 ) -> None:
     """Record what the pipeline last published as `name` (the pages say when, and from which run): inside the
     transaction that replaced it, so the note and the rows it describes change together."""
     store.execute(
-        "INSERT OR REPLACE INTO publications VALUES (?, ?, ?, ?, ?, ?)",
-        [name, run_id, utc_now(), assessed_at, decisions_through, rows],
+        """INSERT OR REPLACE INTO publications (name, run_id, published_at, assessed_at, decisions_through, rows, token)
+        VALUES (?, ?, ?, ?, ?, ?, ?)""",
+        [name, run_id, utc_now(), assessed_at, decisions_through, rows, token],
     )
 
 

@@ -2,9 +2,10 @@
 queue published back to the app store.
 
 The loop: the app records a decision (`record_decision`, in SQLite) -> the next run imports new decisions
-(`import_decisions`, by id) -> `staleness.assess` honours them -> `publish_queue` replaces the app's
-queue and notes the last decision id it reflects. Until then the app hides products decided after that id,
-so a decision made while a run is going takes effect at once and is picked up by the next run.
+(`import_decisions`, by id) -> `staleness.assess` honours them -> `publish_queue` brings the app's queue to the
+assessment (sending what changed since the last publication) and notes the last decision id it reflects. Until
+then the app hides products decided after that id, so a decision made while a run is going takes effect at once
+and is picked up by the next run.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sqlite3
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import orjson
@@ -24,7 +25,6 @@ from cx_pipeline.core.appstore import iso, note_publication, utc_now
 from cx_pipeline.core.sql import first_row, row_exists_sql
 from cx_pipeline.core.transactions import transaction
 from cx_pipeline.ingest.schema import log_import
-from cx_pipeline.review import staleness
 from cx_pipeline.review.staleness import DECISIONS, REASON_CODES
 
 FEED = "review_decisions"  # its name in ingest_batches and quarantine
@@ -45,6 +45,8 @@ CREATE TABLE IF NOT EXISTS review_decisions (
 );
 -- an 'undo' row takes back the decision it names: the product is assessed as if that decision was never made
 ALTER TABLE review_decisions ADD COLUMN IF NOT EXISTS undoes BIGINT;
+-- the token of the publication whose rows `review_queue_sent` holds (see publish_queue)
+CREATE TABLE IF NOT EXISTS review_queue_sent_token (token VARCHAR);
 CREATE OR REPLACE VIEW valid_review_decisions AS
 SELECT * FROM review_decisions
 WHERE decision_id::VARCHAR NOT IN (
@@ -101,15 +103,22 @@ def latest_import(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     ).df()
 
 
-PUBLISH_SQL = f"""
-SELECT sku, row_number() OVER (ORDER BY {staleness.QUEUE_ORDER}), title, category, supplier_id, product_status,
-       strftime(timezone('UTC', registered_at), '%Y-%m-%d'),
-       round(years_registered, 1), score, to_json(reasons)::VARCHAR, ',' || array_to_string(reason_codes, ',') || ',',
-       review_state, in_queue::INTEGER, days_since_receipt, days_since_order, days_out_of_stock, cancellations_30d,
-       mismatches_30d, round(completeness, 3), strftime(timezone('UTC', next_review_due), '%Y-%m-%d')
+# The app's copy of the cohort, in the columns of its `review_queue` table.
+PUBLISH_SQL = """
+SELECT sku, title, category, supplier_id, product_status,
+       strftime(timezone('UTC', registered_at), '%Y-%m-%d') AS registered_at,
+       round(years_registered, 1) AS years_registered,
+       score, to_json(reasons)::VARCHAR AS reasons, ',' || array_to_string(reason_codes, ',') || ',' AS reason_codes,
+       review_state, in_queue::INTEGER AS in_queue, days_since_receipt, days_since_order, days_out_of_stock,
+       cancellations_30d, mismatches_30d, round(completeness, 3) AS completeness,
+       strftime(timezone('UTC', next_review_due), '%Y-%m-%d') AS next_review_due
 FROM stale_products
 WHERE long_registered AND product_status <> 'discontinued' AND (flagged OR last_decided_at IS NOT NULL)
 """
+# The warehouse's copy of the queue as last published, with the publication's token: a later publication sends
+# the app only the rows that differ (within a day, the products whose signals changed). When the app's
+# publication is not that one (a new or restored app store, a crash between the two commits), it sends them all.
+SENT_TABLE = "review_queue_sent"
 
 
 HISTORY_DAYS = 90
@@ -120,24 +129,26 @@ HISTORY_DAYS = 90
 # (`stock_history`). Rows are bounded by the window's events, not by cohort x days.
 # Built from `from_day` on: the whole window, or only today for a product `kept` (the app holds its earlier days
 # from this day's first publication): millions of rows at a million SKUs, rebuilt once a day, not every run.
+# $since is the earliest `from_day` (as a UTC timestamp), so later publications scan only today's receipts and orders.
 HISTORY_SQL = f"""
 WITH cohort AS (
     SELECT sku FROM stale_products
     WHERE long_registered AND product_status <> 'discontinued' AND (flagged OR last_decided_at IS NOT NULL)
 ), clock AS (
     SELECT today, CAST(today - INTERVAL {HISTORY_DAYS - 1} DAY AS DATE) AS first_day
-    FROM (SELECT CAST(timezone('UTC', max(assessed_at)) AS DATE) AS today FROM stale_products)
+    FROM (SELECT CAST(timezone('UTC', assessed_at) AS DATE) AS today FROM stale_assessment)
 ), wanted AS (
     SELECT sku, CASE WHEN sku IN (SELECT sku FROM kept) THEN today ELSE first_day END AS from_day
     FROM cohort, clock
 ), received AS (
     SELECT sku, day, sum(qty_received) AS units
-    FROM (SELECT sku, CAST(timezone('UTC', received_at) AS DATE) AS day, qty_received FROM valid_receipts)
+    FROM (SELECT sku, CAST(timezone('UTC', received_at) AS DATE) AS day, qty_received FROM valid_receipts
+          WHERE received_at >= $since)
     JOIN wanted USING (sku) WHERE day >= from_day GROUP BY ALL
 ), ordered AS (  -- demand: not cancelled
     SELECT sku, day, sum(qty) AS units
     FROM (SELECT sku, CAST(timezone('UTC', ordered_at) AS DATE) AS day, qty FROM valid_open_orders
-          WHERE status <> 'cancelled')
+          WHERE status <> 'cancelled' AND ordered_at >= $since)
     JOIN wanted USING (sku) WHERE day >= from_day GROUP BY ALL
 ), pushed AS (  -- every push of a wanted product: the state a day ends with may come from before `from_day`
     SELECT c.sku, p.planned_at, CAST(timezone('UTC', p.planned_at) AS DATE) AS day, c.quantity, c.status
@@ -159,48 +170,116 @@ ASOF LEFT JOIN pushed s ON s.sku = e.sku AND e.day_end > s.planned_at
 """
 
 
-def publish_queue(store: sqlite3.Connection, con: duckdb.DuckDBPyConnection, run_id: str) -> int:
-    """Replace the app's copy of the cohort (flagged or decided long-registered products) and their history
-    with this run's assessment, in one transaction: the app sees the old queue or the new one, never half.
+@dataclass(frozen=True)
+class QueuePublication:
+    cohort: int  # products the app's queue now holds
+    sent: int  # of them, the rows this publication wrote (new or changed)
+    withdrawn: int  # products that left the cohort
 
-    The history is rebuilt whole at the first publication of a day (of the WMS clock). Later ones that day rebuild
-    today's rows of the products already published and the whole window of the products new to the cohort, and
-    drop the products that left it; a late receipt for an earlier day shows from the next day's first run."""
-    rows = con.execute(PUBLISH_SQL).fetchall()
+
+def publish_queue(store: sqlite3.Connection, con: duckdb.DuckDBPyConnection, run_id: str) -> QueuePublication:
+    """Bring the app's copy of the cohort (flagged or decided long-registered products) and their history to this
+    run's assessment, in one transaction: the app sees the old queue or the new one, never half.
+
+    The queue's rows are sent when they differ from the last publication (all of them when the app's publication
+    is not the warehouse's copy). The history is rebuilt whole at the first publication of a day (of the WMS
+    clock). Later ones that day rebuild today's rows of the products already published and the whole window of
+    the products new to the cohort, and drop the products that left it; a late receipt for an earlier day shows
+    from the next day's first run."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE queue_now AS {PUBLISH_SQL}")
     (through,) = first_row(con, "SELECT coalesce(max(decision_id), 0) FROM review_decisions")
-    (assessed_at,) = first_row(con, "SELECT max(assessed_at) FROM stale_products") or (None,)
+    (assessed_at,) = first_row(con, "SELECT assessed_at FROM stale_assessment") or (None,)
     assessed = iso(assessed_at) if assessed_at else utc_now()
     last = publication(store)
     same_day = last is not None and str(last["assessed_at"])[:10] == assessed[:10]
-    kept = pd.DataFrame(
-        {"sku": [sku for (sku,) in store.execute("SELECT sku FROM review_queue")] if same_day else []}, dtype=str
+    copy = last is not None and last["token"] is not None and last["token"] == sent_token(con)
+    _app_cohort(con, store, copy, same_day)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE queue_changed AS "
+        + (f"SELECT * FROM queue_now EXCEPT SELECT * FROM {SENT_TABLE}" if copy else "SELECT * FROM queue_now")
     )
-    con.register("kept", kept)
-    try:
-        history_rows = con.execute(HISTORY_SQL).fetchall()
-    finally:
-        con.unregister("kept")
+    sent = con.execute("SELECT * FROM queue_changed").fetchall()
+    gone = _skus(con, f"SELECT sku FROM {SENT_TABLE} ANTI JOIN queue_now USING (sku)") if copy else []
+    left = _skus(con, "SELECT sku FROM kept ANTI JOIN queue_now USING (sku)")  # the cohort's leavers, same day
+    (new,) = first_row(con, "SELECT count(*) FROM queue_now ANTI JOIN kept USING (sku)")
+    today = datetime.fromisoformat(assessed[:10]).replace(tzinfo=UTC)
+    since = today if new == 0 else today - timedelta(days=HISTORY_DAYS - 1)
+    history_rows = con.execute(HISTORY_SQL, {"since": since}).fetchall()
+    columns = [name for (name,) in con.execute("SELECT name FROM pragma_table_info('queue_now')").fetchall()]
+    token = uuid.uuid4().hex
     with appstore.transaction(store):
-        store.execute("DELETE FROM review_queue")
-        store.executemany(f"INSERT INTO review_queue VALUES ({', '.join('?' * 20)})", rows)
+        if not copy:
+            store.execute("DELETE FROM review_queue")
+        store.execute("DELETE FROM review_queue WHERE sku IN (SELECT value FROM json_each(?))", [_json(gone)])
+        store.executemany(
+            f"INSERT OR REPLACE INTO review_queue ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+            sent,
+        )
         if same_day:  # today's rows replaced, earlier days kept; a product that left the cohort leaves the history
-            left = sorted(set(kept["sku"]) - {row[0] for row in rows})
-            store.execute(
-                "DELETE FROM review_history WHERE sku IN (SELECT value FROM json_each(?))",
-                [orjson.dumps(left).decode()],
-            )
+            store.execute("DELETE FROM review_history WHERE sku IN (SELECT value FROM json_each(?))", [_json(left)])
         else:
             store.execute("DELETE FROM review_history")
         store.executemany("INSERT OR REPLACE INTO review_history VALUES (?, ?, ?, ?, ?, ?)", history_rows)
-        note_publication(store, "review_queue", run_id, assessed, len(rows), decisions_through=through)
-    return len(rows)
+        (rows,) = store.execute("SELECT count(*) FROM review_queue").fetchone()
+        note_publication(store, "review_queue", run_id, assessed, rows, decisions_through=through, token=token)
+    _keep_copy(con, token, whole=not copy)
+    return QueuePublication(rows, len(sent), len(gone))
+
+
+def sent_token(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The token of the publication the warehouse's copy of the queue holds (None: no copy)."""
+    row = first_row(con, "SELECT token FROM review_queue_sent_token")
+    return row[0] if row else None
+
+
+def _app_cohort(con: duckdb.DuckDBPyConnection, store: sqlite3.Connection, copy: bool, same_day: bool) -> None:
+    """Temp table `kept`: the products whose history the app holds from this day's first publication (none on a
+    new day); read from the warehouse's copy when it is the app's, else from the app."""
+    if not same_day:
+        con.execute("CREATE OR REPLACE TEMP TABLE kept (sku VARCHAR)")
+    elif copy:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE kept AS SELECT sku FROM {SENT_TABLE}")
+    else:
+        frame = pd.DataFrame({"sku": [sku for (sku,) in store.execute("SELECT sku FROM review_queue")]}, dtype=str)
+        con.register("app_cohort", frame)
+        try:
+            con.execute("CREATE OR REPLACE TEMP TABLE kept AS SELECT sku FROM app_cohort")
+        finally:
+            con.unregister("app_cohort")
+
+
+def _keep_copy(con: duckdb.DuckDBPyConnection, token: str, whole: bool) -> None:
+    """Make the warehouse's copy what the app now holds (after the app's commit: a crash in between leaves the
+    tokens apart, and the next publication sends the whole queue)."""
+    with transaction(con):
+        if whole:
+            con.execute(f"CREATE OR REPLACE TABLE {SENT_TABLE} AS SELECT * FROM queue_now")
+        else:  # the changed rows replaced, the products gone deleted
+            con.execute(
+                f"""DELETE FROM {SENT_TABLE}
+                WHERE sku IN (SELECT sku FROM queue_changed) OR sku NOT IN (SELECT sku FROM queue_now)"""
+            )
+            con.execute(f"INSERT INTO {SENT_TABLE} SELECT * FROM queue_changed")
+        con.execute("DELETE FROM review_queue_sent_token")
+        con.execute("INSERT INTO review_queue_sent_token VALUES (?)", [token])
+
+
+def _skus(con: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
+    return [sku for (sku,) in con.execute(sql).fetchall()]
+
+
+def _json(values: list[str]) -> str:
+    return orjson.dumps(values).decode()
 
 
 # --- the app's side ---
 
-# Columns the queue sorts by (the key is the `sort` parameter); ties keep the pipeline's order (`rank`).
+# The pipeline's order (staleness.QUEUE_ORDER) on the app's columns, as (column, direction).
+PIPELINE_ORDER = (("q.score", "DESC"), ("q.registered_at", "ASC"), ("q.sku", "ASC"))
+# Columns the queue sorts by (the key is the `sort` parameter; "rank" is the pipeline's order); ties keep the
+# pipeline's order.
 SORTS = {
-    "rank": "q.rank",
+    "rank": "",
     "sku": "q.sku",
     "title": "q.title COLLATE NOCASE",
     "category": "q.category",
@@ -257,9 +336,16 @@ class QueueOrder:
     descending: bool = False
 
     def sql(self) -> str:
-        """ORDER BY for the queue: the chosen column, then the pipeline's rank, so pages never overlap."""
-        column = SORTS.get(self.sort, SORTS["rank"])
-        return f"{column} {'DESC' if self.descending else 'ASC'}, q.rank"
+        """ORDER BY for the queue: the chosen column, then the pipeline's order (which ends with the SKU, so pages
+        never overlap); by "rank", the pipeline's order, reversed when descending."""
+        column = SORTS.get(self.sort, "")
+        direction = "DESC" if self.descending else "ASC"
+        pipeline = ", ".join(f"{c} {d}" for c, d in PIPELINE_ORDER)
+        if column:
+            return f"{column} {direction}, {pipeline}"
+        if self.descending:
+            return ", ".join(f"{c} {'ASC' if d == 'DESC' else 'DESC'}" for c, d in PIPELINE_ORDER)
+        return pipeline
 
 
 # The decision a product got after the publication (in force, not undone), shown next to a searched product.
@@ -395,7 +481,7 @@ def _insert(
     The caller holds the transaction."""
     cursor = store.execute(
         f"""INSERT INTO review_decisions (sku, decision, note, reviewer, decided_at, submission)
-        SELECT q.sku, ?, ?, ?, ?, ? FROM review_queue q WHERE {chosen} ORDER BY q.rank""",
+        SELECT q.sku, ?, ?, ?, ?, ? FROM review_queue q WHERE {chosen} ORDER BY {QueueOrder().sql()}""",
         [decision, note, reviewer, utc_now(), submission, *params],
     )
     return cursor.rowcount

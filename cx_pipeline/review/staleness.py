@@ -14,8 +14,12 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import orjson
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
+
+from cx_pipeline.core.sql import first_row
+from cx_pipeline.core.transactions import transaction
 
 DECISIONS = ("keep", "refresh_listing", "discontinue")
 UNDO = "undo"  # a decision row that takes back an earlier one (`undoes`)
@@ -61,15 +65,27 @@ class StalenessPolicy(BaseModel):
     )
 
 
+DDL = """
+CREATE TABLE IF NOT EXISTS stale_assessment (  -- the last assessment of stale_products, for the next one (`assess`)
+    assessed_at       TIMESTAMPTZ NOT NULL,     -- its WMS clock
+    basis             VARCHAR[] NOT NULL,       -- BASIS_SQL's values then
+    decisions_through BIGINT NOT NULL,          -- the review decisions it had seen
+    products          BIGINT NOT NULL           -- the rows it left (a table emptied since is assessed whole)
+);
+-- the input batches (judged) and push plans the assessments have seen, by id
+CREATE TABLE IF NOT EXISTS stale_assessed_inputs (id VARCHAR PRIMARY KEY);
+"""
+
+
 # One CTE per signal; each is a small aggregate joined to the catalog, so the whole assessment is one scan
 # of each input. Days are counted on the WMS's clock ($now). "Never on record" only counts as "no receipt
-# for N days" when the warehouse's history reaches back N days.
+# for N days" when the warehouse's history reaches back N days. `{only}` narrows the products assessed (and
+# the scans of their receipts and orders) to a list of SKUs (see `assess`); empty, it assesses every product.
 ASSESS_SQL = """
-CREATE OR REPLACE TABLE stale_products AS
 WITH receipts AS (
-    SELECT sku, max(received_at) AS last_receipt_at FROM valid_receipts GROUP BY sku
+    SELECT sku, max(received_at) AS last_receipt_at FROM valid_receipts {only} GROUP BY sku
 ), orders AS (
-    SELECT sku, max(ordered_at) AS last_order_at FROM valid_open_orders GROUP BY sku
+    SELECT sku, max(ordered_at) AS last_order_at FROM valid_open_orders {only} GROUP BY sku
 ), history AS (
     SELECT (SELECT min(received_at) FROM valid_receipts) AS receipts_from,
            (SELECT min(ordered_at) FROM valid_open_orders) AS orders_from
@@ -101,7 +117,7 @@ WITH receipts AS (
     SELECT c.sku, count(*) AS required_attributes,
            count(*) FILTER (c.attributes->>f.attribute IS NOT NULL) AS filled_attributes,
            list(f.attribute ORDER BY f.position) FILTER (c.attributes->>f.attribute IS NULL) AS missing_attributes
-    FROM valid_catalog c JOIN families f USING (category) GROUP BY c.sku
+    FROM valid_catalog c {only} JOIN families f USING (category) GROUP BY c.sku
 ), facts AS (
     SELECT c.sku, c.title, c.category, c.supplier_id, c.status AS product_status, c.registered_at,
            date_diff('day', c.registered_at, $now) / 365.25 AS years_registered,
@@ -120,7 +136,7 @@ WITH receipts AS (
            coalesce(k.missing_attributes, []) AS missing_attributes,
            d.decision_id AS last_decision_id, d.decision AS last_decision, d.note AS last_note,
            d.reviewer AS last_reviewer, d.decided_at AS last_decided_at
-    FROM valid_catalog c CROSS JOIN history h
+    FROM valid_catalog c {only} CROSS JOIN history h
     LEFT JOIN receipts r USING (sku) LEFT JOIN orders o USING (sku)
     LEFT JOIN stock_status_since s USING (sku) LEFT JOIN cancellations x USING (sku)
     LEFT JOIN mismatches m USING (sku) LEFT JOIN completeness k USING (sku) LEFT JOIN latest_decision d USING (sku)
@@ -185,26 +201,127 @@ SELECT * EXCLUDE (days_without_receipt, days_without_order,
             WHEN last_decided_at IS NULL THEN 'never_reviewed'
             ELSE 'due' END AS review_state,
        review_state IN ('never_reviewed', 'due', 'material_change') AS in_queue,
-       $now::TIMESTAMPTZ AS assessed_at
+       $now::TIMESTAMPTZ AS assessed_at  -- this row's; the latest assessment's is stale_assessment.assessed_at
 FROM scored  -- unordered: readers order by QUEUE_ORDER; sorting 1 M wide rows here cost a quarter of the step
 """
-QUEUE_ORDER = "score DESC, registered_at, sku"  # most urgent first; oldest first among equals
+# Most urgent first; among equals the earliest registered (by day, as the app shows it), then by SKU. The app orders
+# its copy by the same columns.
+QUEUE_ORDER = "score DESC, CAST(timezone('UTC', registered_at) AS DATE), sku"
+
+
+# What an assessment depends on beyond each product's own rows: if any of it differs from the last assessment's,
+# every product is assessed again. Within one WMS day the rules count whole days, so a product whose rows did not
+# change keeps its row; the few rules that compare timestamps (the inquiry and mismatch windows, a decision's
+# cadence) are covered by `TOUCHED_SQL`.
+BASIS_SQL = """
+SELECT CAST($now AS DATE) AS day, $policy AS policy,
+       (SELECT min(received_at) FROM valid_receipts) AS receipts_from,
+       (SELECT min(ordered_at) FROM valid_open_orders) AS orders_from,
+       -- rows quarantined or released in batches already assessed (a new batch's own rows are in TOUCHED_SQL)
+       (SELECT count(*) || '/' || count(released_at) FROM quarantine
+        WHERE batch_id IN (SELECT id FROM stale_assessed_inputs)) AS quarantine,
+       (SELECT count(*) || '/' || coalesce(max(absent_since)::VARCHAR, '') FROM snapshot_absent
+        WHERE feed = 'catalog') AS absent
+"""
+# The products whose row may have changed since the last assessment (at $since, on the WMS clock): those named by
+# a batch not judged then (of the catalog, receipts, orders, inquiries: an unjudged batch hides its rows), a new
+# review decision or push plan, or a stock status that differs from the one assessed; and those a window or a
+# cadence moved past.
+TOUCHED_SQL = """
+CREATE OR REPLACE TEMP TABLE stale_touched AS
+WITH new_batches AS (
+    SELECT batch_id AS _batch_id FROM ingest_batches
+    WHERE feed IN ('catalog', 'receipts', 'open_orders', 'inquiries') AND batch_id NOT IN (FROM stale_assessed_inputs)
+)
+SELECT sku FROM raw_catalog SEMI JOIN new_batches USING (_batch_id)
+UNION SELECT sku FROM raw_receipts SEMI JOIN new_batches USING (_batch_id)
+UNION SELECT sku FROM raw_open_orders SEMI JOIN new_batches USING (_batch_id)
+UNION SELECT coalesce(i.sku, o.sku) FROM (FROM raw_inquiries SEMI JOIN new_batches USING (_batch_id)) i
+    LEFT JOIN raw_open_orders o ON i.sku IS NULL AND o.order_id = i.order_id
+UNION SELECT coalesce(i.sku, o.sku) FROM valid_inquiries i  -- out of the window since
+    LEFT JOIN raw_open_orders o ON i.sku IS NULL AND o.order_id = i.order_id
+    WHERE i.created_at + to_days($cancellation_window_days) BETWEEN $since AND $now
+UNION SELECT sku FROM valid_review_decisions WHERE decision_id > $decisions_through
+UNION SELECT c.sku FROM push_changes c JOIN push_plans p USING (plan_id)
+    WHERE plan_id NOT IN (FROM stale_assessed_inputs)
+       OR p.planned_at + to_days($mismatch_window_days) BETWEEN $since AND $now
+UNION SELECT sku FROM stale_products p JOIN stock_status_since s USING (sku)
+    WHERE p.out_of_stock_since IS DISTINCT FROM CASE WHEN s.publish_status = 'out_of_stock' THEN s.since END
+UNION SELECT sku FROM stale_products WHERE next_review_due BETWEEN $since AND $now
+"""
 
 
 def assess(
-    con: duckdb.DuckDBPyConnection, policy: StalenessPolicy, families: dict[str, list[str]], now: datetime
-) -> None:
-    """(Re)build `stale_products`: one row per catalog product with its signals, score, reasons in words,
-    review state and whether it is in the review queue."""
+    con: duckdb.DuckDBPyConnection,
+    policy: StalenessPolicy,
+    families: dict[str, list[str]],
+    now: datetime,
+    whole: bool = False,
+) -> int | None:
+    """Bring `stale_products` to `now`: one row per catalog product with its signals, score, reasons in words,
+    review state and whether it is in the review queue. Within a WMS day, on the same policy and data basis, only
+    the products whose rows may have changed are assessed again; otherwise (or `whole`) all. Returns how many
+    products were assessed again (None: all of them).
+
+    A product's new rows are known by their batch (`ingest_batches`), as every feed lands them; rows written into
+    the raw tables by hand come in no batch, and need `whole`."""
     family_rows = pd.DataFrame(
         [(family, attribute, i) for family, attrs in families.items() for i, attribute in enumerate(attrs)],
         columns=["category", "attribute", "position"],
     )
+    settings = {**policy.model_dump(), "now": now}
     con.register("families", family_rows)
     try:
-        con.execute(ASSESS_SQL, {**policy.model_dump(), "now": now})
+        policy_key = orjson.dumps([policy.model_dump(), families], option=orjson.OPT_SORT_KEYS).decode()
+        basis = [str(value) for value in first_row(con, BASIS_SQL, {"now": now, "policy": policy_key}) or ()]
+        last = _last_assessment(con)
+        touched = None
+        if not whole and last is not None and last["basis"] == basis and last["assessed_at"] <= now:
+            params = {**settings, "since": last["assessed_at"], "decisions_through": last["decisions_through"]}
+            con.execute(TOUCHED_SQL, {k: v for k, v in params.items() if f"${k}" in TOUCHED_SQL})
+            (touched,) = first_row(con, "SELECT count(*) FROM stale_touched")
+        with transaction(con):
+            if touched is None:
+                con.execute(f"CREATE OR REPLACE TABLE stale_products AS {ASSESS_SQL.format(only='')}", settings)
+            else:
+                only = "SEMI JOIN stale_touched USING (sku)"
+                con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE stale_reassessed AS {ASSESS_SQL.format(only=only)}", settings
+                )
+                con.execute("DELETE FROM stale_products WHERE sku IN (SELECT sku FROM stale_touched)")
+                con.execute("INSERT INTO stale_products SELECT * FROM stale_reassessed")
+            _note_assessment(con, now, basis)
     finally:
         con.unregister("families")
+    return touched
+
+
+def _last_assessment(con: duckdb.DuckDBPyConnection) -> dict[str, object] | None:
+    """The last assessment's clock, basis and decisions, if `stale_products` still holds all it wrote."""
+    (exists,) = first_row(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'stale_products'")
+    row = exists and first_row(
+        con,
+        """SELECT assessed_at, basis, decisions_through FROM stale_assessment
+        WHERE products = (SELECT count(*) FROM stale_products)""",
+    )
+    return dict(zip(("assessed_at", "basis", "decisions_through"), row, strict=True)) if row else None
+
+
+def _note_assessment(con: duckdb.DuckDBPyConnection, now: datetime, basis: list[str]) -> None:
+    con.execute("DELETE FROM stale_assessment")
+    con.execute(
+        """INSERT INTO stale_assessment SELECT $now, $basis,
+               (SELECT coalesce(max(decision_id), 0) FROM valid_review_decisions),
+               (SELECT count(*) FROM stale_products)""",
+        {"now": now, "basis": basis},
+    )
+    con.execute(
+        """INSERT INTO stale_assessed_inputs
+        SELECT batch_id FROM ingest_batches
+        WHERE judged_at IS NOT NULL AND feed IN ('catalog', 'receipts', 'open_orders', 'inquiries', 'review_decisions')
+        UNION SELECT plan_id FROM push_plans
+        EXCEPT FROM stale_assessed_inputs"""
+    )
 
 
 def queue_summary(con: duckdb.DuckDBPyConnection) -> dict[str, int]:

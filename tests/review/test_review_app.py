@@ -32,16 +32,13 @@ def fill_queue(app_db: Path, n: int) -> None:
         )
         title = FORMULA if i == 2 else f"Product {i}"
         rows.append(
-            (f"SKU-{i:06d}", i, title, CATEGORIES[i % 3], f"SUP-{i % 4:02d}", "active", "2022-11-01", 4.0,
+            (f"SKU-{i:06d}", title, CATEGORIES[i % 3], f"SUP-{i % 4:02d}", "active", "2022-11-01", 4.0,
              10.0 - i / n, orjson.dumps(reasons).decode(), f",{','.join(codes)},", "never_reviewed", 1,
              5, 50, 0, 2 if i % 5 == 0 else 0, 0, 1.0, "2024-11-01")
         )  # fmt: skip
     with appstore.connect(app_db) as store, appstore.transaction(store):
-        store.executemany(f"INSERT INTO review_queue VALUES ({', '.join('?' * 20)})", rows)
-        store.execute(
-            "INSERT INTO publications VALUES ('review_queue', 'run-1', ?, ?, 0, ?)",
-            [appstore.utc_now(), appstore.utc_now(), n],
-        )
+        store.executemany(f"INSERT INTO review_queue VALUES ({', '.join('?' * 19)})", rows)
+        appstore.note_publication(store, "review_queue", "run-1", appstore.utc_now(), n)
 
 
 def make_app_db(path: Path) -> Path:

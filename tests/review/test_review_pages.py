@@ -21,12 +21,12 @@ from tests.review.test_review_app import PASSWORD, make_app_db, serve_app, skus
 SLASHED = "AB/12 3?x"  # a SKU with a slash, a space and a question mark
 
 
-def add_product(app_db: Path, sku: str, title: str, rank: int = 0) -> None:
-    """One more product at the top of the published queue."""
+def add_product(app_db: Path, sku: str, title: str) -> None:
+    """One more product at the top of the published queue (the highest score)."""
     with appstore.connect(app_db) as store:
         store.execute(
-            f"INSERT INTO review_queue VALUES ({', '.join('?' * 20)})",
-            [sku, rank, title, "home", "SUP-01", "active", "2022-11-01", 4.0, 11.0,
+            f"INSERT INTO review_queue VALUES ({', '.join('?' * 19)})",
+            [sku, title, "home", "SUP-01", "active", "2022-11-01", 4.0, 11.0,
              orjson.dumps(["registered 4.0 years ago"]).decode(), ",registered,", "never_reviewed", 1,
              None, 50, 0, 0, 0, 1.0, "2024-11-01"],
         )  # fmt: skip

@@ -127,7 +127,8 @@ def test_the_product_page_charts_its_published_stock_and_storefront_history(brow
         ).fetchone()
         sku = store.execute(
             """SELECT h.sku FROM review_history h JOIN review_queue q USING (sku) WHERE q.in_queue = 1
-            GROUP BY h.sku, q.rank HAVING sum(received) > 0 AND count(shop_quantity) > 0 ORDER BY q.rank LIMIT 1"""
+            GROUP BY h.sku, q.score, q.registered_at HAVING sum(received) > 0 AND count(shop_quantity) > 0
+            ORDER BY q.score DESC, q.registered_at, h.sku LIMIT 1"""
         ).fetchone()[0]
         stock = decisions.stock_history(store, sku)
     assert days <= decisions.HISTORY_DAYS and rows < cohort * days  # only the days something happened

@@ -43,7 +43,7 @@ def test_a_store_in_use_keeps_its_decisions_through_the_rebuild(tmp_path):
 def test_a_products_history_is_filled_day_by_day_from_its_published_days(tmp_path):
     with appstore.connect(tmp_path / "app.sqlite") as store:
         assert decisions.stock_history(store, "A") == []  # nothing published yet
-        store.execute("INSERT INTO publications VALUES ('review_queue', 'run', 'x', '2026-11-16T06:00:00+00:00', 0, 1)")
+        appstore.note_publication(store, "review_queue", "run", "2026-11-16T06:00:00+00:00", 1)
         store.executemany(
             "INSERT INTO review_history VALUES ('A', ?, ?, ?, ?, ?)",
             [("2026-08-19", 0, 0, 7, "in_stock"), ("2026-11-01", 5, 0, 7, "in_stock"),
