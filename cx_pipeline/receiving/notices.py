@@ -61,7 +61,9 @@ CREATE TABLE IF NOT EXISTS notice_lines (  -- the order lines each notice named
     PRIMARY KEY (notice_key, line_no)
 );
 """
-MARK_EVERY = 25  # sent notices are marked in the ledger in small groups: a crash loses at most these marks
+# Sent notices are marked in the ledger in groups: each mark is a commit (4 ms, 0.5 s of 3,000 notices in groups of
+# 25), and a crash loses at most one group of marks, whose notices the next run sends again as duplicates.
+MARK_EVERY = 250
 SEND_WORKERS = 4  # notices in flight at once: as many as the client keeps connections (http.py)
 
 
