@@ -141,10 +141,10 @@ def history_sql(cutoffs: int) -> str:
 def dhu_sql(cutoffs: int) -> str:
     """SQL for the defects per hundred units per SKU and segment at each of `cutoffs` cutoffs ($cutoff0, ...) in
     one pass: each lot's latest entry among those inspected in the cutoff's window (a window max per lot, with a
-    FILTER per cutoff), its defects summed per item, the SKU's own rate shrunk towards its supplier's for the
-    category and segment (or the category's, for a supplier without inspections of it). Columns: row (the SKU's
-    in the features), position (the segment's), and dhu0, dhu1, ... (the inspections and defects are read once,
-    not once per cutoff)."""
+    FILTER per cutoff), its defects per item (summed at import: `inspection_items`), the SKU's own rate shrunk
+    towards its supplier's for the category and segment (or the category's, for a supplier without inspections
+    of it). Columns: row (the SKU's in the features), position (the segment's), and dhu0, dhu1, ... (the
+    inspections are read once, not once per cutoff)."""
     k = range(cutoffs)
     window = [f"inspected_at <= $cutoff{i} AND inspected_at > $cutoff{i} - to_days($window)" for i in k]
     lot = "OVER (PARTITION BY receipt_id, line_no)"
@@ -163,11 +163,8 @@ def dhu_sql(cutoffs: int) -> str:
         WHERE inspected_at > $cutoff0 - to_days($window) AND inspected_at <= $cutoff{cutoffs - 1}
     ), known AS (      -- the entries that count at one cutoff or more
         SELECT * FROM marked WHERE {" OR ".join(f"in{i}" for i in k)}
-    ), checked AS (  -- per entry and item (defects summed by the entry's id, its SKU joined after)
-        SELECT * FROM known JOIN (
-            SELECT inspection_id, item, sum(defects) AS defects FROM inspection_defects
-            WHERE inspection_id IN (SELECT inspection_id FROM known) GROUP BY ALL
-        ) d USING (inspection_id)
+    ), checked AS (  -- per entry and item (its defects summed at import)
+        SELECT * FROM known JOIN inspection_items USING (inspection_id)
     ), per_sku AS (
         SELECT sku, category, supplier_id, item, {per_sku} FROM checked GROUP BY ALL
     ), per_supplier AS (   -- from the SKUs' sums (whole numbers: the same as from every entry, in a fraction of it)
