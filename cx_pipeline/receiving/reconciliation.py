@@ -53,6 +53,10 @@ CREATE TABLE IF NOT EXISTS reconciled_with (  -- one row: the policy and quarant
 );
 -- and how many discrepancies it left: fewer or more now, the table was rebuilt or emptied since
 ALTER TABLE reconciled_with ADD COLUMN IF NOT EXISTS discrepancies BIGINT;
+CREATE TABLE IF NOT EXISTS confirmed_through (  -- one row, from the last `confirm_receipts`:
+    loaded_at TIMESTAMPTZ,                      -- the receipts' landing clock then (`_loaded_at`)
+    complete  BOOLEAN NOT NULL                  -- whether every receipt landed was valid then (none held back)
+);
 CREATE TABLE IF NOT EXISTS receipt_confirmations (
     receipt_id   VARCHAR NOT NULL,      -- one row per receipt, kept so by `confirm_receipts` (no index: bulk loads)
     warehouse    VARCHAR,
@@ -322,20 +326,37 @@ def receipt_states(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 
 
 def confirm_receipts(con: duckdb.DuckDBPyConnection, now: datetime, run_id: str | None) -> int:
-    """Record the confirmation time of every receipt reconciled for the first time; return how many."""
+    """Record the confirmation time of every receipt reconciled for the first time; return how many.
+
+    When every receipt landed by the last confirmation was valid then, each was confirmed then, so only those
+    landed since are looked at (a receipt's lines landed apart are all valid by then); otherwise (a receipt
+    quarantined or in a batch not yet judged, which may since have become valid without a landing, or no
+    confirmation yet) all of them are.
+    """
     (full_load,) = first_row(
         con,
         """SELECT updated_since IS NULL FROM ingest_batches WHERE feed = 'receipts'
         ORDER BY fetched_at DESC LIMIT 1""",
     )
-    (before,) = first_row(con, "SELECT count(*) FROM receipt_confirmations")
-    con.execute(
-        """INSERT INTO receipt_confirmations
-        SELECT receipt_id, any_value(warehouse), min(received_at), $now, $backfill, $run_id
-        FROM valid_receipts WHERE receipt_id NOT IN (SELECT receipt_id FROM receipt_confirmations)
-        GROUP BY receipt_id""",
-        {"now": now, "backfill": bool(full_load), "run_id": run_id},
+    mark = first_row(con, "SELECT loaded_at FROM confirmed_through WHERE complete AND loaded_at IS NOT NULL")
+    landed, held = first_row(
+        con,
+        """SELECT (SELECT max(_loaded_at) FROM raw_receipts),
+                  (SELECT count(*) FROM quarantine WHERE feed = 'receipts' AND released_at IS NULL)
+                  + (SELECT count(*) FROM ingest_batches WHERE feed = 'receipts' AND judged_at IS NULL)""",
     )
+    scope, params = ("", {}) if mark is None else ("WHERE _loaded_at >= $mark", {"mark": mark[0]})
+    (before,) = first_row(con, "SELECT count(*) FROM receipt_confirmations")
+    with transaction(con):
+        con.execute(
+            f"""INSERT INTO receipt_confirmations
+            SELECT receipt_id, any_value(warehouse), min(received_at), $now, $backfill, $run_id
+            FROM (SELECT * FROM valid_receipts {scope}) ANTI JOIN receipt_confirmations USING (receipt_id)
+            GROUP BY receipt_id""",
+            {"now": now, "backfill": bool(full_load), "run_id": run_id, **params},
+        )
+        con.execute("DELETE FROM confirmed_through")
+        con.execute("INSERT INTO confirmed_through VALUES (?, ?)", [landed, held == 0])
     (after,) = first_row(con, "SELECT count(*) FROM receipt_confirmations")
     return after - before
 

@@ -31,7 +31,13 @@ def add_po_line(con: duckdb.DuckDBPyConnection, line: int, qty: int, expected_da
 
 
 def add_receipt(
-    con: duckdb.DuckDBPyConnection, receipt: str, line: int, qty: int, damaged: int = 0, days_ago: int = 1
+    con: duckdb.DuckDBPyConnection,
+    receipt: str,
+    line: int,
+    qty: int,
+    damaged: int = 0,
+    days_ago: int = 1,
+    landed: datetime = NOW,
 ) -> str:
     """Land a receipt line (or a new version of it, which may name another PO line) in a batch of its own;
     return the batch's id."""
@@ -49,7 +55,7 @@ def add_receipt(
             NOW - timedelta(days=days_ago),
             NOW,
             batch,
-            NOW,
+            landed,
         ],
     )
     return batch
@@ -297,6 +303,26 @@ def test_a_new_policy_or_a_quarantined_receipt_redoes_every_line(con):
     )  # a contract re-run found receipt R2 wrong: it leaves valid_receipts, with no new batch
     assert reconciliation.reconcile(con, lenient, NOW)["po_lines_redone"] == 2
     assert found(con) == {(1, "short"): (3, "resolved"), (2, "late"): (0, "open")}
+
+
+def test_each_receipt_is_confirmed_once_when_it_first_counts_also_after_a_quarantine(con):
+    add_po_line(con, 1, 10, 2)
+    record_batch(con, add_receipt(con, "R2", 1, 2, landed=NOW - timedelta(hours=1)), replaced=0)
+    record_batch(con, add_receipt(con, "R1", 1, 4), replaced=0)
+    con.execute("INSERT INTO quarantine VALUES ('receipts', 'b', 'expect', 'R2|1', '{}', ?, NULL)", [NOW])
+    assert reconciliation.confirm_receipts(con, NOW, "run-1") == 1  # R2 is held back
+
+    later = NOW + timedelta(hours=3)
+    record_batch(con, add_receipt(con, "R3", 1, 1, landed=later), replaced=0)
+    con.execute("UPDATE quarantine SET released_at = ?", [later])  # a contract re-run lets R2 through, unlanded
+    assert reconciliation.confirm_receipts(con, later, "run-2") == 2
+
+    last = later + timedelta(hours=3)
+    record_batch(con, add_receipt(con, "R4", 1, 1, landed=last), replaced=0)
+    record_batch(con, add_receipt(con, "R1", 1, 5, landed=last), replaced=1)  # a corrected count: confirmed already
+    assert reconciliation.confirm_receipts(con, last, "run-3") == 1
+    confirmed = con.execute("SELECT receipt_id, confirmed_at FROM receipt_confirmations ORDER BY ALL").fetchall()
+    assert confirmed == [("R1", NOW), ("R2", later), ("R3", later), ("R4", last)]
 
 
 def test_the_confirmation_cycle_is_bounded_by_the_run_interval(sim, run_all, warehouse_path):
