@@ -53,6 +53,9 @@ CREATE TABLE IF NOT EXISTS reconciled_with (  -- one row: the policy and quarant
 );
 -- and how many discrepancies it left: fewer or more now, the table was rebuilt or emptied since
 ALTER TABLE reconciled_with ADD COLUMN IF NOT EXISTS discrepancies BIGINT;
+-- and the raw tables' landing clock (`_loaded_at`) then, if no batch was left unjudged: every batch landed by then
+-- is reconciled, so the next run looks for new batches only among the rows landed since
+ALTER TABLE reconciled_with ADD COLUMN IF NOT EXISTS landed_through TIMESTAMPTZ;
 CREATE TABLE IF NOT EXISTS confirmed_through (  -- one row, from the last `confirm_receipts`:
     loaded_at TIMESTAMPTZ,                      -- the receipts' landing clock then (`_loaded_at`)
     complete  BOOLEAN NOT NULL                  -- whether every receipt landed was valid then (none held back)
@@ -91,14 +94,7 @@ def touched_po_lines(con: duckdb.DuckDBPyConnection, judged: tuple[str, str]) ->
     A line is redone when a batch not yet reconciled touched its PO line or one of its receipts, and while
     nothing has arrived against it: its days late grow with the clock.
     """
-    con.execute(
-        """CREATE OR REPLACE TEMP TABLE pending AS
-        SELECT DISTINCT 'purchase_orders' AS feed, _batch_id AS batch_id FROM raw_purchase_orders
-        UNION SELECT DISTINCT 'receipts', _batch_id FROM raw_receipts
-        EXCEPT SELECT feed, batch_id FROM reconciled
-        -- a batch its contract has not judged yet is not in `valid_*`: it is pending until it is
-        EXCEPT SELECT feed, batch_id FROM ingest_batches WHERE judged_at IS NULL"""
-    )
+    pending_batches(con)
     kept = first_row(
         con,
         """SELECT policy, quarantine, discrepancies = (SELECT count(*) FROM receipt_discrepancies)
@@ -115,6 +111,30 @@ def touched_po_lines(con: duckdb.DuckDBPyConnection, judged: tuple[str, str]) ->
         UNION SELECT po_id, po_line FROM po_line_receipts WHERE first_received_at IS NULL"""
     )
     return True
+
+
+def pending_batches(con: duckdb.DuckDBPyConnection) -> None:
+    """Create temp table `pending`: the batches of PO lines and receipts not reconciled yet, and temp table
+    `landed`: what `reconciled_with.landed_through` keeps at the end. Only the rows landed since the last
+    reconciliation are looked at when it left no batch unjudged (all of them otherwise: 30 M rows at 1 M SKUs)."""
+    con.execute(
+        """CREATE OR REPLACE TEMP TABLE landed AS
+        SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM ingest_batches
+                                     WHERE feed IN ('purchase_orders', 'receipts') AND judged_at IS NULL)
+                    THEN greatest((SELECT max(_loaded_at) FROM raw_purchase_orders),
+                                  (SELECT max(_loaded_at) FROM raw_receipts)) END AS through"""
+    )
+    since = first_row(con, "SELECT landed_through FROM reconciled_with WHERE landed_through IS NOT NULL")
+    scope, params = ("", {}) if since is None else ("WHERE _loaded_at >= $since", {"since": since[0]})
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE pending AS
+        SELECT DISTINCT 'purchase_orders' AS feed, _batch_id AS batch_id FROM raw_purchase_orders {scope}
+        UNION SELECT DISTINCT 'receipts', _batch_id FROM raw_receipts {scope}
+        EXCEPT SELECT feed, batch_id FROM reconciled
+        -- a batch its contract has not judged yet is not in `valid_*`: it is pending until it is
+        EXCEPT SELECT feed, batch_id FROM ingest_batches WHERE judged_at IS NULL""",
+        params,
+    )
 
 
 def judged_with(con: duckdb.DuckDBPyConnection, policy: ReceivingPolicy) -> tuple[str, str]:
@@ -294,8 +314,8 @@ def reconcile(con: duckdb.DuckDBPyConnection, policy: ReceivingPolicy, now: date
         con.execute("INSERT INTO reconciled SELECT feed, batch_id FROM pending")
         con.execute("DELETE FROM reconciled_with")
         con.execute(
-            """INSERT INTO reconciled_with (policy, quarantine, discrepancies)
-            SELECT ?, ?, count(*) FROM receipt_discrepancies""",
+            """INSERT INTO reconciled_with (policy, quarantine, discrepancies, landed_through)
+            SELECT ?, ?, (SELECT count(*) FROM receipt_discrepancies), (SELECT through FROM landed)""",
             list(judged),
         )
     return {"opened": opened, "reopened": reopened, "resolved": resolved, "po_lines_redone": redone}

@@ -237,11 +237,12 @@ def test_a_receipt_moved_by_a_batch_that_replaced_receipts_is_counted_once(con):
 
 def test_a_batch_is_reconciled_once_its_contract_judged_it(con):
     add_po_line(con, 1, 10, 2)
-    record_batch(con, add_receipt(con, "R1", 1, 4), replaced=0)
+    record_batch(con, add_receipt(con, "R1", 1, 4, landed=NOW - timedelta(hours=2)), replaced=0)
     reconciliation.reconcile(con, reconciliation.ReceivingPolicy(), NOW)
-    batch = add_receipt(con, "R1b", 1, 6)
+    batch = add_receipt(con, "R1b", 1, 6, landed=NOW - timedelta(hours=1))
     record_batch(con, batch, replaced=0)
     con.execute("UPDATE ingest_batches SET judged_at = NULL WHERE batch_id = ?", [batch])  # a run stopped here
+    record_batch(con, add_receipt(con, "R9", 1, 0), replaced=0)  # and a later run landed another batch
     reconciliation.reconcile(con, reconciliation.ReceivingPolicy(), NOW)
     assert found(con) == {(1, "short"): (6, "open")}  # R1b is not in valid_receipts yet
 
