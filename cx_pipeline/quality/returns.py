@@ -223,7 +223,8 @@ def features(
         wide[dhu["row"], dhu["position"]] = dhu[f"dhu{i}"]
         columns = {name: catalog[name] for name in catalog.columns}
         columns |= {name: history[f"{name}{i}"] for name in CUTOFF_COLUMNS}
-        frames.append(pd.DataFrame(columns | dict(zip(names, wide.T, strict=True)), copy=False))
+        # copied into one block per dtype: a frame of separate columns took 0.5 s to select the model's numbers
+        frames.append(pd.DataFrame(columns | dict(zip(names, wide.T, strict=True))))
     return frames
 
 
@@ -264,6 +265,23 @@ def build_columns(checklists: Checklists) -> ColumnTransformer:
 
 def build_model(checklists: Checklists) -> Pipeline:
     return Pipeline([("columns", build_columns(checklists)), ("glm", PoissonRegressor(solver="newton-cholesky"))])
+
+
+def predict(model: Pipeline, frame: pd.DataFrame) -> np.ndarray:
+    """`model.predict(frame)`, one transformer's columns at a time: the GLM's linear predictor is the sum of each
+    block of columns times its coefficients, so the design matrix of every row is never built whole (at 1 M SKUs
+    480 MB; a prediction took 1.6-1.9 s of CPU whole, 0.6 s by blocks). The same predictions to 1e-14."""
+    columns, glm = model.named_steps["columns"], model.named_steps["glm"]
+    link = np.full(len(frame), glm.intercept_)
+    start = 0
+    for name, transformer, selected in columns.transformers_:
+        if transformer == "drop":
+            continue
+        block = transformer.transform(frame[selected]) * columns.transformer_weights[name]
+        link += block @ glm.coef_[start : start + block.shape[1]]
+        start += block.shape[1]
+    assert start == len(glm.coef_), "every coefficient has its column"
+    return np.exp(link)
 
 
 def top_decile_capture(predicted: np.ndarray, actual: np.ndarray) -> float:
@@ -365,7 +383,7 @@ def evaluate(data: Cutoffs, checklists: Checklists) -> Evaluation:
     """Train at now-60d, test at now-30d (labels: the last 30 days), against the category-mean baseline."""
     train, test = data.train, data.test
     model = _fit([train], checklists)
-    predicted = model.predict(test)
+    predicted = predict(model, test)
     baseline = test["category"].map(train.groupby("category")["label"].mean()).fillna(train["label"].mean())
     baseline = baseline.clip(lower=1e-6).to_numpy()  # the deviance needs a positive prediction
     actual = test["label"].to_numpy()
@@ -402,7 +420,7 @@ def score(data: Cutoffs, checklists: Checklists) -> Scores:
     coefficients["rank"] = coefficients.groupby("category")["per_dhu"].rank(ascending=False, method="first")
     coefficients = coefficients.astype({"rank": int}).sort_values(["category", "rank"], ignore_index=True)
 
-    predicted = model.predict(current)
+    predicted = predict(model, current)
     order = np.lexsort((current["sku"].to_numpy(), -predicted))  # riskiest first, then by SKU
     ranking = current[["sku", "title", "category", "supplier_id"]].iloc[order].reset_index(drop=True)
     ranking["predicted"] = predicted[order]
