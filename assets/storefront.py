@@ -79,11 +79,10 @@ def storefront_push_plan(
             )
         except push.EmptyStorefrontError as exc:
             raise dg.Failure(description=str(exc)) from None
-        current = shop.current
         if shop.note:
             context.log.warning(f"storefront_push_plan: {shop.note}")
         how = "read whole" if shop.full_read else f"read by change ({shop.rows_read:,} SKUs changed)"
-        context.log.info(f"storefront_push_plan: the {adapter.name} storefront lists {len(current):,} SKUs ({how})")
+        context.log.info(f"storefront_push_plan: the {adapter.name} storefront lists {shop.listed:,} SKUs ({how})")
         if shop.drift and shop.drift.skus:
             context.log.warning(
                 f"storefront_push_plan: the full read found {shop.drift.skus:,} SKUs the shop's change log had "
@@ -91,7 +90,7 @@ def storefront_push_plan(
             )
         outcome = push.settle_and_plan(
             con,
-            current,
+            shop_state.TABLE,
             plan_id=context.run_id,
             adapter=adapter.name,
             max_flip_share=config.max_flip_share,
@@ -116,7 +115,7 @@ def storefront_push_plan(
     return dg.MaterializeResult(
         metadata={
             "plan_id": context.run_id,
-            "empty_shop": current.empty,
+            "empty_shop": shop.listed == 0,
             "shop_read": "full" if shop.full_read else "changes",
             "shop_rows_read": shop.rows_read,
             **drift_metadata(shop.drift),

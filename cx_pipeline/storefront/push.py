@@ -22,7 +22,6 @@ from cx_pipeline.core.transactions import transaction
 from cx_pipeline.ingest.http import UpstreamError
 from cx_pipeline.storefront import stock
 from cx_pipeline.storefront.adapters.base import (
-    STATE_COLUMNS,
     StockUpdate,
     StorefrontAdapter,
     StorefrontConfigError,
@@ -110,7 +109,7 @@ class PlanOutcome:
 
 def settle_and_plan(
     con: duckdb.DuckDBPyConnection,
-    current: pd.DataFrame,
+    current: str,
     *,
     plan_id: str,
     adapter: str,
@@ -119,7 +118,7 @@ def settle_and_plan(
     now: datetime,
 ) -> PlanOutcome:
     """Settle the pushes of runs that died while pushing, then plan this run's diff, both from the storefront's
-    `current` state."""
+    `current` state (the name of a table or view of `STATE_COLUMNS`: the known shop state, `shop_state`)."""
     # that read is the only look at the shop a run takes: it also settles an interrupted push
     settled = settle(con, current, plan_id=plan_id, now=now)
     row = plan(con, current, plan_id=plan_id, adapter=adapter, max_flip_share=max_flip_share, force=force, now=now)
@@ -129,7 +128,7 @@ def settle_and_plan(
 
 def plan(
     con: duckdb.DuckDBPyConnection,
-    current: pd.DataFrame,
+    current: str,
     *,
     plan_id: str,
     adapter: str,
@@ -137,20 +136,19 @@ def plan(
     force: bool,
     now: datetime,
 ) -> dict[str, object]:
-    """Diff `stock_position` against the storefront's `current` state and store the plan; return its row."""
-    con.register("current_state", current[list(STATE_COLUMNS)])
-    try:
-        con.execute("BEGIN")
+    """Diff `stock_position` against the storefront's `current` state (a table or view) and store the plan; return
+    its row. All in SQL: at a million SKUs a copy of the shop's state through pandas cost more than the diff."""
+    with transaction(con):
         con.execute("DELETE FROM push_changes WHERE plan_id = ?", [plan_id])
         con.execute("DELETE FROM push_plans WHERE plan_id = ?", [plan_id])
         con.execute(
-            """INSERT INTO push_changes
+            f"""INSERT INTO push_changes
             SELECT $plan, p.sku,
                    CASE WHEN s.status = p.publish_status THEN 'quantity'
                         WHEN p.publish_status = 'out_of_stock' THEN 'to_out_of_stock' ELSE 'back_in_stock' END,
                    s.status, s.quantity, p.publish_status, p.publish_quantity,
                    s.status IS DISTINCT FROM p.publish_status AND t.changed_run IS DISTINCT FROM $plan
-            FROM stock_position p JOIN current_state s USING (sku) LEFT JOIN stock_status_since t USING (sku)
+            FROM stock_position p JOIN {current} s USING (sku) LEFT JOIN stock_status_since t USING (sku)
             WHERE NOT p.held AND (s.status IS DISTINCT FROM p.publish_status
                                   OR s.quantity IS DISTINCT FROM p.publish_quantity)""",
             {"plan": plan_id},
@@ -158,36 +156,29 @@ def plan(
         # the catalog SKUs the shop lists: what the flip share is measured against (SKUs only the shop has,
         # and catalog SKUs it does not list, would each skew it)
         con.execute(
-            "CREATE OR REPLACE TEMP TABLE listed AS SELECT sku FROM stock_position SEMI JOIN current_state USING (sku)"
+            f"CREATE OR REPLACE TEMP TABLE listed AS SELECT sku FROM stock_position SEMI JOIN {current} USING (sku)"
         )
         con.execute(
-            """INSERT INTO push_plans
+            f"""INSERT INTO push_plans
             SELECT $plan, $now, $adapter, (SELECT count(*) FROM listed), count(*),
                    count(*) FILTER (change = 'to_out_of_stock'), count(*) FILTER (change = 'back_in_stock'),
                    count(*) FILTER (change = 'quantity'),
-                   (SELECT count(*) FROM stock_position p JOIN current_state USING (sku) WHERE p.held),
-                   (SELECT count(*) FROM stock_position p ANTI JOIN current_state USING (sku)),
+                   (SELECT count(*) FROM stock_position p JOIN {current} USING (sku) WHERE p.held),
+                   (SELECT count(*) FROM stock_position p ANTI JOIN {current} USING (sku)),
                    coalesce(count(*) FILTER (change <> 'quantity') / nullif((SELECT count(*) FROM listed), 0), 0),
                    $max_share, $force, 'planned'
             FROM push_changes WHERE plan_id = $plan""",
             {"plan": plan_id, "now": now, "adapter": adapter, "max_share": max_flip_share, "force": force},
         )
-        con.execute("COMMIT")
-    finally:
-        con.unregister("current_state")
     return plan_row(con, plan_id)
 
 
-def unlisted(con: duckdb.DuckDBPyConnection, current: pd.DataFrame, limit: int = 10) -> list[str]:
+def unlisted(con: duckdb.DuckDBPyConnection, current: str, limit: int = 10) -> list[str]:
     """A sample of the catalog SKUs the storefront does not list (the plan counts them): nothing can be pushed
     for them, and a shop listing none of the catalog is a misconfiguration, not a quiet run."""
-    con.register("current_state", current[list(STATE_COLUMNS)])
-    try:
-        rows = con.execute(
-            "SELECT sku FROM stock_position ANTI JOIN current_state USING (sku) ORDER BY sku LIMIT ?", [limit]
-        ).fetchall()
-    finally:
-        con.unregister("current_state")
+    rows = con.execute(
+        f"SELECT sku FROM stock_position ANTI JOIN {current} USING (sku) ORDER BY sku LIMIT ?", [limit]
+    ).fetchall()
     return [sku for (sku,) in rows]
 
 
@@ -453,7 +444,7 @@ def record_answers(con: duckdb.DuckDBPyConnection, plan_id: str, batch_no: int, 
         con.unregister("answers")
 
 
-def settle(con: duckdb.DuckDBPyConnection, current: pd.DataFrame, *, plan_id: str, now: datetime) -> pd.DataFrame:
+def settle(con: duckdb.DuckDBPyConnection, current: str, *, plan_id: str, now: datetime) -> pd.DataFrame:
     """Settle the plans of runs that died while pushing, from the storefront's state `current` read by plan
     `plan_id`: a SKU sent without a recorded answer is `applied` when the shop shows what was sent (the rule
     for a write that counts), else `not_applied`; the plan becomes `interrupted`, its counts in
@@ -471,10 +462,9 @@ def settle(con: duckdb.DuckDBPyConnection, current: pd.DataFrame, *, plan_id: st
     ).df()
     if not found.empty:
         con.register("settling", found)
-        con.register("current_state", current[list(STATE_COLUMNS)])
         try:
             with transaction(con):
-                con.execute(SETTLE_AUDIT, {"plan": plan_id})
+                con.execute(SETTLE_AUDIT.format(current=current), {"plan": plan_id})
                 con.execute(
                     """INSERT INTO push_settlements
                     SELECT i.plan_id, $plan, $now, count(a.sku), count(a.sku) FILTER (a.state = 'applied'),
@@ -486,7 +476,6 @@ def settle(con: duckdb.DuckDBPyConnection, current: pd.DataFrame, *, plan_id: st
                 con.execute("UPDATE push_plans SET status = 'interrupted' WHERE plan_id IN (FROM settling)")
         finally:
             con.unregister("settling")
-            con.unregister("current_state")
     return con.execute(
         """SELECT plan_id AS interrupted_plan, sent_unanswered, applied, not_applied FROM push_settlements
         WHERE settled_by = ? ORDER BY plan_id""",
@@ -507,7 +496,7 @@ UPDATE push_audit SET
 FROM (
     SELECT c.plan_id, c.sku, s.status AS shop_status, s.quantity AS shop_quantity,
            coalesce(s.status = c.status AND s.quantity = c.quantity, false) AS applied
-    FROM push_changes c SEMI JOIN settling USING (plan_id) LEFT JOIN current_state s USING (sku)
+    FROM push_changes c SEMI JOIN settling USING (plan_id) LEFT JOIN {current} s USING (sku)
 ) x
 WHERE push_audit.plan_id = x.plan_id AND push_audit.sku = x.sku AND push_audit.state = 'sent'
 """

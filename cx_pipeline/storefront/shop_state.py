@@ -15,6 +15,7 @@ from cx_pipeline.ingest.http import UpstreamError
 from cx_pipeline.storefront.adapters.base import STATE_COLUMNS, ShopRead, StorefrontAdapter
 from cx_pipeline.storefront.push import check_not_empty
 
+TABLE = "shop_state"  # what a plan compares the stock position with (`push.settle_and_plan`)
 DDL = """
 CREATE TABLE IF NOT EXISTS shop_state (  -- the shop as last known: one row per SKU it lists
     sku      VARCHAR NOT NULL,
@@ -54,7 +55,7 @@ class Drift:
 class KnownState:
     """The shop as the plan sees it, and how this run looked at it."""
 
-    current: pd.DataFrame  # every SKU the shop lists (`STATE_COLUMNS`)
+    listed: int  # SKUs the shop lists: the rows of `shop_state` (TABLE), which the plan reads
     full_read: bool
     rows_read: int
     drift: Drift | None  # a full read after earlier reads: what the change log had missed
@@ -99,7 +100,7 @@ def read_shop(
     if changes is not None and fresh and not refused and every_hours > 0:
         upsert(con, changes.state)
         record(con, plan_id, adapter.name, shop, full_read=False, since=cursor, read=changes, drift=None)
-        return KnownState(state(con), False, len(changes.state), None, note)
+        return KnownState(listed(con), False, len(changes.state), None, note)
     whole = adapter.read_all()
     check_not_empty(whole.state, adapter.name, shop, empty_shop_ok=empty_shop_ok)
     drift = compare(con, whole.state, listed=changes.state if changes is not None else None) if known else None
@@ -111,7 +112,7 @@ def read_shop(
         finally:
             con.unregister("whole_read")
         record(con, plan_id, adapter.name, shop, full_read=True, since=None, read=whole, drift=drift)
-    return KnownState(state(con), True, len(whole.state), drift, note)
+    return KnownState(listed(con), True, len(whole.state), drift, note)
 
 
 def compare(con: duckdb.DuckDBPyConnection, whole: pd.DataFrame, listed: pd.DataFrame | None) -> Drift | None:
@@ -179,5 +180,6 @@ def record(
     )
 
 
-def state(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    return con.sql("SELECT sku, status, quantity FROM shop_state ORDER BY sku").df()
+def listed(con: duckdb.DuckDBPyConnection) -> int:
+    (count,) = first_row(con, f"SELECT count(*) FROM {TABLE}") or (0,)
+    return int(count)

@@ -319,13 +319,13 @@ def test_the_push_plan_tells_a_stale_listing_from_a_change_the_wms_just_made(con
 
     add_product(con, "P", 3)
     overrides = stock.read_overrides(None, set())
-    shop_in_stock = pd.DataFrame({"sku": ["P"], "status": ["in_stock"], "quantity": [50]})
+    con.register("shop_in_stock", pd.DataFrame({"sku": ["P"], "status": ["in_stock"], "quantity": [50]}))
 
     def run(run_id: str, on_hand: int) -> bool | None:
         con.execute("DELETE FROM raw_on_hand WHERE sku = 'P'")  # this run's snapshot
         con.execute("INSERT INTO raw_on_hand VALUES ('P', 'WH-EAST', ?, 0, 0, 'b', ?)", [on_hand, NOW])
         stock.build_stock_position(con, stock.StockPolicy(), overrides, NOW, run_id)
-        push.plan(con, shop_in_stock, plan_id=run_id, adapter="rest", max_flip_share=1, force=False, now=NOW)
+        push.plan(con, "shop_in_stock", plan_id=run_id, adapter="rest", max_flip_share=1, force=False, now=NOW)
         rows = con.execute("SELECT shop_was_stale FROM push_changes WHERE plan_id = ? AND change <> 'quantity'",
                            [run_id]).fetchall()  # fmt: skip
         return rows[0][0] if rows else None

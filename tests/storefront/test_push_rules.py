@@ -50,7 +50,8 @@ def con(tmp_path):
 
 
 def plan(con, current: pd.DataFrame) -> dict:
-    return push.plan(con, current, plan_id="p1", adapter="rest", max_flip_share=0.2, force=False, now=WORLD_NOW)
+    con.register("shop", current)  # the shop's state as the plan reads it: a table or view
+    return push.plan(con, "shop", plan_id="p1", adapter="rest", max_flip_share=0.2, force=False, now=WORLD_NOW)
 
 
 def test_the_flip_share_counts_only_catalog_skus_the_shop_lists_and_unlisted_ones_are_named(con):
@@ -63,7 +64,7 @@ def test_the_flip_share_counts_only_catalog_skus_the_shop_lists_and_unlisted_one
 
     assert (row["catalog_size"], row["to_out_of_stock"] + row["back_in_stock"]) == (2, 1)
     assert row["flip_share"] == 0.5  # of the 2 listed catalog SKUs, not of the 22 the shop lists
-    assert row["not_listed"] == 2 and push.unlisted(con, current) == ["SKU-3", "SKU-4"]
+    assert row["not_listed"] == 2 and push.unlisted(con, "shop") == ["SKU-3", "SKU-4"]
 
 
 def test_the_pushed_quantity_is_split_over_the_warehouses_that_hold_it(con):

@@ -82,8 +82,9 @@ def con(tmp_path: Path):
 def plan(con: duckdb.DuckDBPyConnection, shop: Shop, plan_id: str, **guard: object) -> push.PlanOutcome:
     """Position and plan, as one run's `stock_position` and `storefront_push_plan` do them."""
     stock.refresh_position(con, POLICY, None, NOW, plan_id)
+    con.register("shop_read", shop.read())
     return push.settle_and_plan(
-        con, shop.read(), plan_id=plan_id, adapter=shop.name, now=NOW,
+        con, "shop_read", plan_id=plan_id, adapter=shop.name, now=NOW,
         **{"max_flip_share": 1.0, "force": False, **guard},
     )  # fmt: skip
 

@@ -20,7 +20,8 @@ def storefront(sim: Simulator, every_hours: float) -> StorefrontResource:
     return StorefrontResource(url=sim.url, token=TOKEN, backoff_seconds=0.05, full_read_every_hours=every_hours)
 
 
-def known(warehouse_path: Path) -> dict[str, tuple[str, int]]:
+def state(warehouse_path: Path) -> dict[str, tuple[str, int]]:
+    """The shop's state as the warehouse knows it (`shop_state`)."""
     with duckdb.connect(str(warehouse_path), read_only=True) as con:
         return {sku: (status, quantity) for sku, status, quantity in con.execute("FROM shop_state").fetchall()}
 
@@ -45,7 +46,7 @@ def test_later_plans_read_only_what_changed_and_know_the_whole_shop(sim, run_all
     assert plan["shop_rows_read"] == pushed  # the shop's change log lists our own writes, and nothing else moved
     steady = run_all(storefront=storefront(sim, 24))
     assert materializations(steady)["storefront_push_plan"]["changes"] == 0
-    assert known(warehouse_path) == shown(sim)
+    assert state(warehouse_path) == shown(sim)
 
 
 def test_the_full_read_reports_and_repairs_what_the_change_log_missed(sim, run_all, warehouse_path):
@@ -57,7 +58,7 @@ def test_the_full_read_reports_and_repairs_what_the_change_log_missed(sim, run_a
 
     unseen = run_all(storefront=storefront(sim, 24))  # by change: the edit is invisible
     assert materializations(unseen)["storefront_push_plan"]["shop_read"] == "changes"
-    assert all(known(warehouse_path)[sku][1] != 999 for sku in edited)
+    assert all(state(warehouse_path)[sku][1] != 999 for sku in edited)
 
     full = run_all(storefront=storefront(sim, 0))
     plan = materializations(full)["storefront_push_plan"]
@@ -73,7 +74,7 @@ def test_the_full_read_reports_and_repairs_what_the_change_log_missed(sim, run_a
 
 def test_an_empty_full_read_leaves_the_known_shop_as_it_was(sim, run_all, warehouse_path):
     assert run_all(storefront=storefront(sim, 24)).success
-    before = known(warehouse_path)
+    before = state(warehouse_path)
     # every read of the shop in that run comes back empty: the adapter's check, the change log, the full read
     sim.faults.add("/storefront/stock", "empty", times=3)
 
@@ -81,7 +82,7 @@ def test_an_empty_full_read_leaves_the_known_shop_as_it_was(sim, run_all, wareho
 
     assert not stopped.success
     assert "storefront_push_plan" not in materializations(stopped)
-    assert known(warehouse_path) == before
+    assert state(warehouse_path) == before
 
 
 class FakeShop(StorefrontAdapter):
@@ -125,7 +126,7 @@ def test_a_switch_of_shop_reads_the_new_one_whole_and_never_mixes_their_states(w
 
     back = look(warehouse_path, a, "http://a")  # the known state is b's now: a is read whole again
 
-    assert back.full_read and back.current["sku"].tolist() == ["A1"]
+    assert back.full_read and back.listed == 1 and list(state(warehouse_path)) == ["A1"]
 
 
 def test_a_change_log_that_fails_gives_way_to_a_full_read(warehouse_path):
@@ -136,7 +137,7 @@ def test_a_change_log_that_fails_gives_way_to_a_full_read(warehouse_path):
     known = look(warehouse_path, shop, "http://shop")
 
     assert known.full_read and "could not be read" in known.note
-    assert known.current.values.tolist() == [["S1", "out_of_stock", 0]]
+    assert known.listed == 1 and state(warehouse_path) == {"S1": ("out_of_stock", 0)}
 
 
 def test_a_refused_write_makes_the_next_plan_read_the_shop_whole(warehouse_path):
@@ -151,7 +152,7 @@ def test_a_refused_write_makes_the_next_plan_read_the_shop_whole(warehouse_path)
 
     known = look(warehouse_path, shop, "http://shop")
 
-    assert known.full_read and known.current["sku"].tolist() == ["S1"]
+    assert known.full_read and list(state(warehouse_path)) == ["S1"]
 
 
 def test_a_sku_the_change_log_lists_twice_is_known_once_as_last_listed(warehouse_path):
@@ -161,4 +162,4 @@ def test_a_sku_the_change_log_lists_twice_is_known_once_as_last_listed(warehouse
 
     known = look(warehouse_path, shop, "http://shop")
 
-    assert not known.full_read and known.current.values.tolist() == [["S1", "out_of_stock", 0]]
+    assert not known.full_read and state(warehouse_path) == {"S1": ("out_of_stock", 0)}
