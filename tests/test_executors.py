@@ -29,7 +29,9 @@ STAMPED = {
     "quarantine": {"batch_id", "quarantined_at", "released_at"},
     "receipt_confirmations": {"run_id", "confirmed_at"},
     "reconciled": {"batch_id"},
-    "reconciled_with": {"quarantine"},  # holds the quarantine's latest times
+    "reconciled_with": {"quarantine", "landed_through"},  # the quarantine's latest times, the landings' clock
+    "confirmed_through": {"loaded_at"},  # the landings' clock
+    "kpi_inspected_from": {"inputs"},  # holds the inspections' latest judgement time
     "receipt_discrepancies": {"opened_at", "updated_at", "notified_at", "resolved_at"},
     "snapshot_absent": {"batch_id", "absent_since"},
     "stock_holds": {"since", "last_run"},
