@@ -11,12 +11,13 @@ OWNERS = ["team:cx-data"]
 
 
 class StockPositionConfig(dg.Config):
-    """Safety buffer and floor for every SKU, and an optional CSV of per-SKU overrides
-    (`sku,safety_buffer,floor,note`)."""
+    """Safety buffer and floor for every SKU, an optional CSV of per-SKU overrides (`sku,safety_buffer,floor,note`),
+    and `position_whole`: position every SKU, not only those whose rows may have changed since the last run."""
 
     safety_buffer: int = stock.StockPolicy.safety_buffer
     floor: int = stock.StockPolicy.floor
     overrides_csv: str = ""
+    position_whole: bool = False
 
 
 class PushPlanConfig(dg.Config):
@@ -49,10 +50,21 @@ def stock_position(
     it calls for (out of stock at or below the floor)."""
     policy = stock.StockPolicy(config.safety_buffer, config.floor)
     with warehouse.connect() as con:
-        position = stock.refresh_position(con, policy, config.overrides_csv or None, wms_clock(con), context.run_id)
-    counts = position.counts
-    context.log.info(f"stock_position: {counts}")
-    return dg.MaterializeResult(metadata={**counts, "most_oversold": markdown(position.most_oversold)})
+        position = stock.refresh_position(
+            con, policy, config.overrides_csv or None, wms_clock(con), context.run_id, config.position_whole
+        )
+    counts, again = position.counts, position.repositioned
+    context.log.info(
+        f"stock_position: positioned {'every SKU' if again is None else f'{again:,} SKUs whose rows changed'}; {counts}"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            **counts,
+            "positioned": counts["skus"] if again is None else again,
+            "positioned_whole": again is None,
+            "most_oversold": markdown(position.most_oversold),
+        }
+    )
 
 
 @dg.asset(

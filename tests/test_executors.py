@@ -41,6 +41,8 @@ STAMPED = {
     "stale_assessment": {"assessed_at", "basis"},
     "stale_assessed_inputs": {"id"},  # batch and plan ids: their count is compared
     "review_queue_sent_token": {"token"},
+    "stock_positioned": {"basis"},
+    "stock_positioned_inputs": {"id"},  # batch ids: their count is compared
     "stock_status_since": {"since", "changed_run"},
 }
 

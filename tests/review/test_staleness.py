@@ -291,7 +291,7 @@ def test_days_out_of_stock_count_from_the_run_that_first_saw_it(con):
     assert assessed(con)["P"]["days_out_of_stock"] == 20
 
     con.execute("INSERT INTO raw_on_hand VALUES ('P', 'WH-EAST', 50, 0, 0, 'b', ?)", [NOW])
-    stock.build_stock_position(con, stock.StockPolicy(), empty, NOW)
+    stock.build_stock_position(con, stock.StockPolicy(), empty, NOW, whole=True)  # a row in no batch
     assert assessed(con)["P"]["days_out_of_stock"] == 0
 
 
@@ -324,7 +324,7 @@ def test_the_push_plan_tells_a_stale_listing_from_a_change_the_wms_just_made(con
     def run(run_id: str, on_hand: int) -> bool | None:
         con.execute("DELETE FROM raw_on_hand WHERE sku = 'P'")  # this run's snapshot
         con.execute("INSERT INTO raw_on_hand VALUES ('P', 'WH-EAST', ?, 0, 0, 'b', ?)", [on_hand, NOW])
-        stock.build_stock_position(con, stock.StockPolicy(), overrides, NOW, run_id)
+        stock.build_stock_position(con, stock.StockPolicy(), overrides, NOW, run_id, whole=True)  # no batch
         push.plan(con, "shop_in_stock", plan_id=run_id, adapter="rest", max_flip_share=1, force=False, now=NOW)
         rows = con.execute("SELECT shop_was_stale FROM push_changes WHERE plan_id = ? AND change <> 'quantity'",
                            [run_id]).fetchall()  # fmt: skip
