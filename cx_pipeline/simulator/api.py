@@ -62,6 +62,8 @@ class Api:
         self.faults = faults
         self.skus = sorted(world.storefront)
         self.stock_replies: dict[str, Response] = {}  # Idempotency-Key -> first answer
+        self.stock_writes = 0  # storefront writes so far: a change log computed before any since still holds
+        self.changed_cache: tuple[tuple[int, int, int], list[str]] | None = None
         self.notification_ids: dict[str, str] = {}  # idempotency_key -> id
         self.feeds = LazyFeeds(
             {
@@ -180,10 +182,16 @@ class Api:
             return [orjson.dumps({"sku": sku} | self._stock(sku)) for sku in skus]
 
     def _stock_changed(self, since: int) -> list[str]:
-        """The SKUs whose storefront state changed at or after `since` (epoch seconds), in SKU order."""
+        """The SKUs whose storefront state changed at or after `since` (epoch seconds), in SKU order. Computed once
+        per read, not per page (as a shop's indexed change log would): a scan of a million SKUs per page made the
+        simulator, not the client, most of a read's time."""
         moment = datetime.fromtimestamp(since, UTC)
         with self.world.lock:
-            return [sku for sku in self.skus if self.world.storefront[sku]["updated_at"] >= moment]
+            key = (since, self.world.clock_seconds, self.stock_writes)
+            if self.changed_cache is None or self.changed_cache[0] != key:
+                changed = [sku for sku in self.skus if self.world.storefront[sku]["updated_at"] >= moment]
+                self.changed_cache = (key, changed)
+            return self.changed_cache[1]
 
     def _notification_rows(self, start: int, end: int) -> list[bytes]:
         with self.world.lock:
@@ -239,6 +247,7 @@ class Api:
         if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 0:
             return result | {"error": "quantity must be an integer >= 0", "before": before}
         self.world.storefront[sku] = {"status": status, "quantity": quantity, "updated_at": self.world.clock}
+        self.stock_writes += 1
         return result | {"ok": True, "before": before, "after": {"status": status, "quantity": quantity}}
 
     def notify(self, query: dict[str, str], body: bytes, headers: dict[str, str]) -> Response:
