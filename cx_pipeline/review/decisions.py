@@ -119,6 +119,7 @@ WHERE long_registered AND product_status <> 'discontinued' AND (flagged OR last_
 # the app only the rows that differ (within a day, the products whose signals changed). When the app's
 # publication is not that one (a new or restored app store, a crash between the two commits), it sends them all.
 SENT_TABLE = "review_queue_sent"
+COPY_CHUNK = 50_000  # rows per insert into the app store
 
 
 HISTORY_DAYS = 90
@@ -162,7 +163,8 @@ WITH cohort AS (
         AND (day >= first_day OR sku IN (SELECT sku FROM pushed, clock WHERE day < first_day))
     GROUP BY ALL
 )
-SELECT e.sku, strftime(e.day, '%Y-%m-%d'), coalesce(r.units, 0), coalesce(o.units, 0), s.quantity, s.status
+SELECT e.sku, strftime(e.day, '%Y-%m-%d') AS day, coalesce(r.units, 0) AS received, coalesce(o.units, 0) AS ordered,
+       s.quantity AS shop_quantity, s.status AS shop_status
 FROM (SELECT *, timezone('UTC', CAST(day + INTERVAL 1 DAY AS TIMESTAMP)) AS day_end FROM event_days) e
 LEFT JOIN received r ON r.sku = e.sku AND r.day = e.day
 LEFT JOIN ordered o ON o.sku = e.sku AND o.day = e.day
@@ -198,32 +200,29 @@ def publish_queue(store: sqlite3.Connection, con: duckdb.DuckDBPyConnection, run
         "CREATE OR REPLACE TEMP TABLE queue_changed AS "
         + (f"SELECT * FROM queue_now EXCEPT SELECT * FROM {SENT_TABLE}" if copy else "SELECT * FROM queue_now")
     )
-    sent = con.execute("SELECT * FROM queue_changed").fetchall()
     gone = _skus(con, f"SELECT sku FROM {SENT_TABLE} ANTI JOIN queue_now USING (sku)") if copy else []
     left = _skus(con, "SELECT sku FROM kept ANTI JOIN queue_now USING (sku)")  # the cohort's leavers, same day
     (new,) = first_row(con, "SELECT count(*) FROM queue_now ANTI JOIN kept USING (sku)")
     today = datetime.fromisoformat(assessed[:10]).replace(tzinfo=UTC)
     since = today if new == 0 else today - timedelta(days=HISTORY_DAYS - 1)
-    history_rows = con.execute(HISTORY_SQL, {"since": since}).fetchall()
+    con.execute(f"CREATE OR REPLACE TEMP TABLE history_now AS {HISTORY_SQL}", {"since": since})
     columns = [name for (name,) in con.execute("SELECT name FROM pragma_table_info('queue_now')").fetchall()]
     token = uuid.uuid4().hex
     with appstore.transaction(store):
         if not copy:
             store.execute("DELETE FROM review_queue")
         store.execute("DELETE FROM review_queue WHERE sku IN (SELECT value FROM json_each(?))", [_json(gone)])
-        store.executemany(
-            f"INSERT OR REPLACE INTO review_queue ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-            sent,
-        )
+        insert = f"INSERT OR REPLACE INTO review_queue ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        sent = _copy_rows(con, "FROM queue_changed", store, insert)
         if same_day:  # today's rows replaced, earlier days kept; a product that left the cohort leaves the history
             store.execute("DELETE FROM review_history WHERE sku IN (SELECT value FROM json_each(?))", [_json(left)])
         else:
             store.execute("DELETE FROM review_history")
-        store.executemany("INSERT OR REPLACE INTO review_history VALUES (?, ?, ?, ?, ?, ?)", history_rows)
+        _copy_rows(con, "FROM history_now", store, "INSERT OR REPLACE INTO review_history VALUES (?, ?, ?, ?, ?, ?)")
         (rows,) = store.execute("SELECT count(*) FROM review_queue").fetchone()
         note_publication(store, "review_queue", run_id, assessed, rows, decisions_through=through, token=token)
     _keep_copy(con, token, whole=not copy)
-    return QueuePublication(rows, len(sent), len(gone))
+    return QueuePublication(rows, sent, len(gone))
 
 
 def sent_token(con: duckdb.DuckDBPyConnection) -> str | None:
@@ -262,6 +261,16 @@ def _keep_copy(con: duckdb.DuckDBPyConnection, token: str, whole: bool) -> None:
             con.execute(f"INSERT INTO {SENT_TABLE} SELECT * FROM queue_changed")
         con.execute("DELETE FROM review_queue_sent_token")
         con.execute("INSERT INTO review_queue_sent_token VALUES (?)", [token])
+
+
+def _copy_rows(con: duckdb.DuckDBPyConnection, query: str, store: sqlite3.Connection, insert: str) -> int:
+    """Insert the rows of `query` into the app store a chunk at a time; returns how many. A day's first publication
+    at a million SKUs is millions of rows: held in Python at once, they took the process past 4 GB."""
+    result, copied = con.execute(query), 0
+    while chunk := result.fetchmany(COPY_CHUNK):
+        store.executemany(insert, chunk)
+        copied += len(chunk)
+    return copied
 
 
 def _skus(con: duckdb.DuckDBPyConnection, sql: str) -> list[str]:
