@@ -273,7 +273,7 @@ def assess(
     con.register("families", family_rows)
     try:
         policy_key = orjson.dumps([policy.model_dump(), families], option=orjson.OPT_SORT_KEYS).decode()
-        basis = [str(value) for value in first_row(con, BASIS_SQL, {"now": now, "policy": policy_key}) or ()]
+        basis = _basis(con, now, policy_key)
         last = _last_assessment(con)
         touched = None
         if not whole and last is not None and last["basis"] == basis and last["assessed_at"] <= now:
@@ -290,7 +290,7 @@ def assess(
                 )
                 con.execute("DELETE FROM stale_products WHERE sku IN (SELECT sku FROM stale_touched)")
                 con.execute("INSERT INTO stale_products SELECT * FROM stale_reassessed")
-            _note_assessment(con, now, basis)
+            _note_assessment(con, now, policy_key)
     finally:
         con.unregister("families")
     return touched
@@ -307,20 +307,26 @@ def _last_assessment(con: duckdb.DuckDBPyConnection) -> dict[str, object] | None
     return dict(zip(("assessed_at", "basis", "decisions_through"), row, strict=True)) if row else None
 
 
-def _note_assessment(con: duckdb.DuckDBPyConnection, now: datetime, basis: list[str]) -> None:
-    con.execute("DELETE FROM stale_assessment")
-    con.execute(
-        """INSERT INTO stale_assessment SELECT $now, $basis,
-               (SELECT coalesce(max(decision_id), 0) FROM valid_review_decisions),
-               (SELECT count(*) FROM stale_products)""",
-        {"now": now, "basis": basis},
-    )
+def _basis(con: duckdb.DuckDBPyConnection, now: datetime, policy_key: str) -> list[str]:
+    return [str(value) for value in first_row(con, BASIS_SQL, {"now": now, "policy": policy_key}) or ()]
+
+
+def _note_assessment(con: duckdb.DuckDBPyConnection, now: datetime, policy_key: str) -> None:
+    """Record the inputs this assessment saw, then its basis over them (so that the next run, asking over the same
+    inputs, finds the same basis unless something on it changed)."""
     con.execute(
         """INSERT INTO stale_assessed_inputs
         SELECT batch_id FROM ingest_batches
         WHERE judged_at IS NOT NULL AND feed IN ('catalog', 'receipts', 'open_orders', 'inquiries', 'review_decisions')
         UNION SELECT plan_id FROM push_plans
         EXCEPT FROM stale_assessed_inputs"""
+    )
+    con.execute("DELETE FROM stale_assessment")
+    con.execute(
+        """INSERT INTO stale_assessment SELECT $now, $basis,
+               (SELECT coalesce(max(decision_id), 0) FROM valid_review_decisions),
+               (SELECT count(*) FROM stale_products)""",
+        {"now": now, "basis": _basis(con, now, policy_key)},
     )
 
 

@@ -197,9 +197,8 @@ def build_stock_position(
     con.register("overrides", overrides)
     try:
         settings = orjson.dumps([asdict(policy), overrides.astype(str).to_dict("records")]).decode()
-        basis = [str(value) for value in first_row(con, POSITION_BASIS_SQL, {"settings": settings}) or ()]
         touched = None
-        if not whole and _built_on(con) == basis:
+        if not whole and _built_on(con) == _basis(con, settings):
             con.execute(TOUCHED_SQL)
             (touched,) = first_row(con, "SELECT count(*) FROM stock_touched")
         params = {"buffer": policy.safety_buffer, "floor": policy.floor}
@@ -212,7 +211,7 @@ def build_stock_position(
                 for table, sql in (("stock_by_warehouse", BY_WAREHOUSE_SQL), ("stock_position", POSITION_SQL)):
                     con.execute(f"DELETE FROM {table} WHERE sku IN (FROM stock_touched)")
                     con.execute(f"INSERT INTO {table} BY NAME {sql.format(only=only)}", params if "$" in sql else None)
-            _note_build(con, basis)
+            _note_build(con, settings)
             con.execute(
                 """INSERT INTO stock_status_since  -- only the SKUs whose status is new or changed, not an upsert of all
                 SELECT p.sku, p.publish_status, $now, NULL
@@ -245,14 +244,22 @@ def _built_on(con: duckdb.DuckDBPyConnection) -> list[str] | None:
     return list(row[0]) if row else None
 
 
-def _note_build(con: duckdb.DuckDBPyConnection, basis: list[str]) -> None:
-    con.execute("DELETE FROM stock_positioned")
-    con.execute("INSERT INTO stock_positioned SELECT $basis, count(*) FROM stock_position", {"basis": basis})
+def _basis(con: duckdb.DuckDBPyConnection, settings: str) -> list[str]:
+    return [str(value) for value in first_row(con, POSITION_BASIS_SQL, {"settings": settings}) or ()]
+
+
+def _note_build(con: duckdb.DuckDBPyConnection, settings: str) -> None:
+    """Record the batches this build saw, then its basis over them (so that the next run, asking over the same
+    batches, finds the same basis unless something on it changed)."""
     con.execute(
         """INSERT INTO stock_positioned_inputs
         SELECT batch_id FROM ingest_batches
         WHERE judged_at IS NOT NULL AND feed IN ('on_hand', 'open_orders', 'catalog')
         EXCEPT FROM stock_positioned_inputs"""
+    )
+    con.execute("DELETE FROM stock_positioned")
+    con.execute(
+        "INSERT INTO stock_positioned SELECT $basis, count(*) FROM stock_position", {"basis": _basis(con, settings)}
     )
 
 

@@ -51,3 +51,20 @@ def test_a_new_policy_an_emptied_table_or_a_new_day_is_assessed_whole(run_all, w
         assert staleness.assess(con, policy, families, now) is None
         assert staleness.assess(con, policy, families, now + timedelta(days=1)) is None
         assert staleness.assess(con, policy, families, now - timedelta(minutes=1)) is None  # the clock went back
+
+
+def test_a_new_batch_with_quarantined_rows_does_not_make_the_next_run_assess_everything(run_all, warehouse_path):
+    assert run_all().success
+    families, policy = load_families(None), staleness.StalenessPolicy()
+    with connect(warehouse_path) as con:
+        (now,) = con.execute("SELECT assessed_at FROM stale_assessment").fetchall()[0]
+        con.execute(  # a new batch of inquiries, judged, one of its rows quarantined
+            """INSERT INTO ingest_batches BY NAME SELECT * REPLACE ('inquiries-new' AS batch_id)
+            FROM ingest_batches WHERE feed = 'inquiries' LIMIT 1"""
+        )
+        con.execute(
+            """INSERT INTO quarantine VALUES
+            ('inquiries', 'inquiries-new', 'a rule', 'INQ-X', '{"inquiry_id": "INQ-X"}', now(), NULL)"""
+        )
+        assert staleness.assess(con, policy, families, now) is not None  # the new batch: by what it touched
+        assert staleness.assess(con, policy, families, now) == 0  # and then nothing more

@@ -40,3 +40,19 @@ def test_a_new_policy_or_an_emptied_table_is_positioned_whole(run_all, warehouse
         assert stock.build_stock_position(con, stock.StockPolicy(floor=3), empty, WORLD_NOW) == 0
         con.execute("DELETE FROM stock_position WHERE sku IN (SELECT sku FROM stock_position LIMIT 1)")
         assert stock.build_stock_position(con, stock.StockPolicy(floor=3), empty, WORLD_NOW) is None
+
+
+def test_a_new_batch_with_quarantined_rows_does_not_make_the_next_run_position_everything(run_all, warehouse_path):
+    assert run_all().success
+    empty = stock.read_overrides(None, set())
+    with connect(warehouse_path) as con:
+        con.execute(  # a new on-hand batch, judged, one of its rows quarantined (its SKU is held)
+            """INSERT INTO ingest_batches BY NAME SELECT * REPLACE ('on_hand-new' AS batch_id)
+            FROM ingest_batches WHERE feed = 'on_hand' LIMIT 1"""
+        )
+        con.execute(
+            """INSERT INTO quarantine VALUES
+            ('on_hand', 'on_hand-new', 'a rule', 'SKU-X|WH-EAST', '{"sku": "SKU-X"}', now(), NULL)"""
+        )
+        assert stock.build_stock_position(con, stock.StockPolicy(), empty, WORLD_NOW) is not None
+        assert stock.build_stock_position(con, stock.StockPolicy(), empty, WORLD_NOW) is not None  # held ones only
