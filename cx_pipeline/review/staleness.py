@@ -223,10 +223,11 @@ SELECT CAST($now AS DATE) AS day, $policy AS policy,
        (SELECT count(*) || '/' || coalesce(max(absent_since)::VARCHAR, '') FROM snapshot_absent
         WHERE feed = 'catalog') AS absent
 """
-# The products whose row may have changed since the last assessment (at $since, on the WMS clock): those named by
+# The products whose row may have changed since the last assessment: those named by
 # a batch not judged then (of the catalog, receipts, orders, inquiries: an unjudged batch hides its rows), a new
 # review decision or push plan, or a stock status that differs from the one assessed; and those a window or a
-# cadence moved past.
+# cadence moved past between the two assessments' clocks ($earlier, $later: the WMS clock, estimated from the
+# source's, may also step back a little).
 TOUCHED_SQL = """
 CREATE OR REPLACE TEMP TABLE stale_touched AS
 WITH new_batches AS (
@@ -240,14 +241,14 @@ UNION SELECT coalesce(i.sku, o.sku) FROM (FROM raw_inquiries SEMI JOIN new_batch
     LEFT JOIN raw_open_orders o ON i.sku IS NULL AND o.order_id = i.order_id
 UNION SELECT coalesce(i.sku, o.sku) FROM valid_inquiries i  -- out of the window since
     LEFT JOIN raw_open_orders o ON i.sku IS NULL AND o.order_id = i.order_id
-    WHERE i.created_at + to_days($cancellation_window_days) BETWEEN $since AND $now
+    WHERE i.created_at + to_days($cancellation_window_days) BETWEEN $earlier AND $later
 UNION SELECT sku FROM valid_review_decisions WHERE decision_id > $decisions_through
 UNION SELECT c.sku FROM push_changes c JOIN push_plans p USING (plan_id)
     WHERE plan_id NOT IN (FROM stale_assessed_inputs)
-       OR p.planned_at + to_days($mismatch_window_days) BETWEEN $since AND $now
+       OR p.planned_at + to_days($mismatch_window_days) BETWEEN $earlier AND $later
 UNION SELECT sku FROM stale_products p JOIN stock_status_since s USING (sku)
     WHERE p.out_of_stock_since IS DISTINCT FROM CASE WHEN s.publish_status = 'out_of_stock' THEN s.since END
-UNION SELECT sku FROM stale_products WHERE next_review_due BETWEEN $since AND $now
+UNION SELECT sku FROM stale_products WHERE next_review_due BETWEEN $earlier AND $later
 """
 
 
@@ -276,8 +277,9 @@ def assess(
         basis = _basis(con, now, policy_key)
         last = _last_assessment(con)
         touched = None
-        if not whole and last is not None and last["basis"] == basis and last["assessed_at"] <= now:
-            params = {**settings, "since": last["assessed_at"], "decisions_through": last["decisions_through"]}
+        if not whole and last is not None and last["basis"] == basis:
+            earlier, later = sorted((last["assessed_at"], now))
+            params = {**settings, "earlier": earlier, "later": later, "decisions_through": last["decisions_through"]}
             con.execute(TOUCHED_SQL, {k: v for k, v in params.items() if f"${k}" in TOUCHED_SQL})
             (touched,) = first_row(con, "SELECT count(*) FROM stale_touched")
         with transaction(con):

@@ -49,8 +49,10 @@ def test_a_new_policy_an_emptied_table_or_a_new_day_is_assessed_whole(run_all, w
         assert staleness.assess(con, policy.model_copy(update={"flag_score": 4.0}), families, now) is None
         con.execute("DELETE FROM stale_products WHERE sku IN (SELECT sku FROM stale_products LIMIT 1)")
         assert staleness.assess(con, policy, families, now) is None
-        assert staleness.assess(con, policy, families, now + timedelta(days=1)) is None
-        assert staleness.assess(con, policy, families, now - timedelta(minutes=1)) is None  # the clock went back
+        noon = (now + timedelta(days=1)).replace(hour=12, minute=0, second=0, microsecond=0)
+        assert staleness.assess(con, policy, families, noon) is None  # a new day
+        # the WMS clock is estimated from the source's, and may step back a little: still the same day's basis
+        assert staleness.assess(con, policy, families, noon - timedelta(minutes=5)) is not None
 
 
 def test_a_new_batch_with_quarantined_rows_does_not_make_the_next_run_assess_everything(run_all, warehouse_path):
