@@ -1,15 +1,19 @@
 """The `cx-pipeline` command as a user runs it: a real process, real HTTP, a real warehouse file."""
 
+import json
 import re
 import subprocess
 
 import duckdb
 import requests
 
-from tests.helpers import CLI, listening
+from tests.helpers import CLI, WORLD_NOW, listening
 
 
 def test_demo_runs_the_whole_pipeline_and_summarises_it(tmp_path):
+    # the demo world's clock, pinned: a new data directory's world is built at the current hour
+    marker = {"seed": 42, "skus": 300, "storefront": "rest", "now": WORLD_NOW.isoformat()}
+    (tmp_path / "app-world.json").write_text(json.dumps(marker))
     result = subprocess.run(
         [CLI, "demo", "--skus", "300", "--data-dir", str(tmp_path)],
         capture_output=True,

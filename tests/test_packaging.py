@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cx_pipeline.benchmarks import report
+from tests.helpers import WORLD_NOW
 
 pytestmark = pytest.mark.slow  # a fresh virtualenv, a full install, the demo and the bench
 
@@ -100,6 +101,10 @@ def test_the_install_holds_cx_pipeline_with_its_data_and_no_generic_top_level_na
 
 
 def test_the_installed_demo_runs_outside_a_checkout(installed: Install):
+    # the demo world's clock, pinned: a new data directory's world is built at the current hour
+    (installed.workdir / "demo").mkdir(exist_ok=True)
+    marker = {"seed": 42, "skus": 300, "storefront": "rest", "now": WORLD_NOW.isoformat()}
+    (installed.workdir / "demo" / "app-world.json").write_text(json.dumps(marker))
     demo = installed.run("cx-pipeline", "demo", "--skus", "300", "--data-dir", "demo", timeout=900)
     assert demo.returncode == 0, demo.stderr[-5000:]
     assert "Run succeeded" in demo.stdout

@@ -14,7 +14,6 @@ from cx_pipeline.core import appstore
 from cx_pipeline.core.appstore import iso, note_publication
 from cx_pipeline.core.sql import first_row
 from cx_pipeline.core.transactions import transaction
-from cx_pipeline.quality.inspections import DHU_INPUTS
 
 
 @dataclass(frozen=True)
@@ -130,7 +129,7 @@ CREATE TABLE IF NOT EXISTS kpi_inspected_weeks (  -- inspections logged and DHU 
     inspections_logged BIGINT NOT NULL,
     dhu                DOUBLE
 );
-CREATE TABLE IF NOT EXISTS kpi_inspected_from (   -- one row: the inspections it was built from (`DHU_INPUTS`)
+CREATE TABLE IF NOT EXISTS kpi_inspected_from (   -- one row: the inspections it was built from (`inspection_inputs`)
     inputs VARCHAR NOT NULL
 );
 ALTER TABLE kpi_inspected_from ADD COLUMN IF NOT EXISTS weeks BIGINT;  -- its rows: other than these, emptied since
@@ -151,10 +150,10 @@ def refresh_inspected_weeks(con: duckdb.DuckDBPyConnection) -> bool:
     """Bring `kpi_inspected_weeks` up to date with the inspections; return whether it was rebuilt.
 
     It reads every inspection's defects (17 M rows at 1 M SKUs: most of the weekly KPIs' time), so it is rebuilt
-    only when the inspections changed since, by the fingerprint the DHU keeps (`DHU_INPUTS`), or when that
+    only when the inspections changed since, by the fingerprint the DHU keeps (`inspection_inputs`), or when that
     fingerprint is missing or the table no longer holds the weeks it recorded.
     """
-    (inputs,) = first_row(con, DHU_INPUTS)
+    (inputs,) = first_row(con, "SELECT inputs FROM inspection_inputs")  # the quality room's view
     kept = first_row(con, "SELECT inputs, weeks = (SELECT count(*) FROM kpi_inspected_weeks) FROM kpi_inspected_from")
     if kept == (inputs, True):
         return False

@@ -90,7 +90,7 @@ CREATE TABLE IF NOT EXISTS inspection_items (
 );
 CREATE TABLE IF NOT EXISTS dhu_built (      -- what the last DHU build read: one row
     built_on  DATE NOT NULL,                -- its day on the WMS clock (the window moves by days)
-    inputs    VARCHAR NOT NULL              -- the inspections it read (`DHU_INPUTS`)
+    inputs    VARCHAR NOT NULL              -- the inspections it read (`inspection_inputs`)
 );
 -- every entry that kept its contract, and the latest of them per lot
 CREATE OR REPLACE VIEW kept_inspections AS
@@ -101,6 +101,12 @@ WHERE inspection_id::VARCHAR NOT IN (
 CREATE OR REPLACE VIEW valid_inspections AS
 SELECT * FROM kept_inspections
 QUALIFY row_number() OVER (PARTITION BY receipt_id, line_no ORDER BY inspection_id DESC) = 1;
+-- what the valid inspections depend on, cheaply (one row): the entries imported, and the quarantine holding some
+-- back; a step that keeps work built from them (the DHU, the weekly KPIs) compares it with what it built from
+CREATE OR REPLACE VIEW inspection_inputs AS
+SELECT concat_ws('|', (SELECT max(inspection_id) FROM inspections),
+    (SELECT max(judged_at) FROM ingest_batches WHERE feed = 'inspections' AND rows_fetched > 0),
+    (SELECT count(*) FILTER (released_at IS NULL) FROM quarantine WHERE feed = 'inspections')) AS inputs;
 """
 
 
@@ -1016,10 +1022,6 @@ SELECT category, supplier_id, item, count(*) AS lots, sum(units)::BIGINT AS unit
 FROM checked GROUP BY ALL ORDER BY category, supplier_id, item
 """
 DHU_WINDOW_DAYS = 90
-# What the valid inspections depend on, cheaply: the entries imported, and the quarantine holding some back.
-DHU_INPUTS = """SELECT concat_ws('|', (SELECT max(inspection_id) FROM inspections),
-    (SELECT max(judged_at) FROM ingest_batches WHERE feed = 'inspections' AND rows_fetched > 0),
-    (SELECT count(*) FILTER (released_at IS NULL) FROM quarantine WHERE feed = 'inspections'))"""
 
 
 def build_dhu(con: duckdb.DuckDBPyConnection, now: datetime, window_days: int = DHU_WINDOW_DAYS) -> None:
@@ -1028,13 +1030,14 @@ def build_dhu(con: duckdb.DuckDBPyConnection, now: datetime, window_days: int = 
     with transaction(con):
         con.execute(DHU_SQL, {"now": now, "window_days": window_days})
         con.execute("DELETE FROM dhu_built")
-        con.execute(f"INSERT INTO dhu_built SELECT $day, ({DHU_INPUTS})", {"day": now.astimezone(UTC).date()})
+        day = now.astimezone(UTC).date()
+        con.execute("INSERT INTO dhu_built SELECT $day, inputs FROM inspection_inputs", {"day": day})
 
 
 def dhu_is_current(con: duckdb.DuckDBPyConnection, now: datetime) -> bool:
     """Whether `inspection_dhu` was built on `now`'s day (UTC) from the same inspections as there are now: then
     a rebuild would give the same segments."""
-    row = first_row(con, f"SELECT built_on, inputs = ({DHU_INPUTS}) FROM dhu_built")
+    row = first_row(con, "SELECT built_on, inputs = (SELECT inputs FROM inspection_inputs) FROM dhu_built")
     return bool(row) and row[0] == now.astimezone(UTC).date() and bool(row[1])
 
 

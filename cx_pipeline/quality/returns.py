@@ -336,7 +336,11 @@ def choose_alpha(sample: pd.DataFrame, checklists: Checklists) -> float:
         glm = PoissonRegressor(solver="newton-cholesky", warm_start=True)
         for k, alpha in enumerate(path):
             glm.set_params(alpha=alpha).fit(x_train, label[train])
-            deviance[k] += mean_poisson_deviance(label[test], glm.predict(x_test))
+            predicted = glm.predict(x_test)
+            # a penalty too weak for a small sample can fit a column exactly and send a prediction to 0 or past
+            # the floats' range: it is no candidate (its deviance is infinite), not an error
+            usable = np.all(np.isfinite(predicted) & (predicted > 0))
+            deviance[k] += mean_poisson_deviance(label[test], predicted) if usable else np.inf
     return path[int(np.argmin(deviance))]
 
 
