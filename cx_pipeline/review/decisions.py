@@ -115,10 +115,11 @@ SELECT sku, title, category, supplier_id, product_status,
 FROM stale_products
 WHERE long_registered AND product_status <> 'discontinued' AND (flagged OR last_decided_at IS NOT NULL)
 """
-# The warehouse's copy of the queue as last published, with the publication's token: a later publication sends
-# the app only the rows that differ (within a day, the products whose signals changed). When the app's
-# publication is not that one (a new or restored app store, a crash between the two commits), it sends them all.
-SENT_TABLE = "review_queue_sent"
+# The warehouse's copy of the queue as last published (`review_queue_sent`, the publication's token in
+# `review_queue_sent_token`): a later publication sends the app only the rows that differ (within a day, the
+# products whose signals changed). When the app's publication is not that one (a new or restored app store, a crash
+# between the two commits), it sends them all.
+
 COPY_CHUNK = 50_000  # rows per insert into the app store
 
 
@@ -198,9 +199,9 @@ def publish_queue(store: sqlite3.Connection, con: duckdb.DuckDBPyConnection, run
     _app_cohort(con, store, copy, same_day)
     con.execute(
         "CREATE OR REPLACE TEMP TABLE queue_changed AS "
-        + (f"SELECT * FROM queue_now EXCEPT SELECT * FROM {SENT_TABLE}" if copy else "SELECT * FROM queue_now")
+        + ("SELECT * FROM queue_now EXCEPT SELECT * FROM review_queue_sent" if copy else "SELECT * FROM queue_now")
     )
-    gone = _skus(con, f"SELECT sku FROM {SENT_TABLE} ANTI JOIN queue_now USING (sku)") if copy else []
+    gone = _skus(con, "SELECT sku FROM review_queue_sent ANTI JOIN queue_now USING (sku)") if copy else []
     left = _skus(con, "SELECT sku FROM kept ANTI JOIN queue_now USING (sku)")  # the cohort's leavers, same day
     (new,) = first_row(con, "SELECT count(*) FROM queue_now ANTI JOIN kept USING (sku)")
     today = datetime.fromisoformat(assessed[:10]).replace(tzinfo=UTC)
@@ -237,7 +238,7 @@ def _app_cohort(con: duckdb.DuckDBPyConnection, store: sqlite3.Connection, copy:
     if not same_day:
         con.execute("CREATE OR REPLACE TEMP TABLE kept (sku VARCHAR)")
     elif copy:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE kept AS SELECT sku FROM {SENT_TABLE}")
+        con.execute("CREATE OR REPLACE TEMP TABLE kept AS SELECT sku FROM review_queue_sent")
     else:
         frame = pd.DataFrame({"sku": [sku for (sku,) in store.execute("SELECT sku FROM review_queue")]}, dtype=str)
         con.register("app_cohort", frame)
@@ -252,13 +253,13 @@ def _keep_copy(con: duckdb.DuckDBPyConnection, token: str, whole: bool) -> None:
     tokens apart, and the next publication sends the whole queue)."""
     with transaction(con):
         if whole:
-            con.execute(f"CREATE OR REPLACE TABLE {SENT_TABLE} AS SELECT * FROM queue_now")
+            con.execute("CREATE OR REPLACE TABLE review_queue_sent AS SELECT * FROM queue_now")
         else:  # the changed rows replaced, the products gone deleted
             con.execute(
-                f"""DELETE FROM {SENT_TABLE}
+                """DELETE FROM review_queue_sent
                 WHERE sku IN (SELECT sku FROM queue_changed) OR sku NOT IN (SELECT sku FROM queue_now)"""
             )
-            con.execute(f"INSERT INTO {SENT_TABLE} SELECT * FROM queue_changed")
+            con.execute("INSERT INTO review_queue_sent SELECT * FROM queue_changed")
         con.execute("DELETE FROM review_queue_sent_token")
         con.execute("INSERT INTO review_queue_sent_token VALUES (?)", [token])
 

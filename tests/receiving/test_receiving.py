@@ -274,12 +274,17 @@ def test_a_po_line_missing_from_the_reconciled_state_is_found_and_everything_red
     assert found(con) == {(1, "late"): (0, "open")}
 
 
-def test_a_discrepancies_table_emptied_since_redoes_every_line(con):
+def reconcile_one_short_one_full(con) -> None:
+    """Two PO lines of 10, line 1 received 7 (short by 3), line 2 received whole, reconciled once."""
     add_po_line(con, 1, 10, 2)
     add_receipt(con, "R1", 1, 7)
     add_po_line(con, 2, 10, 2)
     add_receipt(con, "R2", 2, 10)
     reconciliation.reconcile(con, reconciliation.ReceivingPolicy(), NOW)
+
+
+def test_a_discrepancies_table_emptied_since_redoes_every_line(con):
+    reconcile_one_short_one_full(con)
     con.execute("DELETE FROM receipt_discrepancies")  # as a table dropped and created again would be
 
     assert reconciliation.reconcile(con, reconciliation.ReceivingPolicy(), NOW)["po_lines_redone"] == 2
@@ -287,11 +292,7 @@ def test_a_discrepancies_table_emptied_since_redoes_every_line(con):
 
 
 def test_a_new_policy_or_a_quarantined_receipt_redoes_every_line(con):
-    add_po_line(con, 1, 10, 2)
-    add_receipt(con, "R1", 1, 7)
-    add_po_line(con, 2, 10, 2)
-    add_receipt(con, "R2", 2, 10)
-    reconciliation.reconcile(con, reconciliation.ReceivingPolicy(), NOW)
+    reconcile_one_short_one_full(con)
     assert found(con) == {(1, "short"): (3, "open")}
 
     lenient = reconciliation.ReceivingPolicy(short_tolerance_pct=40)
