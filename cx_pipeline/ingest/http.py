@@ -13,6 +13,7 @@ import contextvars
 import copy
 import logging
 import math
+import os
 import re
 import threading
 import time
@@ -25,6 +26,7 @@ import orjson
 import requests
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
+from requests.utils import get_environ_proxies
 from urllib3.exceptions import HTTPError as TransportError
 from urllib3.exceptions import InvalidHeader, MaxRetryError, ReadTimeoutError, ResponseError
 from urllib3.util.retry import Retry
@@ -250,6 +252,26 @@ class GuardedSession(requests.Session):
         super().__init__()
         self.headers = SecretHeaders(self.headers)
         self.follow_cross_origin_redirects = follow_cross_origin_redirects
+        # Credentials come from configuration only: with trust_env, requests reads ~/.netrc for every request and
+        # an entry there replaces the configured token. Proxies and the CA bundle still come from the environment
+        # (`merge_environment_settings`).
+        self.trust_env = False
+        self._environment: dict[tuple[str, str | None], tuple[dict[str, str], str | None]] = {}
+
+    def merge_environment_settings(
+        self, url: str | None, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
+        """As requests does with trust_env, but the environment is read once per origin and session: requests
+        reads every variable for every request, a quarter of a small POST's CPU. What the call passes wins."""
+        no_proxy = (proxies or {}).get("no_proxy")
+        key = (origin(url or ""), no_proxy)
+        if key not in self._environment:
+            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            self._environment[key] = (get_environ_proxies(url or "", no_proxy=no_proxy), bundle)
+        environ_proxies, bundle = self._environment[key]
+        if bundle and (verify is True or verify is None):
+            verify = bundle
+        return super().merge_environment_settings(url, {**environ_proxies, **(proxies or {})}, stream, verify, cert)
 
     def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
         here, there = origin(response.url), origin(prepared_request.url or "")

@@ -229,6 +229,50 @@ def test_a_cross_origin_redirect_when_allowed_is_followed_without_credentials(si
     assert any("following a redirect" in r.getMessage() and elsewhere.url in r.getMessage() for r in caplog.records)
 
 
+# --- the environment ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def environment(monkeypatch):
+    """No proxy variables but those a test sets (the session reads them once per origin, so each test makes its
+    own client)."""
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_requests_go_through_the_proxy_the_environment_names(sim, elsewhere, environment):
+    environment.setenv("http_proxy", elsewhere.url)  # a forward proxy answering for every origin
+    api = client(sim)
+
+    pages = [api.get_json(PATH, {"limit": 10}) for _ in range(2)]
+
+    assert [p["data"] for p in pages] == [[{"sku": "ELSEWHERE"}]] * 2  # every request, not only the first
+    assert len(elsewhere.requests) == 2
+    assert sim.requests[PATH] == 0
+
+
+def test_an_origin_the_environment_exempts_from_the_proxy_is_asked_directly(sim, elsewhere, environment):
+    environment.setenv("http_proxy", elsewhere.url)
+    environment.setenv("no_proxy", "127.0.0.1")
+
+    page = client(sim).get_json(PATH, {"limit": 10})
+
+    assert len(page["data"]) == 10
+    assert elsewhere.requests == []
+
+
+def test_a_netrc_entry_never_replaces_the_configured_token(sim, tmp_path, environment):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password something-else\n")
+    netrc.chmod(0o600)
+    environment.setenv("NETRC", str(netrc))
+
+    page = client(sim).get_json(PATH, {"limit": 10})  # the simulator refuses anything but the bearer token
+
+    assert len(page["data"]) == 10
+
+
 # --- secrets --------------------------------------------------------------------------------------------
 
 CREDENTIALS = {
