@@ -75,7 +75,9 @@ class UpstreamApiResource(dg.ConfigurableResource):
 
     base_url: str
     token: str
-    page_size: int = 1000
+    # the largest page the API serves (the simulator's limit): a full read of a million rows is client-bound, and
+    # each page costs a request and a statement (catalog 9.1 → 7.3 s, stock 5.4 → 3.7 s against 1,000)
+    page_size: int = 5000
     connect_timeout_seconds: float = 5.0
     read_timeout_seconds: float = 30.0
     retries: int = 5

@@ -23,7 +23,7 @@ class RestStorefront(StorefrontAdapter):
 
     name = "rest"
 
-    def __init__(self, client: ApiClient, batch_size: int = 100, page_size: int = 1000) -> None:
+    def __init__(self, client: ApiClient, batch_size: int = 100, page_size: int = 5000) -> None:
         self.client = client
         self.batch_size = batch_size
         self.page_size = page_size
