@@ -92,9 +92,14 @@ WITH receipts AS (
 ), cancellation_skus AS (
     -- an inquiry names its SKU, or else counts for every SKU of its order
     SELECT DISTINCT i.inquiry_id, coalesce(i.sku, o.sku) AS sku, i.created_at
-    FROM valid_inquiries i
-    LEFT JOIN (SELECT DISTINCT order_id, sku FROM valid_open_orders) o ON i.sku IS NULL AND o.order_id = i.order_id
-    WHERE i.reason = 'cancellation' AND i.created_at > $now - to_days($cancellation_window_days)
+    FROM (FROM valid_inquiries
+          WHERE reason = 'cancellation' AND created_at > $now - to_days($cancellation_window_days)) i
+    LEFT JOIN (  -- the lines of those orders only (not every order line made distinct)
+        SELECT DISTINCT order_id, sku FROM valid_open_orders
+        WHERE order_id IN (SELECT order_id FROM valid_inquiries
+                           WHERE sku IS NULL AND reason = 'cancellation'
+                             AND created_at > $now - to_days($cancellation_window_days))
+    ) o ON i.sku IS NULL AND o.order_id = i.order_id
 ), latest_decision AS (
     -- the newest decision in force: an undo takes its decision back, so the one before it counts again
     SELECT sku, decision_id, decision, note, reviewer, decided_at FROM valid_review_decisions
