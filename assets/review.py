@@ -70,7 +70,7 @@ def stale_products(
         by_category = staleness.queue_by(con, "category")
         top = staleness.queue(con, limit=PREVIEW_ROWS)
         export = warehouse.reports_dir / "stale_products_queue.csv"
-        staleness.export_queue(con, export)
+        exported = staleness.export_queue(con, export)
         with app_store.connect() as store:
             published = decisions.publish_queue(store, con, context.run_id)
     again = "every product" if reassessed is None else f"{reassessed:,} products whose rows may have changed"
@@ -78,7 +78,8 @@ def stale_products(
         f"stale_products: assessed {again}; {counts['queue']:,} products to review of "
         f"{counts['long_registered']:,} long-registered; "
         f"the review app's copy: {published.sent:,} rows sent, {published.withdrawn:,} withdrawn, "
-        f"{published.cohort:,} products in all"
+        f"{published.cohort:,} products in all; the queue's CSV "
+        + ("written" if exported else "unchanged, not written again")
     )
     return dg.MaterializeResult(
         metadata={
@@ -91,6 +92,7 @@ def stale_products(
             "queue_by_category": markdown(by_category, "the queue is empty"),
             "top_of_queue": markdown(top, "the queue is empty"),
             "queue_csv": dg.MetadataValue.path(str(export.resolve())),
+            "queue_csv_written": exported,
         }
     )
 

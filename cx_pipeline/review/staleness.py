@@ -74,6 +74,8 @@ CREATE TABLE IF NOT EXISTS stale_assessment (  -- the last assessment of stale_p
 );
 -- the input batches (judged) and push plans the assessments have seen, by id
 CREATE TABLE IF NOT EXISTS stale_assessed_inputs (id VARCHAR PRIMARY KEY);
+-- the review queue's CSV as last written (`export_queue`)
+CREATE TABLE IF NOT EXISTS stale_queue_export (path VARCHAR PRIMARY KEY, fingerprint VARCHAR NOT NULL);
 """
 
 
@@ -382,11 +384,21 @@ QUEUE_COLUMNS = (
 )
 
 
-def export_queue(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+def export_queue(con: duckdb.DuckDBPyConnection, path: Path) -> bool:
     """The whole review queue as CSV at `path`, most urgent first, written by DuckDB (not through pandas: at a
-    million SKUs the queue holds hundreds of thousands of products)."""
+    million SKUs the queue holds hundreds of thousands of products). Written only when its rows differ from the
+    last export's or the file is gone (a fingerprint of the rows, which also fix their order); True if written."""
+    rows = f"SELECT {QUEUE_COLUMNS} FROM stale_products WHERE in_queue"
+    (fingerprint,) = first_row(con, f"SELECT count(*) || '/' || coalesce(sum(hash(q)), 0) FROM ({rows}) q")
+    exported = first_row(con, "SELECT fingerprint FROM stale_queue_export WHERE path = ?", [str(path)])
+    if path.exists() and exported == (fingerprint,):
+        return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    con.sql(f"SELECT {QUEUE_COLUMNS} FROM stale_products WHERE in_queue ORDER BY {QUEUE_ORDER}").write_csv(str(path))
+    con.sql(f"{rows} ORDER BY {QUEUE_ORDER}").write_csv(str(path))
+    with transaction(con):
+        con.execute("DELETE FROM stale_queue_export WHERE path = ?", [str(path)])
+        con.execute("INSERT INTO stale_queue_export VALUES (?, ?)", [str(path), fingerprint])
+    return True
 
 
 def queue(con: duckdb.DuckDBPyConnection, limit: int | None = None) -> pd.DataFrame:

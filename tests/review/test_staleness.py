@@ -9,7 +9,7 @@ import pytest
 
 from cx_pipeline.core.rule_files import RulesError
 from cx_pipeline.review.families import load_families
-from cx_pipeline.review.staleness import REASON_CODES, StalenessPolicy, assess
+from cx_pipeline.review.staleness import REASON_CODES, StalenessPolicy, assess, export_queue
 from cx_pipeline.simulator import REQUIRED_ATTRIBUTES
 from cx_pipeline.storefront import stock
 from cx_pipeline.warehouse import connect
@@ -333,3 +333,24 @@ def test_the_push_plan_tells_a_stale_listing_from_a_change_the_wms_just_made(con
     assert run("r1", 50) is None  # the shop agrees
     assert run("r2", 0) is False  # sold out in this run: the push follows the WMS
     assert run("r3", 0) is True  # the shop still (again) shows in stock a run later: a stale listing
+
+
+def test_the_queue_csv_is_written_again_only_when_the_queue_changed_or_the_file_is_gone(con, tmp_path):
+    history(con, 200)
+    add_product(con, "STALE", 5)
+    csv_path = tmp_path / "reports" / "queue.csv"
+    assessed(con)
+
+    assert export_queue(con, csv_path)
+    first = csv_path.read_text()
+    assert "STALE" in first
+    assert not export_queue(con, csv_path)  # nothing changed: the file stays as written
+
+    add_product(con, "STALE-TOO", 6)
+    assessed(con)
+    assert export_queue(con, csv_path)
+    assert "STALE-TOO" in csv_path.read_text()
+
+    csv_path.unlink()
+    assert export_queue(con, csv_path)
+    assert csv_path.exists()
