@@ -361,3 +361,28 @@ def test_lots_leave_the_list_when_they_leave_the_window_or_their_inspection_ages
         rows = len(CHECKLISTS.items("home"))
         assert error.value.problems == [f"lot RCV-1/1 is not a received lot QA can inspect: rows 2-{rows + 1}"]
         assert stored(store) == 1
+
+
+def test_the_contract_judges_the_latest_import_alone_against_the_receipts(tmp_path):
+    with warehouse.connect(tmp_path / "w.duckdb") as con, appstore.connect(tmp_path / "app.sqlite") as store:
+        land_product(con, "SKU-A", "Mug", 4.5)
+        for receipt_id in ("RCV-1", "RCV-2", "RCV-3"):
+            land_receipt(con, receipt_id, "SKU-A")
+        inspections.refresh_lots(con, store, NOW, WINDOW)
+        inspect(store, "RCV-1", NOW)
+        assert inspections.import_inspections(store, con, "run-1", NOW) == 1
+        inspect(store, "RCV-2", NOW)
+        inspect(store, "RCV-3", NOW)
+        assert inspections.import_inspections(store, con, "run-2", NOW + timedelta(hours=3)) == 2
+        con.execute("DELETE FROM raw_receipts WHERE receipt_id = 'RCV-3'")  # its lot no longer on record
+
+        frame = inspections.latest_import(con, CHECKLISTS)
+
+        items = len(CHECKLISTS.items("home")) * 3
+        assert sorted(frame["receipt_id"].unique()) == ["RCV-2", "RCV-3"]  # not the earlier import's RCV-1
+        assert len(frame) == 2 * items and list(frame["_row"]) == list(range(1, 2 * items + 1))
+        assert frame.groupby("receipt_id")["_known_lot"].all().to_dict() == {"RCV-2": True, "RCV-3": False}
+        assert frame["_known_item"].all()
+
+        assert inspections.import_inspections(store, con, "run-3", NOW + timedelta(hours=6)) == 0
+        assert inspections.latest_import(con, CHECKLISTS).empty  # an import of nothing: nothing to judge
