@@ -88,6 +88,12 @@ CREATE TABLE IF NOT EXISTS inspection_items (
     item          VARCHAR NOT NULL,
     defects       BIGINT
 );
+CREATE TABLE IF NOT EXISTS inspection_verdicts (  -- lots by their latest verdict, as last counted (`by_verdict`)
+    inputs  VARCHAR NOT NULL,               -- the inspections counted (`inspection_inputs`)
+    verdict VARCHAR,
+    source  VARCHAR,
+    lots    BIGINT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS dhu_built (      -- what the last DHU build read: one row
     built_on  DATE NOT NULL,                -- its day on the WMS clock (the window moves by days)
     inputs    VARCHAR NOT NULL              -- the inspections it read (`inspection_inputs`)
@@ -1077,13 +1083,22 @@ def publish_dhu(store: sqlite3.Connection, segments: pd.DataFrame, run_id: str, 
 
 def by_verdict(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Inspected lots in the warehouse by the verdict of their latest entry and how it was entered (form or CSV):
-    an amended lot counts once."""
-    return con.sql(
-        """SELECT verdict, source, count(*) AS lots FROM (
-            SELECT * FROM inspections
-            QUALIFY row_number() OVER (PARTITION BY receipt_id, line_no ORDER BY inspection_id DESC) = 1)
-        GROUP BY ALL ORDER BY verdict, source"""
-    ).df()
+    an amended lot counts once. Counted again only when the inspections changed (`inspection_inputs`): every run
+    asks, and at 1 M SKUs the count groups 3.6 M entries (0.7 s)."""
+    (inputs,) = first_row(con, "SELECT inputs FROM inspection_inputs")
+    with transaction(con):
+        (current,) = first_row(con, "SELECT count(*) > 0 FROM inspection_verdicts WHERE inputs = ?", [inputs])
+        if not current:
+            con.execute("DELETE FROM inspection_verdicts")
+            con.execute(
+                """INSERT INTO inspection_verdicts
+                SELECT ?, verdict, source, count(*) FROM (
+                    SELECT * FROM inspections
+                    QUALIFY row_number() OVER (PARTITION BY receipt_id, line_no ORDER BY inspection_id DESC) = 1)
+                GROUP BY ALL""",
+                [inputs],
+            )
+    return con.sql("SELECT verdict, source, lots FROM inspection_verdicts ORDER BY verdict, source").df()
 
 
 def latest(con: duckdb.DuckDBPyConnection, limit: int = 20) -> pd.DataFrame:

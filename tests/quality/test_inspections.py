@@ -386,3 +386,31 @@ def test_the_contract_judges_the_latest_import_alone_against_the_receipts(tmp_pa
 
         assert inspections.import_inspections(store, con, "run-3", NOW + timedelta(hours=6)) == 0
         assert inspections.latest_import(con, CHECKLISTS).empty  # an import of nothing: nothing to judge
+
+
+def test_lots_by_verdict_are_counted_again_when_the_inspections_change(tmp_path):
+    with warehouse.connect(tmp_path / "w.duckdb") as con, appstore.connect(tmp_path / "app.sqlite") as store:
+        land_product(con, "SKU-A", "Mug", 4.5)
+        for receipt_id in ("RCV-1", "RCV-2"):
+            land_receipt(con, receipt_id, "SKU-A")
+        inspections.refresh_lots(con, store, NOW, WINDOW)
+
+        def counts() -> dict[str, int]:
+            frame = inspections.by_verdict(con)
+            return dict(zip(frame["verdict"] + "/" + frame["source"], frame["lots"], strict=True))
+
+        assert counts() == {}
+        inspect(store, "RCV-1", NOW)
+        inspections.import_inspections(store, con, "run-1", NOW)
+        assert counts() == {"accept/form": 1}
+        assert counts() == {"accept/form": 1}  # asked again, nothing new: the same
+
+        counts_by_item = {(item, s): 0 for item in CHECKLISTS.items("home") for s in ("critical", "major", "minor")}
+        counts_by_item[(CHECKLISTS.items("home")[0], "critical")] = 1
+        amended = Entry("RCV-1", 1, counts_by_item, NOW + timedelta(hours=1))  # rejected now: counts once still
+        inspections.record(
+            store, amended, CHECKLISTS, "quinn", now=NOW + timedelta(hours=1), amends=1, amend_reason="missed a crack"
+        )
+        inspect(store, "RCV-2", NOW + timedelta(hours=1))
+        inspections.import_inspections(store, con, "run-2", NOW + timedelta(hours=3))
+        assert counts() == {"accept/form": 1, "reject/form": 1}
