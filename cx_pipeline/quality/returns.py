@@ -239,16 +239,18 @@ def features(
     release_memory(con)
     # One column per segment, placed by index (a SKU has DHU only in its own category's segments, else 0):
     # a pivot by name in pandas took half the features' time at 1 M SKUs. The numbers are written straight into
-    # the frame's block of floats (its own layout: each column contiguous), not copied in from separate columns.
+    # the frame's block of floats (its own layout: each column contiguous), not copied in from separate columns;
+    # the DHU by each cell's offset in that layout (4 M cells at 1 M SKUs: 0.03 s, where [row, column] took 0.4 s).
     names, numbers = segments(checklists), ["log_price", *CUTOFF_NUMBERS]
     strings = [name for name in catalog.columns if name != "log_price"]
+    cells = (len(numbers) + dhu["position"]) * len(catalog) + dhu["row"]
     frames = []
     for i in range(len(cutoffs)):
         block = np.zeros((len(catalog), len(numbers) + len(names)), order="F")
         block[:, 0] = catalog["log_price"].to_numpy()
         for k, name in enumerate(numbers[1:], 1):
             block[:, k] = history[f"{name}{i}"]
-        block[dhu["row"], len(numbers) + dhu["position"]] = dhu[f"dhu{i}"]
+        np.put(block.T, cells, dhu[f"dhu{i}"])  # block.T: the same memory, one column after another
         frame = pd.DataFrame(block, columns=numbers + names, copy=False)
         for k, name in enumerate(strings):
             frame.insert(k, name, catalog[name].to_numpy())
