@@ -97,6 +97,11 @@ def log_import(con: duckdb.DuckDBPyConnection, batch_id: str, feed: str, run_id:
     )
 
 
+def schema_text() -> str:
+    """The DDL `create` runs, as text (the warehouse's schema fingerprint is taken over it)."""
+    return "\n".join([META_DDL, *(feed_ddl(feed) for feed in FEEDS.values())])
+
+
 def create(con: duckdb.DuckDBPyConnection) -> None:
     """Create ingest's tables and views that are missing (batches, quarantine, and per feed its raw table and
     `valid_*` view); safe to run on every connect."""
