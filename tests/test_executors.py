@@ -32,15 +32,18 @@ STAMPED = {
     "reconciled_with": {"quarantine", "landed_through"},  # the quarantine's latest times, the landings' clock
     "confirmed_through": {"loaded_at"},  # the landings' clock
     "kpi_inspected_from": {"inputs"},  # holds the inspections' latest judgement time
+    "inspection_verdicts": {"inputs"},  # the same
+    "stale_queue_export": {"path"},  # the CSV beside each run's own warehouse
     "receipt_discrepancies": {"opened_at", "updated_at", "notified_at", "resolved_at"},
     "snapshot_absent": {"batch_id", "absent_since"},
     "stock_holds": {"since", "last_run"},
     "return_risk": {"scored_at"},
     "return_risk_metrics": {"run_id", "scored_at", "train_cutoff", "test_cutoff"},
-    "stale_products": {"out_of_stock_since", "last_mismatch_at", "assessed_at"},
+    "stale_products": {"out_of_stock_since", "last_mismatch_at", "assessed_at", "assessment"},  # a random id
     "stale_assessment": {"assessed_at", "basis"},
     "stale_assessed_inputs": {"id"},  # batch and plan ids: their count is compared
     "review_queue_sent_token": {"token"},
+    "review_queue_sent": {"assessment"},
     "stock_positioned": {"basis"},
     "stock_positioned_inputs": {"id"},  # batch ids: their count is compared
     "stock_status_since": {"since", "changed_run"},

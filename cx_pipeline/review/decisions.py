@@ -104,16 +104,19 @@ def latest_import(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 
 
 # The app's copy of the cohort, in the columns of its `review_queue` table.
-PUBLISH_SQL = """
+# The cohort: long-registered products in the review's care (flagged, or decided once).
+COHORT = "long_registered AND product_status <> 'discontinued' AND (flagged OR last_decided_at IS NOT NULL)"
+PUBLISH_SQL = f"""
 SELECT sku, title, category, supplier_id, product_status,
        strftime(timezone('UTC', registered_at), '%Y-%m-%d') AS registered_at,
        round(years_registered, 1) AS years_registered,
        score, to_json(reasons)::VARCHAR AS reasons, ',' || array_to_string(reason_codes, ',') || ',' AS reason_codes,
        review_state, in_queue::INTEGER AS in_queue, days_since_receipt, days_since_order, days_out_of_stock,
        cancellations_30d, mismatches_30d, round(completeness, 3) AS completeness,
-       strftime(timezone('UTC', next_review_due), '%Y-%m-%d') AS next_review_due
+       strftime(timezone('UTC', next_review_due), '%Y-%m-%d') AS next_review_due,
+       assessment  -- kept in the warehouse's copy, not sent
 FROM stale_products
-WHERE long_registered AND product_status <> 'discontinued' AND (flagged OR last_decided_at IS NOT NULL)
+WHERE {COHORT}
 """
 # The warehouse's copy of the queue as last published (`review_queue_sent`, the publication's token in
 # `review_queue_sent_token`): a later publication sends the app only the rows that differ (within a day, the
@@ -134,8 +137,7 @@ HISTORY_DAYS = 90
 # $since is the earliest `from_day` (as a UTC timestamp), so later publications scan only today's receipts and orders.
 HISTORY_SQL = f"""
 WITH cohort AS (
-    SELECT sku FROM stale_products
-    WHERE long_registered AND product_status <> 'discontinued' AND (flagged OR last_decided_at IS NOT NULL)
+    SELECT sku FROM stale_products WHERE {COHORT}
 ), clock AS (
     SELECT today, CAST(today - INTERVAL {HISTORY_DAYS - 1} DAY AS DATE) AS first_day
     FROM (SELECT CAST(timezone('UTC', assessed_at) AS DATE) AS today FROM stale_assessment)
@@ -185,25 +187,42 @@ def publish_queue(store: sqlite3.Connection, con: duckdb.DuckDBPyConnection, run
     run's assessment, in one transaction: the app sees the old queue or the new one, never half.
 
     The queue's rows are sent when they differ from the last publication (all of them when the app's publication
-    is not the warehouse's copy). The history is rebuilt whole at the first publication of a day (of the WMS
-    clock). Later ones that day rebuild today's rows of the products already published and the whole window of
-    the products new to the cohort, and drop the products that left it; a late receipt for an earlier day shows
-    from the next day's first run."""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE queue_now AS {PUBLISH_SQL}")
+    is not the warehouse's copy); only the products assessed again since then are compared (a row keeps the id of
+    the assessment that wrote it), not the whole cohort.
+
+    The history is rebuilt whole at the first publication of a day (of the WMS clock). Later ones that day rebuild
+    today's rows of the products already published and the whole window of the products new to the cohort, and drop
+    the products that left it; a late receipt for an earlier day shows from the next day's first run."""
     (through,) = first_row(con, "SELECT coalesce(max(decision_id), 0) FROM review_decisions")
     (assessed_at,) = first_row(con, "SELECT assessed_at FROM stale_assessment") or (None,)
     assessed = iso(assessed_at) if assessed_at else utc_now()
     last = publication(store)
     same_day = last is not None and str(last["assessed_at"])[:10] == assessed[:10]
-    copy = last is not None and last["token"] is not None and last["token"] == sent_token(con)
+    copy = last is not None and last["token"] is not None and last["token"] == sent_token(con) and _copy_has_rows(con)
     _app_cohort(con, store, copy, same_day)
+    if copy:  # only the products whose row was assessed again since the copy was sent can differ from it
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE queue_candidates AS
+            SELECT sku FROM (SELECT sku, assessment FROM stale_products WHERE {COHORT}
+                             EXCEPT SELECT sku, assessment FROM review_queue_sent)
+            UNION SELECT sku FROM (SELECT sku, assessment FROM review_queue_sent
+                                   EXCEPT SELECT sku, assessment FROM stale_products WHERE {COHORT})"""
+        )
+    among = " AND sku IN (FROM queue_candidates)" if copy else ""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE queue_now AS {PUBLISH_SQL} {among}")
     con.execute(
         "CREATE OR REPLACE TEMP TABLE queue_changed AS FROM ("
-        + ("SELECT * FROM queue_now EXCEPT SELECT * FROM review_queue_sent" if copy else "SELECT * FROM queue_now")
+        + (
+            """SELECT * EXCLUDE (assessment) FROM queue_now
+            EXCEPT SELECT * EXCLUDE (assessment) FROM review_queue_sent WHERE sku IN (FROM queue_candidates)"""
+            if copy
+            else "SELECT * EXCLUDE (assessment) FROM queue_now"
+        )
         + ") ORDER BY sku"
     )
-    gone = _skus(con, "SELECT sku FROM review_queue_sent ANTI JOIN queue_now USING (sku)") if copy else []
-    left = _skus(con, "SELECT sku FROM kept ANTI JOIN queue_now USING (sku)")  # the cohort's leavers, same day
+    candidates = "SEMI JOIN queue_candidates USING (sku)" if copy else ""
+    gone = _skus(con, f"SELECT sku FROM review_queue_sent {candidates} ANTI JOIN queue_now USING (sku)") if copy else []
+    left = _skus(con, f"SELECT sku FROM kept {candidates} ANTI JOIN queue_now USING (sku)")  # leavers, same day
     (new,) = first_row(con, "SELECT count(*) FROM queue_now ANTI JOIN kept USING (sku)")
     today = datetime.fromisoformat(assessed[:10]).replace(tzinfo=UTC)
     since = today if new == 0 else today - timedelta(days=HISTORY_DAYS - 1)
@@ -248,18 +267,25 @@ def _app_cohort(con: duckdb.DuckDBPyConnection, store: sqlite3.Connection, copy:
             con.unregister("app_cohort")
 
 
+def _copy_has_rows(con: duckdb.DuckDBPyConnection) -> bool:
+    """The warehouse's copy of the queue exists and names the assessment of each row (a copy from before that
+    column is replaced whole)."""
+    (found,) = first_row(
+        con,
+        "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'review_queue_sent' AND column_name = 'assessment'",
+    )
+    return bool(found)
+
+
 def _keep_copy(con: duckdb.DuckDBPyConnection, token: str, whole: bool) -> None:
     """Make the warehouse's copy what the app now holds (after the app's commit: a crash in between leaves the
     tokens apart, and the next publication sends the whole queue)."""
     with transaction(con):
         if whole:
             con.execute("CREATE OR REPLACE TABLE review_queue_sent AS SELECT * FROM queue_now")
-        else:  # the changed rows replaced, the products gone deleted
-            con.execute(
-                """DELETE FROM review_queue_sent
-                WHERE sku IN (SELECT sku FROM queue_changed) OR sku NOT IN (SELECT sku FROM queue_now)"""
-            )
-            con.execute("INSERT INTO review_queue_sent SELECT * FROM queue_changed")
+        else:  # the candidates' rows replaced by what they are now (none for a product gone)
+            con.execute("DELETE FROM review_queue_sent WHERE sku IN (FROM queue_candidates)")
+            con.execute("INSERT INTO review_queue_sent SELECT * FROM queue_now")
         con.execute("DELETE FROM review_queue_sent_token")
         con.execute("INSERT INTO review_queue_sent_token VALUES (?)", [token])
 

@@ -10,6 +10,7 @@ storefront showing a stock status that disagrees with the WMS.
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from pathlib import Path
 
@@ -208,7 +209,8 @@ SELECT * EXCLUDE (days_without_receipt, days_without_order,
             WHEN last_decided_at IS NULL THEN 'never_reviewed'
             ELSE 'due' END AS review_state,
        review_state IN ('never_reviewed', 'due', 'material_change') AS in_queue,
-       $now::TIMESTAMPTZ AS assessed_at  -- this row's; the latest assessment's is stale_assessment.assessed_at
+       $now::TIMESTAMPTZ AS assessed_at,  -- this row's; the latest assessment's is stale_assessment.assessed_at
+       $assessment::BIGINT AS assessment  -- which assessment wrote the row: a row that kept its number is unchanged
 FROM scored  -- unordered: readers order by QUEUE_ORDER; sorting 1 M wide rows here cost a quarter of the step
 """
 # Most urgent first; among equals the earliest registered (by day, as the app shows it), then by SKU. The app orders
@@ -277,7 +279,7 @@ def assess(
         [(family, attribute, i) for family, attrs in families.items() for i, attribute in enumerate(attrs)],
         columns=["category", "attribute", "position"],
     )
-    settings = {**policy.model_dump(), "now": now}
+    settings = {**policy.model_dump(), "now": now, "assessment": secrets.randbits(63)}
     con.register("families", family_rows)
     try:
         policy_key = orjson.dumps([policy.model_dump(), families], option=orjson.OPT_SORT_KEYS).decode()
@@ -306,8 +308,11 @@ def assess(
 
 
 def _last_assessment(con: duckdb.DuckDBPyConnection) -> dict[str, object] | None:
-    """The last assessment's clock, basis and decisions, if `stale_products` still holds all it wrote."""
-    (exists,) = first_row(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'stale_products'")
+    """The last assessment's clock, basis and decisions, if `stale_products` still holds all it wrote (in this
+    code's columns: a table from before `assessment` is assessed whole)."""
+    (exists,) = first_row(
+        con, "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'stale_products' AND column_name = 'assessment'"
+    )
     row = exists and first_row(
         con,
         """SELECT assessed_at, basis, decisions_through FROM stale_assessment

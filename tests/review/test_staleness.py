@@ -7,7 +7,9 @@ import pandas as pd
 import pydantic
 import pytest
 
+from cx_pipeline.core import appstore
 from cx_pipeline.core.rule_files import RulesError
+from cx_pipeline.review import decisions
 from cx_pipeline.review.families import load_families
 from cx_pipeline.review.staleness import REASON_CODES, StalenessPolicy, assess, export_queue
 from cx_pipeline.simulator import REQUIRED_ATTRIBUTES
@@ -354,3 +356,29 @@ def test_the_queue_csv_is_written_again_only_when_the_queue_changed_or_the_file_
     csv_path.unlink()
     assert export_queue(con, csv_path)
     assert csv_path.exists()
+
+
+def test_a_later_publication_sends_what_changed_among_the_products_assessed_again(con, tmp_path):
+    history(con, 200)
+    for sku in ("A", "B", "C", "D"):
+        add_product(con, sku, 5)  # long registered, no receipts or orders: flagged, in the cohort
+    assessed(con)
+
+    def queue(store) -> dict[str, float]:
+        return dict(store.execute("SELECT sku, score FROM review_queue").fetchall())
+
+    with appstore.connect(tmp_path / "app.sqlite") as store:
+        first = decisions.publish_queue(store, con, "run-1")
+        assert (first.sent, first.cohort) == (4, 4)
+        # as an assessment of A, B and C alone leaves them: A scored anew, B out of the cohort, C the same
+        con.execute("UPDATE stale_products SET assessment = assessment + 1 WHERE sku IN ('A', 'B', 'C')")
+        con.execute("UPDATE stale_products SET score = score + 1 WHERE sku = 'A'")
+        con.execute("UPDATE stale_products SET product_status = 'discontinued' WHERE sku = 'B'")
+        later = decisions.publish_queue(store, con, "run-2")
+        assert (later.sent, later.withdrawn, later.cohort) == (1, 1, 3)  # A sent, B withdrawn, C and D not sent
+        by_difference = queue(store)
+        assert set(by_difference) == {"A", "C", "D"} and by_difference["A"] == by_difference["D"] + 1
+
+        store.execute("DELETE FROM publications WHERE name = 'review_queue'")  # the next one is whole
+        whole = decisions.publish_queue(store, con, "run-3")
+        assert whole.sent == 3 and queue(store) == by_difference
