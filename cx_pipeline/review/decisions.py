@@ -228,6 +228,10 @@ def publish_queue(store: sqlite3.Connection, con: duckdb.DuckDBPyConnection, run
     since = today if new == 0 else today - timedelta(days=HISTORY_DAYS - 1)
     # in the app's key order: SQLite's B-trees take rows in order twice as fast
     con.execute(f"CREATE OR REPLACE TEMP TABLE history_now AS FROM ({HISTORY_SQL}) ORDER BY sku, day", {"since": since})
+    # later the same day, today's rows the app holds as they are now are not sent again (`review_history_sent`)
+    history_copy = copy and same_day and _exists(con, "review_history_sent")
+    changed = "FROM (FROM history_now EXCEPT FROM review_history_sent) ORDER BY sku, day"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE history_changed AS {changed if history_copy else 'FROM history_now'}")
     token = uuid.uuid4().hex
     with appstore.transaction(store):
         if not copy:
@@ -238,10 +242,10 @@ def publish_queue(store: sqlite3.Connection, con: duckdb.DuckDBPyConnection, run
             store.execute("DELETE FROM review_history WHERE sku IN (SELECT value FROM json_each(?))", [_json(left)])
         else:
             store.execute("DELETE FROM review_history")
-        _copy_rows(con, "history_now", store, "review_history")
+        _copy_rows(con, "history_changed", store, "review_history")
         (rows,) = store.execute("SELECT count(*) FROM review_queue").fetchone()
         note_publication(store, "review_queue", run_id, assessed, rows, decisions_through=through, token=token)
-    _keep_copy(con, token, whole=not copy)
+    _keep_copy(con, token, whole=not copy, today=assessed[:10], left=left if history_copy else None)
     return QueuePublication(rows, sent, len(gone))
 
 
@@ -267,6 +271,11 @@ def _app_cohort(con: duckdb.DuckDBPyConnection, store: sqlite3.Connection, copy:
             con.unregister("app_cohort")
 
 
+def _exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    (found,) = first_row(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table])
+    return bool(found)
+
+
 def _copy_has_rows(con: duckdb.DuckDBPyConnection) -> bool:
     """The warehouse's copy of the queue exists and names the assessment of each row (a copy from before that
     column is replaced whole)."""
@@ -277,15 +286,24 @@ def _copy_has_rows(con: duckdb.DuckDBPyConnection) -> bool:
     return bool(found)
 
 
-def _keep_copy(con: duckdb.DuckDBPyConnection, token: str, whole: bool) -> None:
+def _keep_copy(con: duckdb.DuckDBPyConnection, token: str, whole: bool, today: str, left: list[str] | None) -> None:
     """Make the warehouse's copy what the app now holds (after the app's commit: a crash in between leaves the
-    tokens apart, and the next publication sends the whole queue)."""
+    tokens apart, and the next publication sends the whole queue): the queue, and today's history rows (`left`:
+    the products whose history the app dropped, when the copy is kept; None: today's rows are the copy)."""
     with transaction(con):
         if whole:
             con.execute("CREATE OR REPLACE TABLE review_queue_sent AS SELECT * FROM queue_now")
         else:  # the candidates' rows replaced by what they are now (none for a product gone)
             con.execute("DELETE FROM review_queue_sent WHERE sku IN (FROM queue_candidates)")
             con.execute("INSERT INTO review_queue_sent SELECT * FROM queue_now")
+        if left is None:
+            con.execute("CREATE OR REPLACE TABLE review_history_sent AS FROM history_now WHERE day = ?", [today])
+        else:
+            con.execute("DELETE FROM review_history_sent WHERE sku IN (SELECT unnest(?::VARCHAR[]))", [left])
+            con.execute(
+                "DELETE FROM review_history_sent s USING history_changed c WHERE s.sku = c.sku AND s.day = c.day"
+            )
+            con.execute("INSERT INTO review_history_sent FROM history_changed WHERE day = ?", [today])
         con.execute("DELETE FROM review_queue_sent_token")
         con.execute("INSERT INTO review_queue_sent_token VALUES (?)", [token])
 

@@ -367,6 +367,9 @@ def test_a_later_publication_sends_what_changed_among_the_products_assessed_agai
     def queue(store) -> dict[str, float]:
         return dict(store.execute("SELECT sku, score FROM review_queue").fetchall())
 
+    def charted(store) -> list[tuple]:
+        return [tuple(r) for r in store.execute("SELECT sku, day, received FROM review_history ORDER BY sku, day")]
+
     with appstore.connect(tmp_path / "app.sqlite") as store:
         first = decisions.publish_queue(store, con, "run-1")
         assert (first.sent, first.cohort) == (4, 4)
@@ -374,11 +377,15 @@ def test_a_later_publication_sends_what_changed_among_the_products_assessed_agai
         con.execute("UPDATE stale_products SET assessment = assessment + 1 WHERE sku IN ('A', 'B', 'C')")
         con.execute("UPDATE stale_products SET score = score + 1 WHERE sku = 'A'")
         con.execute("UPDATE stale_products SET product_status = 'discontinued' WHERE sku = 'B'")
+        add_receipt(con, "D", 0)  # today's history of D, not assessed again, changes
         later = decisions.publish_queue(store, con, "run-2")
         assert (later.sent, later.withdrawn, later.cohort) == (1, 1, 3)  # A sent, B withdrawn, C and D not sent
-        by_difference = queue(store)
+        by_difference, history_by_difference = queue(store), charted(store)
         assert set(by_difference) == {"A", "C", "D"} and by_difference["A"] == by_difference["D"] + 1
+        assert ("D", f"{NOW:%Y-%m-%d}", 10) in history_by_difference
+        decisions.publish_queue(store, con, "run-2b")  # nothing new
+        assert queue(store) == by_difference and charted(store) == history_by_difference
 
         store.execute("DELETE FROM publications WHERE name = 'review_queue'")  # the next one is whole
         whole = decisions.publish_queue(store, con, "run-3")
-        assert whole.sent == 3 and queue(store) == by_difference
+        assert whole.sent == 3 and queue(store) == by_difference and charted(store) == history_by_difference
