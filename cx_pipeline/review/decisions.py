@@ -14,7 +14,7 @@ import sqlite3
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import duckdb
 import orjson
@@ -134,7 +134,8 @@ HISTORY_DAYS = 90
 # (`stock_history`). Rows are bounded by the window's events, not by cohort x days.
 # Built from `from_day` on: the whole window, or only today for a product `kept` (the app holds its earlier days
 # from this day's first publication): millions of rows at a million SKUs, rebuilt once a day, not every run.
-# $since is the earliest `from_day` (as a UTC timestamp), so later publications scan only today's receipts and orders.
+# $today is the publication's day (as a UTC timestamp): the receipts before it are read only for the products whose
+# window starts earlier (at a million SKUs, 20 M receipt lines are in the window, today's are a few thousand).
 HISTORY_SQL = f"""
 WITH cohort AS (
     SELECT sku FROM stale_products WHERE {COHORT}
@@ -144,15 +145,26 @@ WITH cohort AS (
 ), wanted AS (
     SELECT sku, CASE WHEN sku IN (SELECT sku FROM kept) THEN today ELSE first_day END AS from_day
     FROM cohort, clock
+), earlier AS (   -- the products whose window starts before today: only theirs are read before today
+    SELECT sku FROM wanted, clock WHERE from_day < today
+), receipts AS (
+    SELECT sku, received_at AS moment, qty_received AS units FROM valid_receipts WHERE received_at >= $today
+    UNION ALL
+    SELECT sku, received_at, qty_received FROM valid_receipts SEMI JOIN earlier USING (sku)
+    WHERE received_at >= $today - INTERVAL {HISTORY_DAYS - 1} DAY AND received_at < $today
+), orders AS (   -- demand: not cancelled
+    SELECT sku, ordered_at AS moment, qty AS units FROM valid_open_orders
+    WHERE status <> 'cancelled' AND ordered_at >= $today
+    UNION ALL
+    SELECT sku, ordered_at, qty FROM valid_open_orders SEMI JOIN earlier USING (sku)
+    WHERE status <> 'cancelled' AND ordered_at >= $today - INTERVAL {HISTORY_DAYS - 1} DAY AND ordered_at < $today
 ), received AS (
-    SELECT sku, day, sum(qty_received) AS units
-    FROM (SELECT sku, CAST(timezone('UTC', received_at) AS DATE) AS day, qty_received FROM valid_receipts
-          WHERE received_at >= $since)
+    SELECT sku, day, sum(units) AS units
+    FROM (SELECT sku, CAST(timezone('UTC', moment) AS DATE) AS day, units FROM receipts)
     JOIN wanted USING (sku) WHERE day >= from_day GROUP BY ALL
-), ordered AS (  -- demand: not cancelled
-    SELECT sku, day, sum(qty) AS units
-    FROM (SELECT sku, CAST(timezone('UTC', ordered_at) AS DATE) AS day, qty FROM valid_open_orders
-          WHERE status <> 'cancelled' AND ordered_at >= $since)
+), ordered AS (
+    SELECT sku, day, sum(units) AS units
+    FROM (SELECT sku, CAST(timezone('UTC', moment) AS DATE) AS day, units FROM orders)
     JOIN wanted USING (sku) WHERE day >= from_day GROUP BY ALL
 ), pushed AS (  -- every push of a wanted product: the state a day ends with may come from before `from_day`
     SELECT c.sku, p.planned_at, CAST(timezone('UTC', p.planned_at) AS DATE) AS day, c.quantity, c.status
@@ -223,11 +235,9 @@ def publish_queue(store: sqlite3.Connection, con: duckdb.DuckDBPyConnection, run
     candidates = "SEMI JOIN queue_candidates USING (sku)" if copy else ""
     gone = _skus(con, f"SELECT sku FROM review_queue_sent {candidates} ANTI JOIN queue_now USING (sku)") if copy else []
     left = _skus(con, f"SELECT sku FROM kept {candidates} ANTI JOIN queue_now USING (sku)")  # leavers, same day
-    (new,) = first_row(con, "SELECT count(*) FROM queue_now ANTI JOIN kept USING (sku)")
     today = datetime.fromisoformat(assessed[:10]).replace(tzinfo=UTC)
-    since = today if new == 0 else today - timedelta(days=HISTORY_DAYS - 1)
     # in the app's key order: SQLite's B-trees take rows in order twice as fast
-    con.execute(f"CREATE OR REPLACE TEMP TABLE history_now AS FROM ({HISTORY_SQL}) ORDER BY sku, day", {"since": since})
+    con.execute(f"CREATE OR REPLACE TEMP TABLE history_now AS FROM ({HISTORY_SQL}) ORDER BY sku, day", {"today": today})
     # later the same day, today's rows the app holds as they are now are not sent again (`review_history_sent`)
     history_copy = copy and same_day and _exists(con, "review_history_sent")
     changed = "FROM (FROM history_now EXCEPT FROM review_history_sent) ORDER BY sku, day"
