@@ -3,7 +3,7 @@
 import dagster as dg
 import pandas as pd
 
-from cx_pipeline.assets.metadata import markdown
+from cx_pipeline.assets.metadata import Progress, markdown
 from cx_pipeline.assets.resources import WAREHOUSE_POOL, NotificationResource, WarehouseResource
 from cx_pipeline.core.charts import line_chart
 from cx_pipeline.ingest.clock import wms_clock
@@ -116,9 +116,10 @@ def delay_notices(
     # no client: a dry run, which lists what would be sent and sends nothing
     client = None if config.dry_run else notifications.client
 
+    report_progress = Progress(context.log.info)
+
     def progress(done: int, total: int) -> None:
-        if done % 100 == 0:
-            context.log.info(f"delay_notices: {done}/{total} sent")
+        report_progress(f"delay_notices: {done}/{total} sent", last=done == total)
 
     with warehouse.connect() as con:
         run = notices.notify_delays(con, policy, wms_clock(con), context.run_id, client, progress)

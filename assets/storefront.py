@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from cx_pipeline.assets.metadata import markdown
+from cx_pipeline.assets.metadata import Progress, markdown
 from cx_pipeline.assets.resources import WAREHOUSE_POOL, ContractsResource, StorefrontResource, WarehouseResource
 from cx_pipeline.ingest.clock import wms_clock
 from cx_pipeline.storefront import push, shop_state, stock
@@ -167,8 +167,10 @@ def storefront_status_push(
             return dg.MaterializeResult(metadata={"dry_run": True, "plan_id": plan_id, "would_change": would_change})
         adapter = storefront.client
 
+        report_progress = Progress(context.log.info)
+
         def progress(done: int, total: int) -> None:
-            context.log.info(f"storefront_status_push: batch {done}/{total}")
+            report_progress(f"storefront_status_push: batch {done}/{total}", last=done == total)
 
         outcome = push.push_plan(
             con, adapter, plan_id, lambda: wms_clock(con), progress, max_held_runs=contracts.max_held_runs
