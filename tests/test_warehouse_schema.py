@@ -4,6 +4,7 @@ brought up to date when it was made by other code (its tables that are missing c
 from pathlib import Path
 
 from cx_pipeline import warehouse
+from cx_pipeline.core.sql import exists
 
 
 def tables(con) -> set[str]:
@@ -39,3 +40,11 @@ def test_a_file_from_before_the_fingerprint_gets_what_it_lacks(tmp_path: Path):
 
     with warehouse.connect(path) as con:
         assert {"inspection_verdicts", "warehouse_schema"} <= tables(con)
+
+
+def test_exists_names_tables_and_their_columns_not_views(tmp_path: Path):
+    with warehouse.connect(tmp_path / "w.duckdb") as con:
+        con.execute("CREATE TEMP TABLE scratch (a INTEGER)")
+        assert exists(con, "ingest_batches") and exists(con, "ingest_batches", "judged_at") and exists(con, "scratch")
+        assert not exists(con, "ingest_batches", "no_such_column") and not exists(con, "no_such_table")
+        assert not exists(con, "valid_receipts")  # a view

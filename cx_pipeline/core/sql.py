@@ -13,6 +13,15 @@ def first_row(
     return rows[0] if rows else None
 
 
+def exists(con: duckdb.DuckDBPyConnection, table: str, column: str | None = None) -> bool:
+    """The database has `table` (a table or a temp table, not a view), with `column` when one is named."""
+    if column is None:
+        row = first_row(con, "SELECT 1 FROM duckdb_tables() WHERE table_name = ?", [table])
+    else:
+        row = first_row(con, "SELECT 1 FROM duckdb_columns() WHERE table_name = ? AND column_name = ?", [table, column])
+    return row is not None
+
+
 def row_exists_sql(
     con: duckdb.DuckDBPyConnection,
     alias: str,

@@ -21,7 +21,7 @@ import duckdb
 import great_expectations as gx
 import pandas as pd
 
-from cx_pipeline.core.sql import first_row, row_exists_sql
+from cx_pipeline.core.sql import exists, first_row, row_exists_sql
 from cx_pipeline.core.transactions import transaction
 from cx_pipeline.ingest.feeds import Feed, row_key_sql
 from cx_pipeline.ingest.landing import copies_sql, parsed, typed_columns
@@ -153,7 +153,7 @@ def landed_batch(con: duckdb.DuckDBPyConnection, feed: Feed) -> Judged:
         SELECT * FROM (SELECT l._row {flags_sql(con, feed, landing)} FROM {landing} l)
         WHERE NOT ({" AND ".join(flags)})
     """)
-    if first_row(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [f"contract_{feed.name}"])[0]:
+    if exists(con, f"contract_{feed.name}"):
         con.execute(f"DROP TABLE contract_{feed.name}")  # the copy an earlier version staged
     con.execute(f"""
         CREATE OR REPLACE VIEW contract_{feed.name} AS

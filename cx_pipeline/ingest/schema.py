@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import duckdb
 
-from cx_pipeline.core.sql import first_row
+from cx_pipeline.core.sql import exists
 from cx_pipeline.ingest.feeds import FEEDS, Feed, row_key_sql
 
 META_DDL = """
@@ -106,9 +106,7 @@ def create(con: duckdb.DuckDBPyConnection) -> None:
     """Create ingest's tables and views that are missing (batches, quarantine, and per feed its raw table and
     `valid_*` view); safe to run on every connect."""
     con.execute(META_DDL)
-    if not first_row(
-        con, "SELECT 1 FROM duckdb_columns() WHERE table_name = 'ingest_batches' AND column_name = 'judged_at'"
-    ):
+    if not exists(con, "ingest_batches", "judged_at"):
         # Batches landed before contracts recorded their judgement were judged in their own run.
         con.execute("ALTER TABLE ingest_batches ADD COLUMN judged_at TIMESTAMPTZ")
         con.execute("UPDATE ingest_batches SET judged_at = fetched_at")

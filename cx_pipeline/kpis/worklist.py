@@ -13,7 +13,7 @@ import duckdb
 
 from cx_pipeline.core import appstore
 from cx_pipeline.core.appstore import iso, note_publication
-from cx_pipeline.core.sql import first_row
+from cx_pipeline.core.sql import exists
 
 KINDS = {
     "held": "Held from the push",
@@ -72,8 +72,7 @@ FROM stock_position p CROSS JOIN latest_plan l ANTI JOIN shop_state s USING (sku
 
 def problems(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str, str, str | None]]:
     """Every problem on the work list now, its `since` as ISO 8601 UTC text."""
-    (positioned,) = first_row(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'stock_position'")
-    found = WORKLIST_SQL + (NOT_LISTED_SQL if positioned else "")
+    found = WORKLIST_SQL + (NOT_LISTED_SQL if exists(con, "stock_position") else "")
     # `since` as the app store keeps time: ISO 8601 in UTC, to the second
     return con.execute(
         f"""SELECT kind, key, detail, strftime(timezone('UTC', since), '%Y-%m-%dT%H:%M:%S+00:00'), run_id

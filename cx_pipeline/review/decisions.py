@@ -22,7 +22,7 @@ import pandas as pd
 
 from cx_pipeline.core import appstore
 from cx_pipeline.core.appstore import iso, note_publication, utc_now
-from cx_pipeline.core.sql import first_row, row_exists_sql
+from cx_pipeline.core.sql import exists, first_row, row_exists_sql
 from cx_pipeline.core.transactions import transaction
 from cx_pipeline.ingest.schema import log_import
 from cx_pipeline.review.staleness import DECISIONS, REASON_CODES
@@ -210,7 +210,13 @@ def publish_queue(store: sqlite3.Connection, con: duckdb.DuckDBPyConnection, run
     assessed = iso(assessed_at) if assessed_at else utc_now()
     last = publication(store)
     same_day = last is not None and str(last["assessed_at"])[:10] == assessed[:10]
-    copy = last is not None and last["token"] is not None and last["token"] == sent_token(con) and _copy_has_rows(con)
+    # (a copy from before each row named its assessment is replaced whole)
+    copy = (
+        last is not None
+        and last["token"] is not None
+        and last["token"] == sent_token(con)
+        and exists(con, "review_queue_sent", "assessment")
+    )
     _app_cohort(con, store, copy, same_day)
     if copy:  # only the products whose row was assessed again since the copy was sent can differ from it
         con.execute(
@@ -239,7 +245,7 @@ def publish_queue(store: sqlite3.Connection, con: duckdb.DuckDBPyConnection, run
     # in the app's key order: SQLite's B-trees take rows in order twice as fast
     con.execute(f"CREATE OR REPLACE TEMP TABLE history_now AS FROM ({HISTORY_SQL}) ORDER BY sku, day", {"today": today})
     # later the same day, today's rows the app holds as they are now are not sent again (`review_history_sent`)
-    history_copy = copy and same_day and _exists(con, "review_history_sent")
+    history_copy = copy and same_day and exists(con, "review_history_sent")
     changed = "FROM (FROM history_now EXCEPT FROM review_history_sent) ORDER BY sku, day"
     con.execute(f"CREATE OR REPLACE TEMP TABLE history_changed AS {changed if history_copy else 'FROM history_now'}")
     token = uuid.uuid4().hex
@@ -279,21 +285,6 @@ def _app_cohort(con: duckdb.DuckDBPyConnection, store: sqlite3.Connection, copy:
             con.execute("CREATE OR REPLACE TEMP TABLE kept AS SELECT sku FROM app_cohort")
         finally:
             con.unregister("app_cohort")
-
-
-def _exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    (found,) = first_row(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [table])
-    return bool(found)
-
-
-def _copy_has_rows(con: duckdb.DuckDBPyConnection) -> bool:
-    """The warehouse's copy of the queue exists and names the assessment of each row (a copy from before that
-    column is replaced whole)."""
-    (found,) = first_row(
-        con,
-        "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'review_queue_sent' AND column_name = 'assessment'",
-    )
-    return bool(found)
 
 
 def _keep_copy(con: duckdb.DuckDBPyConnection, token: str, whole: bool, today: str, left: list[str] | None) -> None:

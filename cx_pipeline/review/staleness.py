@@ -19,7 +19,7 @@ import orjson
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from cx_pipeline.core.sql import first_row
+from cx_pipeline.core.sql import exists, first_row
 from cx_pipeline.core.transactions import transaction
 
 DECISIONS = ("keep", "refresh_listing", "discontinue")
@@ -310,10 +310,7 @@ def assess(
 def _last_assessment(con: duckdb.DuckDBPyConnection) -> dict[str, object] | None:
     """The last assessment's clock, basis and decisions, if `stale_products` still holds all it wrote (in this
     code's columns: a table from before `assessment` is assessed whole)."""
-    (exists,) = first_row(
-        con, "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'stale_products' AND column_name = 'assessment'"
-    )
-    row = exists and first_row(
+    row = exists(con, "stale_products", "assessment") and first_row(
         con,
         """SELECT assessed_at, basis, decisions_through FROM stale_assessment
         WHERE products = (SELECT count(*) FROM stale_products)""",

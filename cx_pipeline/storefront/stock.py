@@ -17,7 +17,7 @@ import duckdb
 import orjson
 import pandas as pd
 
-from cx_pipeline.core.sql import first_row
+from cx_pipeline.core.sql import exists, first_row
 from cx_pipeline.core.transactions import transaction
 
 OVERRIDE_COLUMNS = ("sku", "safety_buffer", "floor", "note")
@@ -237,8 +237,7 @@ def build_stock_position(
 
 def _built_on(con: duckdb.DuckDBPyConnection) -> list[str] | None:
     """The last build's basis, if `stock_position` still holds the rows it left."""
-    (exists,) = first_row(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'stock_position'")
-    row = exists and first_row(
+    row = exists(con, "stock_position") and first_row(
         con, "SELECT basis FROM stock_positioned WHERE skus = (SELECT count(*) FROM stock_position)"
     )
     return list(row[0]) if row else None

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import duckdb
 
-from cx_pipeline.core.sql import first_row
+from cx_pipeline.core.sql import exists, first_row
 from cx_pipeline.core.transactions import transaction
 from cx_pipeline.ingest.feeds import Feed
 from cx_pipeline.ingest.landing import Batch, parsed, typed_columns
@@ -348,8 +348,8 @@ def restaged_snapshot(con: duckdb.DuckDBPyConnection, feed: Feed, time_zone: str
     latest = first_row(
         con, "SELECT batch_id, as_of FROM ingest_batches WHERE feed = ? ORDER BY fetched_at DESC LIMIT 1", [feed.name]
     )
-    exists = first_row(con, "SELECT 1 FROM duckdb_tables() WHERE table_name = ?", [f"landing_{feed.name}"])
-    staged = first_row(con, f"SELECT any_value(_batch_id), count(*) FROM landing_{feed.name}") if exists else None
+    landed = exists(con, f"landing_{feed.name}")
+    staged = first_row(con, f"SELECT any_value(_batch_id), count(*) FROM landing_{feed.name}") if landed else None
     batch_id = new_batch_id(feed)
     if latest is None or staged is None or staged[0] != latest[0]:
         with transaction(con):
