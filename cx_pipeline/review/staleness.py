@@ -92,16 +92,15 @@ WITH receipts AS (
 ), history AS (
     SELECT (SELECT min(received_at) FROM valid_receipts) AS receipts_from,
            (SELECT min(ordered_at) FROM valid_open_orders) AS orders_from
+), window_cancellations AS (
+    FROM valid_inquiries WHERE reason = 'cancellation' AND created_at > $now - to_days($cancellation_window_days)
 ), cancellation_skus AS (
     -- an inquiry names its SKU, or else counts for every SKU of its order
     SELECT DISTINCT i.inquiry_id, coalesce(i.sku, o.sku) AS sku, i.created_at
-    FROM (FROM valid_inquiries
-          WHERE reason = 'cancellation' AND created_at > $now - to_days($cancellation_window_days)) i
+    FROM window_cancellations i
     LEFT JOIN (  -- the lines of those orders only (not every order line made distinct)
         SELECT DISTINCT order_id, sku FROM valid_open_orders
-        WHERE order_id IN (SELECT order_id FROM valid_inquiries
-                           WHERE sku IS NULL AND reason = 'cancellation'
-                             AND created_at > $now - to_days($cancellation_window_days))
+        WHERE order_id IN (SELECT order_id FROM window_cancellations WHERE sku IS NULL)
     ) o ON i.sku IS NULL AND o.order_id = i.order_id
 ), latest_decision AS (
     -- the newest decision in force: an undo takes its decision back, so the one before it counts again
