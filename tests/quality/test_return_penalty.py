@@ -20,6 +20,7 @@ def sample(first_price: float) -> pd.DataFrame:
             "category": "toys",
             "supplier_id": "SUP-1",
             "status": "active",
+            **{returns.group_number(name): 0 for name in returns.GROUP_COLUMNS},
             "log_lines": rng.normal(size=40),
             "return_ratio": rng.normal(size=40),
             "log_price": price,
