@@ -338,6 +338,26 @@ def test_notifications_are_recorded_once_per_key(fresh):
     assert fresh.requests["/notifications"] == 4
 
 
+def test_a_batch_of_notifications_is_answered_notice_by_notice(fresh):
+    def notice(key: str | None) -> dict[str, str]:
+        return {"idempotency_key": key, "customer_id": "CUS-000001", "kind": "delay", "message": "Delayed"}
+
+    def post(notices: list) -> requests.Response:
+        return requests.post(fresh.url + "/notifications/batch", json={"notifications": notices}, headers=AUTH,
+                             timeout=10)  # fmt: skip
+
+    first = post([notice("b-1"), notice(None), notice("b-2")])
+    assert first.status_code == 200
+    ok, refused, second = first.json()["results"]
+    assert ok["idempotency_key"] == "b-1" and ok["duplicate"] is False and ok["id"].startswith("NTF-")
+    assert refused == {"idempotency_key": None, "error": "idempotency_key (a non-empty string) is required"}
+    again = post([notice("b-2")]).json()["results"]
+    assert again == [{"idempotency_key": "b-2", "id": second["id"], "duplicate": True}]
+    assert [n["idempotency_key"] for n in read_all(fresh, "/notifications")] == ["b-1", "b-2"]
+    assert post([notice(f"c-{i}") for i in range(101)]).status_code == 413
+    assert post({"not": "a list"}).status_code == 400
+
+
 @pytest.mark.parametrize("hour", [2, 20])
 def test_the_readmes_one_day_step_brings_receipts_whenever_the_demo_world_starts(hour: int):
     """The README's UI walk-through advances the demo world a day for the confirmation cycle's second run:

@@ -154,10 +154,12 @@ protect_logs()
 class UpstreamError(RuntimeError):
     """An upstream system could not be read (or written) even after retries; the message says why.
 
-    The message is redacted when the error is made, so no secret reaches a step failure, whoever raises it."""
+    The message is redacted when the error is made, so no secret reaches a step failure, whoever raises it.
+    `status` is the HTTP status of the error answer that caused it, when there was one."""
 
-    def __init__(self, *args: object) -> None:
+    def __init__(self, *args: object, status: int | None = None) -> None:
         super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
+        self.status = status
 
 
 # --- deadlines and retries ----------------------------------------------------------------------------
@@ -563,5 +565,6 @@ def raise_for_status(name: str, response: requests.Response, why: str | None = N
     }.get(response.status_code, "the upstream kept failing after retries")
     body = redact(response.text[:4000])[:300]  # redacted before cutting, so no secret is left half-quoted
     raise UpstreamError(
-        f"{name}: {response.request.method} {response.url} answered {response.status_code}: {hint}. Body: {body!r}"
+        f"{name}: {response.request.method} {response.url} answered {response.status_code}: {hint}. Body: {body!r}",
+        status=response.status_code,
     )

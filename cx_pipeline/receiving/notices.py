@@ -14,6 +14,7 @@ line it named, its cause and the PO line it waits for: what marks a discrepancy 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -64,7 +65,10 @@ CREATE TABLE IF NOT EXISTS notice_lines (  -- the order lines each notice named
 # Sent notices are marked in the ledger in groups: each mark is a commit (4 ms, 0.5 s of 3,000 notices in groups of
 # 25), and a crash loses at most one group of marks, whose notices the next run sends again as duplicates.
 MARK_EVERY = 250
-SEND_WORKERS = 4  # notices in flight at once: as many as the client keeps connections (http.py)
+SEND_WORKERS = 4  # requests in flight at once: as many as the client keeps connections (http.py)
+# Notices per request to the batch endpoint (its limit). One POST per notice cost the client 0.5 ms of CPU in
+# requests' own machinery: 3,088 notices took 2.1 s of a 15 s three-hourly run at 1 M SKUs.
+BATCH_NOTICES = 100
 
 
 @dataclass(frozen=True)
@@ -272,15 +276,17 @@ def send(
     now: datetime,
     progress: Callable[[int, int], None] | None = None,
 ) -> SendReport:
-    """POST each pending notice with its key; mark acknowledged ones `sent`. A notice the API refuses stays
-    `planned` with its error, for the next run.
+    """POST the pending notices with their keys, `BATCH_NOTICES` per request to `/notifications/batch`; mark
+    acknowledged ones `sent`. A notice the API refuses stays `planned` with its error, for the next run.
 
-    Notices go out `SEND_WORKERS` at a time (the API is idempotent by key, so order does not matter and a
-    retry is harmless); they are marked in the order planned.
+    A service without the batch endpoint (it answers 404 or 405) is sent one POST per notice to `/notifications`
+    from then on. Requests go out `SEND_WORKERS` at a time (the API is idempotent by key, so order does not matter
+    and a retry is harmless); the notices are marked in the order planned.
     """
     acknowledged: list[tuple[str, str]] = []
     errors: list[str] = []
-    sent = already = 0
+    sent = already = done = 0
+    one_by_one = threading.Event()  # set once the service turns out to have no batch endpoint
 
     def mark() -> None:
         if acknowledged:
@@ -293,44 +299,83 @@ def send(
             )
             acknowledged.clear()
 
-    def post(n: Any) -> dict[str, Any] | UpstreamError:
-        body = {
-            "idempotency_key": n.notice_key,
-            "kind": "delivery_delay",
-            "customer_id": n.customer_id,
-            "order_id": n.order_id,
-            "update": bool(n.revision > 1),  # a later notice about the same order
-            "cause": n.cause,
-            "skus": list(n.skus),
-            "promised_at": _iso(n.promised_at),
-            "new_eta": _iso(n.new_eta),
-            "message": n.message,
-        }
-        try:
-            return client.post_json("/notifications", body)
-        except UpstreamError as exc:
-            return exc
+    def post(chunk: list[Any]) -> list[dict[str, Any] | UpstreamError]:
+        if not one_by_one.is_set():
+            try:
+                answer = client.post_json("/notifications/batch", {"notifications": [_body(n) for n in chunk]})
+            except UpstreamError as exc:
+                if exc.status not in (404, 405):
+                    return [exc] * len(chunk)
+                one_by_one.set()
+            else:
+                return _batch_results(client.name, chunk, answer)
+        return [_post_one(client, n) for n in chunk]
 
     rows = list(notices.itertuples(index=False))
+    chunks = [rows[i : i + BATCH_NOTICES] for i in range(0, len(rows), BATCH_NOTICES)]
     with ThreadPoolExecutor(SEND_WORKERS) as pool:
-        for i, (n, answer) in enumerate(zip(rows, pool.map(post, rows), strict=True), start=1):
-            if isinstance(answer, UpstreamError):
-                errors.append(f"{n.notice_key}: {answer}")
-                con.execute(
-                    "UPDATE notice_ledger SET attempts = attempts + 1, last_error = ? WHERE notice_key = ?",
-                    [str(answer)[:500], n.notice_key],
-                )
-                continue
-            duplicate = bool(answer.get("duplicate"))
-            already += duplicate
-            sent += not duplicate
-            acknowledged.append((n.notice_key, str(answer.get("id"))))
+        for chunk, answers in zip(chunks, pool.map(post, chunks), strict=True):
+            for n, answer in zip(chunk, answers, strict=True):
+                if isinstance(answer, UpstreamError):
+                    errors.append(f"{n.notice_key}: {answer}")
+                    con.execute(
+                        "UPDATE notice_ledger SET attempts = attempts + 1, last_error = ? WHERE notice_key = ?",
+                        [str(answer)[:500], n.notice_key],
+                    )
+                    continue
+                duplicate = bool(answer.get("duplicate"))
+                already += duplicate
+                sent += not duplicate
+                acknowledged.append((n.notice_key, str(answer.get("id"))))
             if len(acknowledged) >= MARK_EVERY:
                 mark()
+            done += len(chunk)
             if progress:
-                progress(i, len(notices))
+                progress(done, len(rows))
     mark()
     return SendReport(sent=sent, already_sent=already, failed=len(errors), errors=errors)
+
+
+def _body(n: Any) -> dict[str, Any]:
+    """The API's body of notice `n` (a row of `pending`)."""
+    return {
+        "idempotency_key": n.notice_key,
+        "kind": "delivery_delay",
+        "customer_id": n.customer_id,
+        "order_id": n.order_id,
+        "update": bool(n.revision > 1),  # a later notice about the same order
+        "cause": n.cause,
+        "skus": list(n.skus),
+        "promised_at": _iso(n.promised_at),
+        "new_eta": _iso(n.new_eta),
+        "message": n.message,
+    }
+
+
+def _post_one(client: ApiClient, n: Any) -> dict[str, Any] | UpstreamError:
+    try:
+        return client.post_json("/notifications", _body(n))
+    except UpstreamError as exc:
+        return exc
+
+
+def _batch_results(name: str, chunk: list[Any], answer: Any) -> list[dict[str, Any] | UpstreamError]:
+    """Each notice's result in the batch endpoint's `answer`, found by its key: an acknowledgement (`id`,
+    `duplicate`) or the error the service gave for it (or for a result it left out)."""
+    results = answer.get("results") if isinstance(answer, dict) else None
+    by_key = {r.get("idempotency_key"): r for r in results or [] if isinstance(r, dict)}
+    outcome: list[dict[str, Any] | UpstreamError] = []
+    for n in chunk:
+        result = by_key.get(n.notice_key)
+        if result is None:
+            outcome.append(
+                UpstreamError(f"{name}: POST /notifications/batch answered no result for it: {str(answer)[:200]}")
+            )
+        elif result.get("error") or not result.get("id"):
+            outcome.append(UpstreamError(f"{name}: POST /notifications/batch refused it: {result.get('error')}"))
+        else:
+            outcome.append(result)
+    return outcome
 
 
 def mark_discrepancies_notified(con: duckdb.DuckDBPyConnection, now: datetime) -> int:

@@ -26,6 +26,7 @@ from cx_pipeline.simulator.world import World
 
 DEFAULT_LIMIT, MAX_LIMIT = 500, 5000
 MAX_BATCH_UPDATES = 100
+MAX_BATCH_NOTICES = 100
 STOCK_STATUSES = ("in_stock", "out_of_stock")
 
 
@@ -84,6 +85,7 @@ class Api:
         self.routes: dict[tuple[str, str], Callable[[dict[str, str], bytes, dict[str, str]], Response]] = {
             ("POST", "/storefront/stock/batch"): self.stock_batch,
             ("POST", "/notifications"): self.notify,
+            ("POST", "/notifications/batch"): self.notify_batch,
             ("GET", "/_sim/clock"): lambda *_: Response(200, {"now": iso(world.clock)}),
             ("POST", "/_sim/clock"): self.advance_clock,
             ("GET", "/_sim/faults"): lambda *_: Response(200, {"faults": faults.active()}),
@@ -252,17 +254,39 @@ class Api:
 
     def notify(self, query: dict[str, str], body: bytes, headers: dict[str, str]) -> Response:
         """Record a customer notification once per idempotency_key."""
-        notice = _json_object(body)
-        key = notice.get("idempotency_key")
+        answer = self._record_notice(_json_object(body))
+        if "error" in answer:
+            raise BadRequest(answer["error"])
+        return Response(200 if answer["duplicate"] else 201, {"id": answer["id"], "duplicate": answer["duplicate"]})
+
+    def notify_batch(self, query: dict[str, str], body: bytes, headers: dict[str, str]) -> Response:
+        """Record up to MAX_BATCH_NOTICES notifications, each once per idempotency_key; one result per notice, in
+        order: its `idempotency_key` with `id` and `duplicate`, or with an `error` (that notice is not recorded)."""
+        notices = _json_object(body).get("notifications")
+        if not isinstance(notices, list):
+            raise BadRequest('body must be {"notifications": [{"idempotency_key", ...}, ...]}')
+        if len(notices) > MAX_BATCH_NOTICES:
+            return Response(413, {"error": f"at most {MAX_BATCH_NOTICES} notifications per batch"})
+        # injected fault "partial": the service gives up half way through the batch
+        recorded = len(notices) // 2 if "partial" in headers.get("x-sim-faults", "") else len(notices)
+        busy = "notification service busy: not recorded (injected fault: partial)"
+        results = [self._record_notice(n) for n in notices[:recorded]] + [
+            {"idempotency_key": n.get("idempotency_key") if isinstance(n, dict) else None, "error": busy}
+            for n in notices[recorded:]
+        ]
+        return Response(200, {"results": results})
+
+    def _record_notice(self, notice: Any) -> dict[str, Any]:
+        key = notice.get("idempotency_key") if isinstance(notice, dict) else None
         if not isinstance(key, str) or not key:
-            raise BadRequest("idempotency_key (a non-empty string) is required")
+            return {"idempotency_key": None, "error": "idempotency_key (a non-empty string) is required"}
         with self.world.lock:
-            if key in self.notification_ids:
-                return Response(200, {"id": self.notification_ids[key], "duplicate": True})
-            notice_id = f"NTF-{len(self.world.notifications) + 1:06d}"
-            self.notification_ids[key] = notice_id
-            self.world.notifications.append({"id": notice_id, "received_at": iso(self.world.clock), **notice})
-        return Response(201, {"id": notice_id, "duplicate": False})
+            duplicate = key in self.notification_ids
+            if not duplicate:
+                self.notification_ids[key] = f"NTF-{len(self.world.notifications) + 1:06d}"
+                received = {"id": self.notification_ids[key], "received_at": iso(self.world.clock)}
+                self.world.notifications.append(received | notice)
+        return {"idempotency_key": key, "id": self.notification_ids[key], "duplicate": duplicate}
 
     # --- admin ---------------------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ def planted(tmp_path_factory) -> Iterator[tuple[str, str]]:
     with Simulator(world=world, token=TOKEN) as sim:
         sim.faults.add("/wms/on_hand", "corrupt", times=None, field="on_hand", value=-3, rows=2)
         sim.faults.add("/storefront/stock/batch", "partial", times=1)
-        sim.faults.add("/notifications", "error", times=None, status=503)
+        sim.faults.add("/notifications/batch", "error", times=None, status=503)
         failed = in_thread(lambda: run_everything(sim, warehouse_path))
         assert not failed.success  # the refused notices and writes fail the run before the work list's step ...
         # ... so worklist_after_failed_run starts cx_worklist_job, which publishes it

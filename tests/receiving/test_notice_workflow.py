@@ -67,7 +67,7 @@ def test_a_dry_run_finds_what_is_due_and_writes_and_sends_nothing(sim, con):
 
 
 def test_notices_the_api_refuses_stay_planned_and_the_next_run_sends_them(sim, con):
-    sim.faults.add("/notifications", "error", times=None, status=503)
+    sim.faults.add("/notifications/batch", "error", times=None, status=503)
     refused = notices.notify_delays(con, POLICY, NOW, "run-1", notification_resource(sim, retries=0).client)
 
     assert (refused.planned, refused.pending, refused.report.sent, refused.report.failed) == (3, 3, 0, 3)
@@ -80,3 +80,36 @@ def test_notices_the_api_refuses_stay_planned_and_the_next_run_sends_them(sim, c
     assert sent.due.empty and sent.planned == 0  # nothing new is due: the planned notices wait for themselves
     assert (sent.pending, sent.report.sent, sent.report.failed) == (3, 3, 0)
     assert {status for _, status in ledger(con)} == {"sent"}
+
+
+def test_notices_go_out_in_batches_each_acknowledged_by_its_key(sim, con, monkeypatch):
+    monkeypatch.setattr(notices, "BATCH_NOTICES", 2)  # three notices: a batch of two and one of one
+    run = notices.notify_delays(con, POLICY, NOW, "run-1", notification_resource(sim).client)
+
+    assert (run.report.sent, run.report.failed) == (3, 0) and {status for _, status in ledger(con)} == {"sent"}
+    assert sim.requests["/notifications/batch"] == 2 and sim.requests["/notifications"] == 0
+    ids = dict(con.execute("SELECT notice_key, notification_id FROM notice_ledger").fetchall())
+    assert ids == {n["idempotency_key"]: n["id"] for n in sim.world.notifications}
+
+
+def test_a_service_without_the_batch_endpoint_gets_one_post_per_notice(sim, con, monkeypatch):
+    monkeypatch.setattr(notices, "BATCH_NOTICES", 2)
+    sim.faults.add("/notifications/batch", "error", times=None, status=404)  # as a service that never had it
+    run = notices.notify_delays(con, POLICY, NOW, "run-1", notification_resource(sim).client)
+
+    assert (run.report.sent, run.report.failed) == (3, 0) and {status for _, status in ledger(con)} == {"sent"}
+    assert sim.requests["/notifications"] == 3 and 1 <= sim.requests["/notifications/batch"] <= 2
+    assert sorted(n["idempotency_key"] for n in sim.world.notifications) == [k for k, _ in ledger(con)]
+
+
+def test_the_notices_a_batch_leaves_unrecorded_stay_planned_with_the_services_error(sim, con):
+    sim.faults.add("/notifications/batch", "partial", times=1)  # the service records the first half only
+    half = notices.notify_delays(con, POLICY, NOW, "run-1", notification_resource(sim).client)
+
+    assert (half.report.sent, half.report.failed) == (1, 2) and len(sim.world.notifications) == 1
+    assert all("injected fault: partial" in error for error in half.report.errors)
+    assert [status for _, status in ledger(con)].count("planned") == 2
+
+    later = notices.notify_delays(con, POLICY, NOW + timedelta(hours=3), "run-2", notification_resource(sim).client)
+    assert (later.pending, later.report.sent, later.report.failed) == (2, 2, 0)
+    assert sorted(n["idempotency_key"] for n in sim.world.notifications) == [k for k, _ in ledger(con)]

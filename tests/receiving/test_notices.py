@@ -110,7 +110,7 @@ def test_a_crash_between_sending_and_marking_does_not_notify_twice(sim, run_all,
 
 
 def test_a_failing_notification_api_keeps_notices_planned_until_a_later_run_sends_them(sim, run_all, warehouse_path):
-    sim.faults.add("/notifications", "error", times=None, status=503)
+    sim.faults.add("/notifications/batch", "error", times=None, status=503)
     failed = run_all()
     assert not failed.success
     assert sim.world.notifications == []
@@ -121,8 +121,8 @@ def test_a_failing_notification_api_keeps_notices_planned_until_a_later_run_send
     assert planned > 0 and errors == planned
 
     sim.faults.clear()
-    sim.faults.add("/notifications", "error", times=2)  # transient: retried within the run
-    sim.faults.add("/notifications", "latency", times=1, seconds=1.5)  # answer lost to a timeout, then retried
+    sim.faults.add("/notifications/batch", "error", times=2)  # transient: retried within the run
+    sim.faults.add("/notifications/batch", "latency", times=1, seconds=1.5)  # answer lost to a timeout, then retried
     recovered = run_all(notifications=notification_resource(sim, read_timeout_seconds=0.5))
     assert recovered.success
     keys = sent_keys(sim)
