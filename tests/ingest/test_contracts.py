@@ -232,3 +232,30 @@ def test_a_batch_is_judged_in_place_and_a_key_without_duplicates_or_an_empty_bat
         "expect_column_values_to_be_in_set(_known_po_id_po_line": [0, 1, 2],
     }
     assert empty == []
+
+
+def test_each_broken_expectation_is_reported_as_itself_in_the_suites_order(tmp_path):
+    """GX answers a suite column by column; each result is matched to its own expectation (a fraction sent for
+    `qty_received` breaks its not-null and `_unparsed`, which GX answers far apart)."""
+    feed = FEEDS["receipts"]
+    at, later = "2026-11-01T00:00:00Z", "2026-12-24T00:00:00Z"
+    rows = [
+        {"receipt_id": f"R{n}", "line_no": 1, "po_id": "PO-1", "po_line": 1, "sku": "S", "warehouse": "WH-EAST",
+         "qty_received": 1, "qty_damaged": 0, "damage_reason": None, "received_at": at, "updated_at": at}
+        for n in range(4)
+    ]  # fmt: skip
+    rows[1]["sku"], rows[2]["qty_received"], rows[3]["received_at"] = None, 5.7, later
+    with connect(tmp_path / "w.duckdb") as con:
+        stage(con, feed, [rows])
+        judged = landed_batch(con, feed)
+        broken = [(v.expectation.split(",")[0], v.row_index) for v in validate(con, judged.table,
+                                                                             build_suite(feed, NOW, 0))]  # fmt: skip
+
+    assert broken == [
+        ("expect_column_values_to_not_be_null(sku)", [1]),
+        ("expect_column_values_to_not_be_null(qty_received)", [2]),
+        ("expect_column_values_to_be_null(_unparsed)", [2]),
+        ("expect_column_values_to_be_between(received_at", [3]),
+        ("expect_column_values_to_be_in_set(_known_sku", [0, 2, 3]),
+        ("expect_column_values_to_be_in_set(_known_po_id_po_line", [0, 1, 2, 3]),
+    ]
