@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -322,9 +323,15 @@ def _copy_rows(con: duckdb.DuckDBPyConnection, source: str, store: sqlite3.Conne
     chunk = f"""SELECT to_json(list(json_array({", ".join(columns)}) ORDER BY rowid))::VARCHAR FROM {source}
         WHERE rowid >= $start AND rowid < $start + {COPY_CHUNK}"""
     (rows,) = first_row(con, f"SELECT count(*) FROM {source}")
-    for start in range(0, rows, COPY_CHUNK):  # a fresh temp table's rowids are 0, 1, ... in its order
-        (text,) = first_row(con, chunk, {"start": start})
-        store.execute(insert, [text])
+    # DuckDB writes the next chunk while SQLite takes this one in (both let go of the GIL; one chunk ahead, not
+    # all of them in memory): 6.6 M history rows took 2.0 s to write as JSON and 7.6 s to insert, one after the other
+    with ThreadPoolExecutor(1) as writer:
+        ahead = writer.submit(first_row, con, chunk, {"start": 0})
+        for start in range(0, rows, COPY_CHUNK):  # a fresh temp table's rowids are 0, 1, ... in its order
+            (text,) = ahead.result()
+            if start + COPY_CHUNK < rows:
+                ahead = writer.submit(first_row, con, chunk, {"start": start + COPY_CHUNK})
+            store.execute(insert, [text])
     return int(rows)
 
 
