@@ -150,6 +150,9 @@ def _run(
         source.get_execution_engine().engine.dispose()  # release the file: other processes may open it next
     # GX answers column by column, not in the suite's order: each expectation's result is found by its signature
     found = {_signature(r.expectation_config): r for r in results}
+    missing = [_signature(e.configuration) for e in suite.expectations if _signature(e.configuration) not in found]
+    if missing:
+        raise RuntimeError(f"GX answered suite {suite.name} without a result for: {'; '.join(missing)}")
     return [found[_signature(e.configuration)] for e in suite.expectations]
 
 

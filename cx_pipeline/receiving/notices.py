@@ -69,6 +69,8 @@ SEND_WORKERS = 4  # requests in flight at once: as many as the client keeps conn
 # Notices per request to the batch endpoint (its limit). One POST per notice cost the client 0.5 ms of CPU in
 # requests' own machinery: 3,088 notices took 2.1 s of a 15 s three-hourly run at 1 M SKUs.
 BATCH_NOTICES = 100
+# The batch endpoint's answers that say it cannot take batches (none there, or not of this size): one POST each
+NO_BATCHES = (404, 405, 413)
 
 
 @dataclass(frozen=True)
@@ -279,9 +281,9 @@ def send(
     """POST the pending notices with their keys, `BATCH_NOTICES` per request to `/notifications/batch`; mark
     acknowledged ones `sent`. A notice the API refuses stays `planned` with its error, for the next run.
 
-    A service without the batch endpoint (it answers 404 or 405) is sent one POST per notice to `/notifications`
-    from then on. Requests go out `SEND_WORKERS` at a time (the API is idempotent by key, so order does not matter
-    and a retry is harmless); the notices are marked in the order planned.
+    A service without the batch endpoint, or with a smaller limit (it answers 404, 405 or 413), is sent one POST per
+    notice to `/notifications` from then on. Requests go out `SEND_WORKERS` at a time (the API is idempotent by
+    key, so order does not matter and a retry is harmless); the notices are marked in the order planned.
     """
     acknowledged: list[tuple[str, str]] = []
     errors: list[str] = []
@@ -304,7 +306,7 @@ def send(
             try:
                 answer = client.post_json("/notifications/batch", {"notifications": [_body(n) for n in chunk]})
             except UpstreamError as exc:
-                if exc.status not in (404, 405):
+                if exc.status not in NO_BATCHES:
                     return [exc] * len(chunk)
                 one_by_one.set()
             else:

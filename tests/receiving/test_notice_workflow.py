@@ -92,9 +92,10 @@ def test_notices_go_out_in_batches_each_acknowledged_by_its_key(sim, con, monkey
     assert ids == {n["idempotency_key"]: n["id"] for n in sim.world.notifications}
 
 
-def test_a_service_without_the_batch_endpoint_gets_one_post_per_notice(sim, con, monkeypatch):
+@pytest.mark.parametrize("status", [404, 405, 413])  # no batch endpoint, or none of this size
+def test_a_service_without_the_batch_endpoint_gets_one_post_per_notice(sim, con, monkeypatch, status):
     monkeypatch.setattr(notices, "BATCH_NOTICES", 2)
-    sim.faults.add("/notifications/batch", "error", times=None, status=404)  # as a service that never had it
+    sim.faults.add("/notifications/batch", "error", times=None, status=status)
     run = notices.notify_delays(con, POLICY, NOW, "run-1", notification_resource(sim).client)
 
     assert (run.report.sent, run.report.failed) == (3, 0) and {status for _, status in ledger(con)} == {"sent"}
