@@ -8,6 +8,7 @@ import duckdb
 import pytest
 
 from cx_pipeline.receiving import notices, reconciliation
+from cx_pipeline.simulator.api import MAX_BATCH_NOTICES
 from cx_pipeline.warehouse import connect
 from tests.receiving.test_notices import (
     NOW,
@@ -88,11 +89,12 @@ def test_notices_go_out_in_batches_each_acknowledged_by_its_key(sim, con, monkey
 
     assert (run.report.sent, run.report.failed) == (3, 0) and {status for _, status in ledger(con)} == {"sent"}
     assert sim.requests["/notifications/batch"] == 2 and sim.requests["/notifications"] == 0
+    assert notices.BATCH_NOTICES <= MAX_BATCH_NOTICES  # the real batches fit the API's limit
     ids = dict(con.execute("SELECT notice_key, notification_id FROM notice_ledger").fetchall())
     assert ids == {n["idempotency_key"]: n["id"] for n in sim.world.notifications}
 
 
-@pytest.mark.parametrize("status", [404, 405, 413])  # no batch endpoint, or none of this size
+@pytest.mark.parametrize("status", [400, 404, 405, 413, 422])  # no batch endpoint, or none taking ours
 def test_a_service_without_the_batch_endpoint_gets_one_post_per_notice(sim, con, monkeypatch, status):
     monkeypatch.setattr(notices, "BATCH_NOTICES", 2)
     sim.faults.add("/notifications/batch", "error", times=None, status=status)

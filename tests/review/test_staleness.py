@@ -358,7 +358,8 @@ def test_the_queue_csv_is_written_again_only_when_the_queue_changed_or_the_file_
     assert csv_path.exists()
 
 
-def test_a_later_publication_sends_what_changed_among_the_products_assessed_again(con, tmp_path):
+def test_a_later_publication_sends_what_changed_among_the_products_assessed_again(con, tmp_path, monkeypatch):
+    monkeypatch.setattr(decisions, "COPY_CHUNK", 2)  # rows reach the app in several chunks, the next read ahead
     history(con, 200)
     for sku in ("A", "B", "C", "D"):
         add_product(con, sku, 5)  # long registered, no receipts or orders: flagged, in the cohort
