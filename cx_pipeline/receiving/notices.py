@@ -290,7 +290,7 @@ def send(
     acknowledged: list[tuple[str, str]] = []
     errors: list[str] = []
     sent = already = done = 0
-    one_by_one = threading.Event()  # set once the service turns out to have no batch endpoint
+    one_by_one = threading.Event()  # set once the service turns out not to take our batches
 
     def mark() -> None:
         if acknowledged:

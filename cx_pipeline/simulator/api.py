@@ -30,6 +30,12 @@ MAX_BATCH_NOTICES = 100
 STOCK_STATUSES = ("in_stock", "out_of_stock")
 
 
+class TooLarge(BadRequest):
+    """A batch of more items than the endpoint takes."""
+
+    status = 413
+
+
 @dataclass
 class Response:
     status: int
@@ -110,7 +116,7 @@ class Api:
                 return Response(404, {"error": f"no such endpoint: {path}"})
             return route(query, body, headers)
         except BadRequest as exc:
-            return Response(400, {"error": str(exc)})
+            return Response(exc.status, {"error": str(exc)})
 
     # --- paged reads ---------------------------------------------------------------------------------
 
@@ -215,14 +221,8 @@ class Api:
         with self.world.lock:
             if key and key in self.stock_replies:
                 return self.stock_replies[key]
-            updates = _json_object(body).get("updates")
-            if not isinstance(updates, list):
-                raise BadRequest('body must be {"updates": [{"sku", "status", "quantity"}, ...]}')
-            if len(updates) > MAX_BATCH_UPDATES:
-                return Response(413, {"error": f"at most {MAX_BATCH_UPDATES} updates per batch"})
-            # injected fault "partial": the shop gives up half way through the batch
-            applied = len(updates) // 2 if "partial" in headers.get("x-sim-faults", "") else len(updates)
-            results = [self._apply_stock(u) for u in updates[:applied]] + [
+            applied, refused = _batch(body, "updates", '{"sku", "status", "quantity"}', MAX_BATCH_UPDATES, headers)
+            results = [self._apply_stock(u) for u in applied] + [
                 {
                     "sku": u.get("sku") if isinstance(u, dict) else None,
                     "ok": False,
@@ -230,7 +230,7 @@ class Api:
                     "after": None,
                     "error": "storefront busy: update not applied (injected fault: partial)",
                 }
-                for u in updates[applied:]
+                for u in refused
             ]
             reply = Response(200, {"results": results})
             if key:
@@ -262,17 +262,11 @@ class Api:
     def notify_batch(self, query: dict[str, str], body: bytes, headers: dict[str, str]) -> Response:
         """Record up to MAX_BATCH_NOTICES notifications, each once per idempotency_key; one result per notice, in
         order: its `idempotency_key` with `id` and `duplicate`, or with an `error` (that notice is not recorded)."""
-        notices = _json_object(body).get("notifications")
-        if not isinstance(notices, list):
-            raise BadRequest('body must be {"notifications": [{"idempotency_key", ...}, ...]}')
-        if len(notices) > MAX_BATCH_NOTICES:
-            return Response(413, {"error": f"at most {MAX_BATCH_NOTICES} notifications per batch"})
-        # injected fault "partial": the service gives up half way through the batch
-        recorded = len(notices) // 2 if "partial" in headers.get("x-sim-faults", "") else len(notices)
+        recorded, refused = _batch(body, "notifications", '{"idempotency_key", ...}', MAX_BATCH_NOTICES, headers)
         busy = "notification service busy: not recorded (injected fault: partial)"
-        results = [self._record_notice(n) for n in notices[:recorded]] + [
+        results = [self._record_notice(n) for n in recorded] + [
             {"idempotency_key": n.get("idempotency_key") if isinstance(n, dict) else None, "error": busy}
-            for n in notices[recorded:]
+            for n in refused
         ]
         return Response(200, {"results": results})
 
@@ -306,6 +300,18 @@ class Api:
         except (ValueError, TypeError) as exc:
             raise BadRequest(str(exc)) from exc
         return Response(201, {"fault": fault.as_dict()})
+
+
+def _batch(body: bytes, field: str, shape: str, limit: int, headers: dict[str, str]) -> tuple[list[Any], list[Any]]:
+    """A batch write's items under `field` (at most `limit`): those to apply, and those the injected fault
+    `partial` refuses (the second half: the service gives up half way through the batch)."""
+    items = _json_object(body).get(field)
+    if not isinstance(items, list):
+        raise BadRequest(f'body must be {{"{field}": [{shape}, ...]}}')
+    if len(items) > limit:
+        raise TooLarge(f"at most {limit} {field} per batch")
+    applied = len(items) // 2 if "partial" in headers.get("x-sim-faults", "") else len(items)
+    return items[:applied], items[applied:]
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

@@ -23,7 +23,9 @@ NEVER = np.iinfo(np.int64).max
 
 
 class BadRequest(ValueError):
-    """A client error answered with 400 and this message."""
+    """A client error answered with `status` (400) and this message."""
+
+    status = 400
 
 
 @dataclass(frozen=True)
