@@ -26,7 +26,7 @@ logging.getLogger("great_expectations.data_context.types.base").setLevel(logging
 CLOCK_SKEW = timedelta(minutes=5)  # tolerated lead of a row's timestamp over the source's clock
 # A suite is judged first for pass or fail alone, then its broken expectations again with every offending row by
 # `_row` (on SQL, GX lists at most `partial_unexpected_count`, 20, even when COMPLETE). Most batches pass, and
-# the offending rows cost each expectation two more queries: judging only, a 3-hourly batch's contract took half.
+# the offending rows cost each expectation two more queries (a passing 20,000-row batch: 0.14 s, judged only 0.07 s).
 JUDGED = {"result_format": "BOOLEAN_ONLY"}
 NAMED = {"result_format": "COMPLETE", "unexpected_index_column_names": ["_row"], "partial_unexpected_count": 2**31 - 1}
 
