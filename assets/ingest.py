@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import duckdb
 
+from cx_pipeline.assets.metadata import Progress
 from cx_pipeline.assets.resources import (
     WAREHOUSE_POOL,
     ContractsResource,
@@ -27,7 +28,6 @@ from cx_pipeline.ingest.landing import (
 from cx_pipeline.ingest.sources.helpdesk import unclassified
 
 OWNERS = ["team:cx-data"]
-PROGRESS_EVERY_PAGES = 20
 
 
 def raw_asset(feed: Feed) -> dg.AssetsDefinition:
@@ -55,9 +55,10 @@ def raw_asset(feed: Feed) -> dg.AssetsDefinition:
         warehouse: WarehouseResource = context.resources.warehouse
         contracts: ContractsResource = context.resources.contracts
 
+        report_progress = Progress(context.log.info)
+
         def progress(pages: int, rows: int) -> None:
-            if pages % PROGRESS_EVERY_PAGES == 0:
-                context.log.info(f"{feed.table}: {rows:,} rows in {pages} pages so far")
+            report_progress(f"{feed.table}: {rows:,} rows in {pages} pages so far")
 
         metadata: dict[str, object] = {}
         with warehouse.connect() as con:
